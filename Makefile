@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("heard needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,keyring]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/heard demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/sync_bench.py
+	$(BIN)/python bench/app_bench.py
+	$(BIN)/python bench/send_bench.py
+	$(BIN)/python bench/deadline_sim.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""heard: the mail channel (IMAP sync, parsing, threading, auto-replies, sending)."""

@@ -1,0 +1,1 @@
+"""heard: the ticket store (tables, lifecycle, queries, deadlines, search)."""

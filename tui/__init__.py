@@ -1,0 +1,1 @@
+"""heard: the Textual app and the command line."""
