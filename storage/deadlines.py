@@ -1,0 +1,647 @@
+"""Honest deadlines: when will a waiting customer really get a human reply?
+
+Pure functions with an explicit ``now``: no database, no clock, no mail.
+
+The pieces:
+
+* :class:`BusinessHours` -- open days, opening hours, time zone, holidays;
+  business-time arithmetic that is correct across DST changes (all arithmetic
+  is done in UTC, all calendars in the business time zone).
+* :class:`HandlingModel` -- what one ticket costs an agent (take-to-solve
+  time), learned from recent history or from a configured typical time.
+* :func:`promise_deadline` -- the promise: a high quantile of the work ahead
+  of the ticket (plus the work of queue-jumpers arriving meanwhile), never
+  sooner than ``now + minimum``, capped by the customer's tier, rounded up to
+  the next full hour and never outside business hours.
+* :func:`format_deadline` / :func:`format_deadline_short` -- the words.
+* :func:`tier_for`, :func:`parse_tiers`, :func:`parse_duration` -- the
+  ``[tiers]`` configuration.
+
+Why a quantile and not ``position x mean``: handling times are heavy-tailed
+(a few tickets take hours), and premium tickets that arrive later are taken
+first. ``position x mean`` is the *expected* wait, so it is broken about half
+the time by construction; a promise should be broken rarely. The benchmark
+``bench/deadline_sim.py`` measures how often, and how tight the promises are.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from email.utils import parseaddr
+from typing import Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+__all__ = [
+    "BusinessHours",
+    "HandlingModel",
+    "TierSpec",
+    "WEEKDAYS",
+    "expected_handling_time",
+    "promise_deadline",
+    "round_up_to_hour",
+    "round_into_business_hours",
+    "format_deadline",
+    "format_deadline_short",
+    "parse_duration",
+    "parse_tiers",
+    "tier_for",
+]
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTH_NAMES = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)
+
+_ZERO = timedelta(0)
+_HOUR = timedelta(hours=1)
+
+
+def _utc(dt: datetime) -> datetime:
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"naive datetime not allowed here: {dt!r}")
+    return dt.astimezone(timezone.utc)
+
+
+# --------------------------------------------------------------------------
+# Business hours
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    """When people are at the desk.
+
+    ``days`` are weekday numbers (Monday = 0). ``start``/``end`` are local
+    wall-clock times in ``tz`` (``end`` after ``start``, same day).
+    ``holidays`` are local dates on which the desk is closed.
+    """
+
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    days: frozenset[int] = frozenset({0, 1, 2, 3, 4})
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+    holidays: frozenset[date] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "days", frozenset(self.days))
+        object.__setattr__(self, "holidays", frozenset(self.holidays))
+        if not self.days:
+            raise ValueError("business hours need at least one open day")
+        if not all(0 <= d <= 6 for d in self.days):
+            raise ValueError(f"weekday numbers are 0 (Mon) .. 6 (Sun): {sorted(self.days)}")
+        if not self.start < self.end:
+            raise ValueError(f"opening time {self.start} must be before closing time {self.end}")
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls,
+        days: Sequence[str] = ("mon", "tue", "wed", "thu", "fri"),
+        hours: str = "09:00-17:00",
+        timezone: str = "UTC",
+        holidays: Iterable[str | date] | None = None,
+        country: str | None = None,
+        *,
+        now: datetime | None = None,
+        years_around: int = 2,
+    ) -> "BusinessHours":
+        """Build from the config file's ``[business_hours]`` values.
+
+        ``country`` is a ``holidays`` country code, optionally with a
+        subdivision: ``"DE"``, ``"DE-BY"``, ``"US-CA"``. Its public holidays
+        for the years ``now.year - years_around .. now.year + years_around``
+        are added to the explicit ``holidays`` list. Without ``now`` the
+        current year is used (the only place this module reads the clock).
+        """
+        try:
+            day_set = frozenset(WEEKDAYS.index(d.strip().lower()[:3]) for d in days)
+        except ValueError:
+            raise ValueError(f"unknown weekday in {list(days)!r}; use mon, tue, ... sun") from None
+        m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", hours)
+        if not m:
+            raise ValueError(f"business hours must look like 09:00-17:00, not {hours!r}")
+        h1, m1, h2, m2 = (int(x) for x in m.groups())
+        start, end = time(h1, m1), time(h2, m2) if h2 < 24 else time(23, 59, 59, 999999)
+        tz = ZoneInfo(timezone)
+        dates: set[date] = set()
+        for h in holidays or ():
+            dates.add(h if isinstance(h, date) else date.fromisoformat(str(h).strip()))
+        if country:
+            import holidays as holidays_pkg  # a maintained table we do not copy
+
+            code, _, subdiv = country.strip().partition("-")
+            year = (now.astimezone(tz) if now is not None else datetime.now(tz)).year
+            years = range(year - years_around, year + years_around + 1)
+            table = holidays_pkg.country_holidays(code.upper(), subdiv=subdiv.upper() or None, years=years)
+            dates.update(table.keys())
+        return cls(tz=tz, days=day_set, start=start, end=end, holidays=frozenset(dates))
+
+    # -- calendar ---------------------------------------------------------
+
+    @property
+    def day_length(self) -> timedelta:
+        """Length of one business day (wall clock; DST-free days)."""
+        return datetime.combine(date.min, self.end) - datetime.combine(date.min, self.start)
+
+    def is_open_day(self, d: date) -> bool:
+        return d.weekday() in self.days and d not in self.holidays
+
+    def _interval(self, d: date) -> tuple[datetime, datetime]:
+        """The open interval of local date ``d``, in UTC."""
+        return (
+            datetime.combine(d, self.start, self.tz).astimezone(timezone.utc),
+            datetime.combine(d, self.end, self.tz).astimezone(timezone.utc),
+        )
+
+    def _next_open_day(self, d: date) -> date:
+        for _ in range(3700):  # ten years of holidays is a configuration error
+            if self.is_open_day(d):
+                return d
+            d += timedelta(days=1)
+        raise ValueError("no open business day within ten years")
+
+    def is_open(self, dt: datetime) -> bool:
+        """True when ``dt`` is inside opening hours (start inclusive, end exclusive)."""
+        u = _utc(dt)
+        d = u.astimezone(self.tz).date()
+        if not self.is_open_day(d):
+            return False
+        a, b = self._interval(d)
+        return a <= u < b
+
+    def next_open(self, dt: datetime) -> datetime:
+        """``dt`` itself when open, else the next opening instant (in ``tz``)."""
+        u = _utc(dt)
+        d = u.astimezone(self.tz).date()
+        while True:
+            d = self._next_open_day(d)
+            a, b = self._interval(d)
+            if u < b:
+                return max(a, u).astimezone(self.tz)
+            d += timedelta(days=1)
+
+    def add_business_time(self, start: datetime, delta: timedelta) -> datetime:
+        """The instant at which ``delta`` of business time has passed after ``start``.
+
+        Work stops at closing time and continues at the next opening. A
+        result that lands exactly on closing time stays there (17:00 today,
+        not 09:00 tomorrow). ``delta`` of zero returns ``start`` unchanged.
+        """
+        if delta < _ZERO:
+            raise ValueError("negative business time")
+        u = _utc(start)
+        if delta == _ZERO:
+            return u.astimezone(self.tz)
+        remaining = delta
+        d = u.astimezone(self.tz).date()
+        while True:
+            d = self._next_open_day(d)
+            a, b = self._interval(d)
+            if u < b:
+                begin = max(a, u)
+                available = b - begin
+                if remaining <= available:
+                    return (begin + remaining).astimezone(self.tz)
+                remaining -= available
+            d += timedelta(days=1)
+
+    def business_time_between(self, a: datetime, b: datetime) -> timedelta:
+        """Business time from ``a`` to ``b`` (negative when ``b`` is before ``a``)."""
+        ua, ub = _utc(a), _utc(b)
+        if ub < ua:
+            return -self.business_time_between(b, a)
+        total = _ZERO
+        d = ua.astimezone(self.tz).date()
+        last = ub.astimezone(self.tz).date()
+        while d <= last:
+            if self.is_open_day(d):
+                s, e = self._interval(d)
+                lo, hi = max(s, ua), min(e, ub)
+                if hi > lo:
+                    total += hi - lo
+            d += timedelta(days=1)
+        return total
+
+
+# --------------------------------------------------------------------------
+# Handling time
+# --------------------------------------------------------------------------
+
+# Support handling times are well described by a lognormal distribution.
+# With no history we assume a spread of sigma = 1 around the configured
+# typical (median) time: a quarter of tickets take over twice the typical
+# time and about one in 50 over eight times as long.
+DEFAULT_LOG_SIGMA = 1.0
+
+
+def expected_handling_time(
+    recent_durations: Sequence[timedelta],
+    configured: timedelta,
+    min_history: int = 20,
+) -> timedelta:
+    """The typical take-to-solve time: what a person means by "a ticket takes".
+
+    The median of ``recent_durations`` once there are at least
+    ``min_history`` of them, else ``configured``. This is the figure to show
+    an agent ("tickets take about 15 minutes"); it is deliberately *not* what
+    deadlines are computed from: the median of a heavy-tailed distribution
+    underestimates the total of many tickets (the mean is larger) and says
+    nothing about the bad case. Deadlines use :class:`HandlingModel`, which
+    keeps the mean and the spread.
+    """
+    if len(recent_durations) >= max(1, min_history):
+        return statistics.median(recent_durations)
+    return configured
+
+
+@dataclass(frozen=True)
+class HandlingModel:
+    """A summary of take-to-solve times (business time per ticket).
+
+    ``mean`` and ``sd`` drive the deadline (a sum of many tickets is governed
+    by the mean); ``median`` and ``p90`` are for display. ``samples`` is the
+    history size the figures were learned from (0 when configured); the
+    deadline widens with the uncertainty of a mean learned from few samples.
+    """
+
+    mean: timedelta
+    sd: timedelta
+    median: timedelta
+    p90: timedelta
+    samples: int = 0
+
+    @classmethod
+    def from_typical(cls, typical: timedelta, log_sigma: float = DEFAULT_LOG_SIGMA) -> "HandlingModel":
+        """A lognormal model around a configured typical (median) time."""
+        if typical <= _ZERO:
+            raise ValueError("typical handling time must be positive")
+        s2 = log_sigma * log_sigma
+        med = typical.total_seconds()
+        mean = med * math.exp(s2 / 2)
+        sd = mean * math.sqrt(math.expm1(s2))
+        p90 = med * math.exp(1.2815515655446004 * log_sigma)
+        return cls(
+            mean=timedelta(seconds=mean),
+            sd=timedelta(seconds=sd),
+            median=typical,
+            p90=timedelta(seconds=p90),
+            samples=0,
+        )
+
+    @classmethod
+    def from_history(
+        cls,
+        recent_durations: Sequence[timedelta],
+        configured: timedelta,
+        min_history: int = 20,
+    ) -> "HandlingModel":
+        """Learn from recent take-to-solve times once there are ``min_history``.
+
+        The mean and spread are the larger of the sample figures and those of
+        a lognormal fitted to the samples: a recent calm stretch without a
+        single long ticket must not make promises optimistic, and a single
+        monster ticket must not be the only evidence of a tail.
+        Before enough history, :meth:`from_typical` on ``configured``.
+        """
+        secs = sorted(max(d.total_seconds(), 1.0) for d in recent_durations)
+        n = len(secs)
+        if n < max(2, min_history):
+            return cls.from_typical(configured)
+        mean_s = statistics.fmean(secs)
+        sd_s = statistics.stdev(secs)
+        logs = [math.log(s) for s in secs]
+        mu, sig = statistics.fmean(logs), statistics.stdev(logs)
+        mean_ln = math.exp(mu + sig * sig / 2)
+        sd_ln = mean_ln * math.sqrt(math.expm1(sig * sig))
+        p90 = secs[min(n - 1, math.ceil(0.9 * n) - 1)]
+        return cls(
+            mean=timedelta(seconds=max(mean_s, mean_ln)),
+            sd=timedelta(seconds=max(sd_s, sd_ln)),
+            median=timedelta(seconds=statistics.median(secs)),
+            p90=timedelta(seconds=p90),
+            samples=n,
+        )
+
+
+# --------------------------------------------------------------------------
+# The promise
+# --------------------------------------------------------------------------
+
+# The promise is the Q-quantile of the wait, Q = Phi(Z). Z = 2 is the
+# 97.7th percentile; rounding to the full hour adds a little more margin.
+PROMISE_Z = 2.0
+# When the learned model has no sample count, treat it like this many.
+_PRIOR_SAMPLES = 50
+
+
+def _lognormal_quantile(mean: float, var: float, z: float) -> float:
+    """Quantile of the lognormal with this mean and variance (Fenton-Wilkinson).
+
+    The sum of a few heavy-tailed handling times is itself skewed; matching
+    a lognormal keeps the upper quantile honest for short queues and tends to
+    the normal approximation for long ones.
+    """
+    if mean <= 0:
+        return 0.0
+    s2 = math.log1p(var / (mean * mean))
+    return math.exp(math.log(mean) - s2 / 2 + z * math.sqrt(s2))
+
+
+def _wait_quantile(
+    position: int,
+    agents: int,
+    model: HandlingModel,
+    jumpers_per_hour: float,
+    z: float,
+) -> timedelta:
+    """Business time until the ticket at ``position`` is taken, at quantile Phi(z).
+
+    All ``agents`` are busy (else the ticket would be taken now), so the
+    ticket is taken at the ``position + 1``-th completion: the work of
+    ``position + 1`` tickets shared by ``agents`` people (completions of k
+    busy agents arrive at rate k / mean, with variance growing like the
+    count). Queue-jumpers arriving while we wait (rate ``jumpers_per_hour``)
+    add their work too. The mean learned from ``samples`` tickets is itself
+    uncertain; that uncertainty grows with the square of the queue length
+    (all tickets share the same error), so it is added as such.
+    """
+    mu = model.mean.total_seconds()
+    var = model.sd.total_seconds() ** 2
+    second_moment = var + mu * mu
+    samples = model.samples or _PRIOR_SAMPLES
+    m = position + 1
+    lam = max(jumpers_per_hour, 0.0) / 3600.0  # per business second
+    k = float(agents)
+    wait = _lognormal_quantile(m * mu, m * var, z) / k
+    # Fixed point: jumpers arriving during the wait are served first.
+    # Bounded: when jumpers alone fill the desk, the wait has no honest bound;
+    # cap the inflation at 5x (premium overload is an operational emergency).
+    for _ in range(30):
+        jumps = lam * wait
+        n_eff = m + jumps
+        total_mean = n_eff * mu
+        total_var = m * var + jumps * second_moment + (n_eff * n_eff) * var / samples
+        new = _lognormal_quantile(total_mean, total_var, z) / k
+        base = _lognormal_quantile(m * mu, m * var, z) / k
+        new = min(new, 5 * base + 1.0)
+        if abs(new - wait) < 1.0:
+            wait = new
+            break
+        wait = new
+    return timedelta(seconds=math.ceil(wait))
+
+
+def round_up_to_hour(dt: datetime) -> datetime:
+    """The next full hour at or after ``dt`` (wall clock of ``dt``'s zone)."""
+    floor = dt.replace(minute=0, second=0, microsecond=0)
+    if floor == dt:
+        return dt
+    # Step in UTC so that a DST change inside the hour is handled right.
+    u = _utc(floor) + _HOUR if dt.tzinfo is not None else floor + _HOUR
+    return u.astimezone(dt.tzinfo) if dt.tzinfo is not None else u
+
+
+def round_into_business_hours(dt: datetime, hours: BusinessHours) -> datetime:
+    """Round ``dt`` up to a full hour that lies inside business hours.
+
+    Closing time itself is inside ("17:00" is a fine deadline). An instant
+    after closing carries the remainder into the next open day: with
+    09:00-17:00 hours, 17:30 becomes 09:30 on the next open day, rounded up
+    to 10:00 (never a weekend or holiday). An instant before opening or on a
+    closed day becomes the next opening, on the hour. When the closing time
+    is not on the hour (17:30) and rounding would cross it, the closing time
+    itself is the deadline.
+    """
+    local = _utc(dt).astimezone(hours.tz)
+    d = local.date()
+    u = _utc(local)
+    if hours.is_open_day(d):
+        open_u, close_u = hours._interval(d)
+        if u > close_u:
+            nxt = hours.next_open(close_u + timedelta(microseconds=1))
+            return round_into_business_hours(hours.add_business_time(nxt, u - close_u), hours)
+        if u < open_u:
+            local = open_u.astimezone(hours.tz)
+    else:
+        local = hours.next_open(local)
+    d = local.date()
+    close_u = hours._interval(d)[1]
+    r = round_up_to_hour(local)
+    return r if _utc(r) <= close_u else close_u.astimezone(hours.tz)
+
+
+def _round_down_quarter(dt: datetime) -> datetime:
+    return dt.replace(minute=dt.minute - dt.minute % 15, second=0, microsecond=0)
+
+
+def promise_deadline(
+    *,
+    now: datetime,
+    position: int,
+    agents: int,
+    handling: HandlingModel | timedelta,
+    hours: BusinessHours,
+    minimum: timedelta = timedelta(hours=1),
+    tier_max: timedelta | None = None,
+    jumpers_per_hour: float = 0.0,
+    z: float = PROMISE_Z,
+) -> datetime:
+    """The deadline to promise a waiting customer: an aware datetime in ``hours.tz``.
+
+    ``position``: place in the work order, 0 = next to be taken.
+    ``agents``: people taking tickets in the period (at least 1).
+    ``handling``: a :class:`HandlingModel`, or a typical (median) take-to-solve
+    time, which is read as a lognormal with the default spread.
+    ``minimum``: never promise sooner than ``now + minimum`` (business time).
+    ``tier_max``: the customer's tier maximum response time (business time).
+    ``jumpers_per_hour``: tickets per business hour that will be put *ahead*
+    of this one after it was queued (for an ordinary customer: the recent
+    rate of premium tickets; for a premium customer usually 0).
+    ``z``: the promise is the Phi(z) quantile of the wait (2.0: ~97.7%).
+
+    The rule: the later of "when I will really get to it" and
+    ``now + minimum``; capped by ``now + tier_max``; rounded up to the next
+    full hour; never outside business hours. When rounding up would break the
+    tier's maximum, the deadline is the maximum itself rounded *down* to the
+    quarter hour (a contract beats a round number).
+    """
+    if position < 0:
+        raise ValueError("position must be 0 or more")
+    if agents < 1:
+        raise ValueError("at least one agent must be working")
+    if tier_max is not None and tier_max <= _ZERO:
+        raise ValueError("a tier's maximum response time must be positive")
+    if isinstance(handling, timedelta):
+        handling = HandlingModel.from_typical(handling)
+    _utc(now)  # reject naive datetimes early
+
+    wait = _wait_quantile(position, agents, handling, jumpers_per_hour, z)
+    wait = max(wait, minimum, _ZERO)
+    if tier_max is not None:
+        wait = min(wait, tier_max)
+    raw = hours.add_business_time(now, wait)
+    deadline = round_into_business_hours(raw, hours)
+    if tier_max is not None:
+        cap = hours.add_business_time(now, tier_max)
+        if _utc(deadline) > _utc(cap):
+            down = _round_down_quarter(cap.astimezone(hours.tz))
+            inside = hours.is_open(down) or _at_close(down, hours)
+            deadline = down if inside and _utc(down) > _utc(now) else cap
+    return deadline.astimezone(hours.tz)
+
+
+def _at_close(dt: datetime, hours: BusinessHours) -> bool:
+    d = dt.astimezone(hours.tz).date()
+    return hours.is_open_day(d) and _utc(dt) == hours._interval(d)[1]
+
+
+# --------------------------------------------------------------------------
+# Words
+# --------------------------------------------------------------------------
+
+
+def _zone_label(local: datetime, tz: tzinfo) -> str:
+    abbr = local.tzname() or ""
+    if abbr and abbr[0] not in "+-" and not abbr.startswith("UTC") or abbr == "UTC":
+        return abbr
+    return getattr(tz, "key", None) or abbr or "UTC"
+
+
+def format_deadline(
+    deadline: datetime,
+    *,
+    customer_offset_minutes: int | None,
+    agent_tz: tzinfo,
+) -> str:
+    """The deadline in a sentence: "Tuesday 24 November, 14:00 your time".
+
+    With the customer's UTC offset (from their mail's Date header) the time
+    is written in their clock, "your time". Without it, in the agent's zone,
+    named: "Tuesday 24 November, 14:00 CET" (the IANA name when the zone has
+    no letter abbreviation, e.g. "America/Sao_Paulo").
+    """
+    if customer_offset_minutes is not None:
+        local = _utc(deadline).astimezone(timezone(timedelta(minutes=customer_offset_minutes)))
+        label = "your time"
+    else:
+        local = _utc(deadline).astimezone(agent_tz)
+        label = _zone_label(local, agent_tz)
+    return (
+        f"{_DAY_NAMES[local.weekday()]} {local.day} {_MONTH_NAMES[local.month - 1]}, "
+        f"{local:%H:%M} {label}"
+    )
+
+
+def format_deadline_short(deadline: datetime, agent_tz: tzinfo) -> str:
+    """Compact form for tables and events: "Tue 24 Nov 14:00" (agent's clock)."""
+    local = _utc(deadline).astimezone(agent_tz)
+    return (
+        f"{_DAY_NAMES[local.weekday()][:3]} {local.day} "
+        f"{_MONTH_NAMES[local.month - 1][:3]} {local:%H:%M}"
+    )
+
+
+# --------------------------------------------------------------------------
+# Durations and tiers
+# --------------------------------------------------------------------------
+
+_UNITS = {
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": None, "day": None, "days": None,
+    "w": None, "week": None, "weeks": None,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(?:business\s+)?([a-z]+)")
+
+
+def parse_duration(text: str, *, day: timedelta = timedelta(hours=8)) -> timedelta:
+    """Parse "2h", "90m", "1h30m", "1.5 hours", "2 business hours", "1d".
+
+    Every duration here is business time. A day ("1d", "2 business days") is
+    one business day, ``day`` long (pass ``hours.day_length``; default 8h);
+    a week is five such days.
+    """
+    s = text.strip().lower()
+    if not s:
+        raise ValueError("empty duration")
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(s):
+        if s[pos:m.start()].strip(" ,and"):
+            raise ValueError(f"cannot read duration {text!r}")
+        value, unit = float(m.group(1)), m.group(2)
+        if unit not in _UNITS:
+            raise ValueError(f"unknown unit {unit!r} in duration {text!r}")
+        if unit.startswith("d"):
+            factor = day.total_seconds()
+        elif unit.startswith("w"):
+            factor = 5 * day.total_seconds()
+        else:
+            factor = _UNITS[unit]
+        total += value * factor
+        pos = m.end()
+    if pos == 0 or s[pos:].strip():
+        raise ValueError(f"cannot read duration {text!r}")
+    return timedelta(seconds=round(total))
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """One ``[tiers.<name>]`` entry: a maximum response time and its members."""
+
+    name: str
+    max_response: timedelta
+    members: frozenset[str] = frozenset()
+
+
+def parse_tiers(config: Mapping[str, Mapping[str, object]], *, day: timedelta = timedelta(hours=8)) -> dict[str, TierSpec]:
+    """``{"premium": {"max_response": "2h", "members": ["ceo@bigco.com", "bigco.com"]}}``."""
+    out: dict[str, TierSpec] = {}
+    for name, spec in config.items():
+        raw = spec.get("max_response")
+        if raw is None:
+            raise ValueError(f"tier {name!r} needs max_response")
+        max_response = raw if isinstance(raw, timedelta) else parse_duration(str(raw), day=day)
+        members = spec.get("members", ()) or ()
+        if isinstance(members, str):
+            members = [members]
+        out[name] = TierSpec(
+            name=name,
+            max_response=max_response,
+            members=frozenset(str(m).strip().lower().lstrip("@") for m in members),
+        )
+    return out
+
+
+def tier_for(address: str, tiers: Mapping[str, TierSpec]) -> TierSpec | None:
+    """The tier of a sender address, or None.
+
+    An exact address beats a domain; a longer (more specific) domain beats a
+    shorter one ("eu.bigco.com" beats "bigco.com", which also covers
+    subdomains); among equally specific matches the strictest (shortest
+    maximum) wins. Case-insensitive; "Name <addr>" is accepted.
+    """
+    addr = parseaddr(address)[1].strip().lower() or address.strip().lower()
+    domain = addr.rpartition("@")[2]
+    best: tuple[int, timedelta, str] | None = None
+    best_tier: TierSpec | None = None
+    for tier in tiers.values():
+        for member in tier.members:
+            if "@" in member:
+                score = 10_000 if member == addr else -1
+            elif domain == member or domain.endswith("." + member):
+                score = len(member)
+            else:
+                score = -1
+            if score < 0:
+                continue
+            key = (-score, tier.max_response, tier.name)
+            if best is None or key < best:
+                best, best_tier = key, tier
+    return best_tier
