@@ -1,0 +1,238 @@
+"""The config file: TOML, typed, every mistake reported in one line naming the key.
+
+Credentials never live here: a ``password_command`` (first line of its
+output) or the system keyring (``keyring = true``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SECURITY = ("tls", "starttls", "none")
+
+
+class ConfigError(ValueError):
+    """One line: which key or server, and what to do."""
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("HEARD_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    elif os.name == "nt":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "heard" / "config.toml"
+
+
+def default_database() -> str:
+    if sys.platform == "darwin":
+        return "~/Library/Application Support/heard/heard.db"
+    base = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
+    return f"{base}/heard/heard.db"
+
+
+@dataclass
+class ServerConfig:
+    section: str
+    host: str
+    port: int
+    security: str
+    username: str
+    password_command: str | None = None
+    keyring: bool = False
+    folder: str = "INBOX"
+    sent_folder: str = ""
+
+    def password(self) -> str:
+        """Fetch the password now; never stored anywhere by heard."""
+        if self.password_command:
+            try:
+                out = subprocess.run(
+                    self.password_command, shell=True, capture_output=True, text=True, timeout=60
+                )
+            except subprocess.TimeoutExpired:
+                raise ConfigError(f"[{self.section}] password_command took over 60 s: check it runs on its own") from None
+            if out.returncode != 0:
+                err = (out.stderr or "").strip().splitlines()
+                tail = f" ({err[-1]})" if err else ""
+                raise ConfigError(
+                    f"[{self.section}] password_command failed with exit {out.returncode}{tail}: run it by hand to check"
+                )
+            lines = out.stdout.splitlines()
+            if not lines or not lines[0]:
+                raise ConfigError(f"[{self.section}] password_command printed nothing: it must print the password")
+            return lines[0]
+        if self.keyring:
+            try:
+                import keyring
+            except ImportError:
+                raise ConfigError(
+                    f"[{self.section}] keyring = true needs the keyring package: pip install 'heard[keyring]'"
+                ) from None
+            secret = keyring.get_password("heard", f"{self.section}:{self.username}@{self.host}")
+            if not secret:
+                raise ConfigError(
+                    f"[{self.section}] no password in the keyring for {self.username}@{self.host}: "
+                    f"run `keyring set heard {self.section}:{self.username}@{self.host}`"
+                )
+            return secret
+        raise ConfigError(f"[{self.section}] set password_command or keyring = true")
+
+
+@dataclass
+class Config:
+    path: Path
+    address: str
+    own_addresses: list[str]
+    imap: ServerConfig
+    smtp: ServerConfig | None
+    database: str
+    agent_name: str
+    agent_email: str
+    signature: str
+    ack: dict[str, Any] = field(default_factory=dict)
+    hours: dict[str, Any] = field(default_factory=dict)
+    tiers: dict[str, Any] = field(default_factory=dict)
+    pending: dict[str, Any] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def own_domain(self) -> str:
+        return self.address.rsplit("@", 1)[-1].lower()
+
+    @property
+    def agent(self) -> str:
+        """The name on holds and events."""
+        return self.agent_name or self.agent_email or os.environ.get("USER", "agent")
+
+
+def _get(table: dict, section: str, key: str, kind: type, default: Any = ..., choices: tuple = ()) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"[{section}] {key} is missing: add it to the config (see README, Configuration)")
+        return default
+    value = table[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"[{section}] {key} must be a {kind.__name__}, not {value!r}")
+    if choices and value not in choices:
+        raise ConfigError(f"[{section}] {key} = {value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def _server(data: dict, section: str, default_port: dict[str, int]) -> ServerConfig:
+    t = data.get(section)
+    if not isinstance(t, dict):
+        raise ConfigError(f"[{section}] section is missing: run `heard init` or add it (see README)")
+    security = _get(t, section, "security", str, "tls", SECURITY)
+    port = _get(t, section, "port", int, default_port[security])
+    if not 0 < port < 65536:
+        raise ConfigError(f"[{section}] port = {port}: use a port between 1 and 65535")
+    cfg = ServerConfig(
+        section=section,
+        host=_get(t, section, "host", str),
+        port=port,
+        security=security,
+        username=_get(t, section, "username", str, ""),
+        password_command=_get(t, section, "password_command", str, None),
+        keyring=_get(t, section, "keyring", bool, False),
+        folder=_get(t, section, "folder", str, "INBOX"),
+        sent_folder=_get(t, section, "sent_folder", str, ""),
+    )
+    if not cfg.password_command and not cfg.keyring:
+        raise ConfigError(f"[{section}] set password_command = \"...\" or keyring = true")
+    if "password" in t:
+        raise ConfigError(f"[{section}] password must not be in the config file: use password_command or keyring")
+    return cfg
+
+
+KNOWN_SECTIONS = {"account", "imap", "smtp", "storage", "agent", "ack", "hours", "tiers", "pending", "keys"}
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    unknown = set(data) - KNOWN_SECTIONS
+    if unknown:
+        raise ConfigError(f"unknown section [{sorted(unknown)[0]}] in {path}: check the spelling (see README)")
+    account = data.get("account")
+    if not isinstance(account, dict):
+        raise ConfigError("[account] section is missing: run `heard init`")
+    address = _get(account, "account", "address", str).strip().lower()
+    if "@" not in address:
+        raise ConfigError(f"[account] address = {address!r} is not an email address")
+    imap = _server(data, "imap", {"tls": 993, "starttls": 143, "none": 143})
+    smtp = _server(data, "smtp", {"tls": 465, "starttls": 587, "none": 25}) if "smtp" in data else None
+    storage = data.get("storage", {})
+    agent = data.get("agent", {})
+    return Config(
+        path=path,
+        address=address,
+        own_addresses=[a.lower() for a in _get(account, "account", "own_addresses", list, [])] + [address],
+        imap=imap,
+        smtp=smtp,
+        database=_get(storage, "storage", "database", str, default_database()),
+        agent_name=_get(agent, "agent", "name", str, ""),
+        agent_email=_get(agent, "agent", "email", str, ""),
+        signature=_get(agent, "agent", "signature", str, ""),
+        ack=data.get("ack", {}),
+        hours=data.get("hours", {}),
+        tiers=data.get("tiers", {}),
+        pending=data.get("pending", {}),
+        keys=data.get("keys", {}),
+        raw=data,
+    )
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    p = Path(path).expanduser() if path else default_config_path()
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no config at {p}: run `heard init` (or `heard demo` to try it without an account)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML ({exc}): fix that line") from None
+    return parse_config(data, p)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{s}"'
+
+
+def render_config(sections: dict[str, dict[str, Any]]) -> str:
+    lines = ["# heard configuration: see README.md, Configuration", ""]
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        for k, v in table.items():
+            if v is None:
+                continue
+            lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_config(sections)
+    parse_config(tomllib.loads(text), path)  # never write a config we would refuse
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return path

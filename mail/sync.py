@@ -1,0 +1,315 @@
+"""IMAP → store: fetch new mail with BODY.PEEK[] in batches, thread it, commit raw bytes and cursor together.
+
+Rules (brief, section 4): a message is (folder, UIDVALIDITY, UID); flags are
+never touched (the folder is opened read-only, bodies fetched with PEEK); a
+batch's raw bytes, tickets and cursor commit in one transaction, so a kill at
+any moment only re-fetches the uncommitted batch; identical bytes are stored
+once (content hash), so a UIDVALIDITY change or lost state re-links instead
+of duplicating; a message the parser chokes on is stored raw and flagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from mail.autoreply import automated_reason
+from mail.config import Config
+from mail.imap import MailServerError, connect_imap, network_error
+from mail.parse import ParsedMessage, parse_message
+from mail.threads import thread_decision
+from mail.vague import vague_reason
+from storage.db import Store, utcnow
+from storage.deadlines import parse_tiers, tier_for
+from storage.ingest import Ingest, NewMessage, known_uids, record_sync_error, sync_state
+
+log = logging.getLogger(__name__)
+
+BATCH = 400
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class SyncSummary:
+    folder: str = "INBOX"
+    new_messages: int = 0
+    tickets_created: int = 0
+    tickets_updated: int = 0
+    automated: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    reopened: int = 0
+    uidvalidity_changed: bool = False
+    new_ticket_ids: list[int] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.new_messages} new messages, {self.tickets_created} tickets created, "
+            f"{self.tickets_updated} tickets updated, {self.automated} automated, "
+            f"{self.quarantined} quarantined"
+            + (f", {self.duplicates} already stored" if self.duplicates else "")
+            + (", UIDVALIDITY changed: re-linked" if self.uidvalidity_changed else "")
+        )
+
+
+class MessageConverter:
+    """ParsedMessage → NewMessage: the per-message rules that need the config."""
+
+    def __init__(self, cfg: Config):
+        self.own_addresses = set(cfg.own_addresses)
+        self.own_domains = {cfg.own_domain}
+        self.tiers = parse_tiers(cfg.tiers) if cfg.tiers else {}
+
+    def convert(self, raw: bytes, pm: ParsedMessage, *, internal_date: datetime | None) -> NewMessage:
+        outgoing = pm.from_addr in self.own_addresses
+        auto = None
+        if not outgoing:
+            auto = automated_reason(
+                pm.headers,
+                envelope_sender=None,
+                from_addr=pm.from_addr,
+                message_id=pm.message_id,
+                content_type=pm.content_type,
+                own_addresses=self.own_addresses,
+                own_domains=self.own_domains,
+            )
+        date = pm.date or internal_date or utcnow()
+        tier = tier_for(pm.from_addr, self.tiers) if self.tiers and pm.from_addr else None
+        return NewMessage(
+            raw=raw,
+            content_hash=hashlib.sha256(raw).hexdigest(),
+            message_id=pm.message_id,
+            refs=list(pm.in_reply_to) + [r for r in pm.references if r not in pm.in_reply_to],
+            subject=pm.subject,
+            from_addr=pm.from_addr,
+            from_name=pm.from_name,
+            date=date,
+            date_offset_minutes=pm.date_offset_minutes,
+            direction="out" if outgoing else "in",
+            automated_reason=auto,
+            text=pm.text,
+            html_only=pm.html_only,
+            attachments_json=json.dumps(
+                [{"name": a.name, "content_type": a.content_type, "size": a.size} for a in pm.attachments]
+            ),
+            defects="; ".join(pm.defects),
+            vague_reason=None if (auto or outgoing) else vague_reason(pm.subject, pm.text),
+            tier=tier.name if tier else None,
+        )
+
+
+def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[NewMessage, list[str], list[str]]],
+                 *, cursor: dict | None = None, now: datetime | None = None) -> Ingest:
+    """Thread and store a batch in one transaction; ``cursor`` commits with it."""
+    now = now or utcnow()
+    with store.write_conn() as conn:
+        ing = Ingest(conn, store.search, now)
+        ids, tags = [], []
+        for m, irt, refs in items:
+            ids.extend(irt)
+            ids.extend(refs)
+        ing.prefetch(ids, [m.content_hash for m, _, _ in items], tags)
+        for m, irt, refs in items:
+            if ing.duplicate_of(m.content_hash) is not None:
+                ing.add(m, None, "")
+                continue
+            tid, reason = thread_decision(
+                in_reply_to=irt,
+                references=refs,
+                subject=m.subject,
+                ticket_for_message_id=ing.ticket_for_message_id,
+                ticket_exists=ing.ticket_exists,
+            )
+            ing.add(m, tid, reason)
+        ing.flush()
+        if cursor:
+            ing.set_cursor(cursor.pop("folder"), **cursor)
+    return ing
+
+
+def _as_utc(dt) -> datetime | None:
+    if not isinstance(dt, datetime):
+        return None
+    return dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def sync_once(
+    store: Store,
+    cfg: Config,
+    *,
+    client: IMAPClient | None = None,
+    progress: Progress | None = None,
+    batch: int = BATCH,
+) -> SyncSummary:
+    """Fetch what is new in the configured folder; safe to kill at any moment."""
+    own_client = client is None
+    folder = cfg.imap.folder
+    summary = SyncSummary(folder=folder)
+    try:
+        if client is None:
+            client = connect_imap(cfg.imap)
+        try:
+            info = client.select_folder(folder, readonly=True)  # EXAMINE: \Seen untouched
+        except IMAPClientError as exc:
+            raise MailServerError(f"cannot open folder {folder!r} on {cfg.imap.host} ({exc}): check [imap] folder") from None
+        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+        modseq = info.get(b"HIGHESTMODSEQ")
+        modseq = int(modseq) if modseq is not None else None
+        with store.read() as s:
+            state = sync_state(s.connection(), folder)
+        if state and state["uidvalidity"] == uidvalidity and uidnext and state["uidnext"] == uidnext:
+            _touch(store, folder, uidvalidity, state["last_uid"], uidnext, modseq)
+            return summary  # nothing new: one round trip after login
+        last_uid = 0
+        if state and state["uidvalidity"] == uidvalidity:
+            last_uid = state["last_uid"]
+        elif state and state["uidvalidity"]:
+            summary.uidvalidity_changed = True
+            log.warning("UIDVALIDITY of %s changed %s -> %s: re-linking", folder, state["uidvalidity"], uidvalidity)
+        uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+        if uids:
+            with store.read() as s:
+                have = known_uids(s.connection(), folder, uidvalidity)
+            todo = [u for u in uids if u not in have]
+        else:
+            todo = []
+        converter = MessageConverter(cfg)
+        created: set[int] = set()
+        updated: set[int] = set()
+        total = len(todo)
+        done = 0
+        if progress:
+            progress(0, total)
+        for start in range(0, total, batch):
+            chunk = todo[start : start + batch]
+            fetched = client.fetch(chunk, [b"BODY.PEEK[]", b"INTERNALDATE"])
+            items = []
+            for uid in chunk:
+                data = fetched.get(uid)
+                if not data:
+                    continue  # expunged between SEARCH and FETCH
+                raw = data.get(b"BODY[]") or b""
+                pm = parse_message(raw)
+                m = converter.convert(raw, pm, internal_date=_as_utc(data.get(b"INTERNALDATE")))
+                m.folder, m.uidvalidity, m.uid = folder, uidvalidity, uid
+                items.append((m, list(pm.in_reply_to), list(pm.references)))
+            last = chunk[-1]
+            cursor = dict(folder=folder, uidvalidity=uidvalidity, last_uid=last,
+                          uidnext=uidnext if start + batch >= total else 0, highestmodseq=modseq)
+            ing = ingest_batch(store, converter, items, cursor=cursor)
+            r = ing.result
+            summary.new_messages += r.new_messages
+            summary.automated += r.automated
+            summary.quarantined += r.quarantined
+            summary.duplicates += r.duplicates
+            summary.reopened += len(r.reopened)
+            created |= r.tickets_created
+            updated |= r.tickets_updated
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+        if not todo:
+            _touch(store, folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
+        summary.tickets_created = len(created)
+        summary.tickets_updated = len(updated - created)
+        summary.new_ticket_ids = sorted(created)
+        return summary
+    except (OSError, IMAPClientError) as exc:
+        err = network_error(cfg.imap, exc)
+        _record_error(store, folder, str(err))
+        raise err from None
+    except MailServerError as exc:
+        _record_error(store, folder, str(exc))
+        raise
+    finally:
+        if own_client and client is not None:
+            try:
+                client.logout()
+            except Exception:
+                pass
+
+
+def _touch(store: Store, folder: str, uidvalidity: int, last_uid: int, uidnext: int, modseq: int | None) -> None:
+    with store.write_conn() as conn:
+        Ingest(conn, store.search, utcnow()).set_cursor(
+            folder, uidvalidity=uidvalidity, last_uid=last_uid, uidnext=uidnext, highestmodseq=modseq
+        )
+
+
+def _record_error(store: Store, folder: str, error: str) -> None:
+    try:
+        with store.write_conn() as conn:
+            record_sync_error(conn, folder, error)
+    except Exception:  # the store itself may be the problem; the caller reports the error
+        pass
+
+
+@dataclass
+class WatchStatus:
+    mode: str  # idle | polling | offline
+    error: str | None = None
+    summary: SyncSummary | None = None
+
+
+def watch(
+    store: Store,
+    cfg: Config,
+    *,
+    stop: threading.Event,
+    on_status: Callable[[WatchStatus], None] = lambda s: None,
+    poll_interval: float = 30.0,
+    idle_timeout: float = 25 * 60,
+    max_backoff: float = 300.0,
+    progress: Progress | None = None,
+) -> None:
+    """Keep syncing: IMAP IDLE when offered, polling otherwise; reconnect with backoff."""
+    backoff = 1.0
+    while not stop.is_set():
+        client = None
+        try:
+            client = connect_imap(cfg.imap)
+            idle = b"IDLE" in client.capabilities()
+            mode = "idle" if idle else "polling"
+            on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
+            backoff = 1.0
+            while not stop.is_set():
+                if idle:
+                    client.idle()
+                    started = time.monotonic()
+                    changed = False
+                    while not stop.is_set() and time.monotonic() - started < idle_timeout:
+                        responses = client.idle_check(timeout=0.5)
+                        if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                            changed = True
+                            break
+                    client.idle_done()
+                    if stop.is_set():
+                        break
+                    if not changed:
+                        client.noop()
+                        continue
+                else:
+                    if stop.wait(poll_interval):
+                        break
+                on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
+        except (MailServerError, OSError, IMAPClientError) as exc:
+            msg = str(exc) if isinstance(exc, MailServerError) else str(network_error(cfg.imap, exc))
+            on_status(WatchStatus("offline", error=f"{msg} (retrying in {int(backoff)} s)"))
+            stop.wait(backoff)
+            backoff = min(backoff * 2, max_backoff)
+        finally:
+            if client is not None:
+                try:
+                    client.logout()
+                except Exception:
+                    pass

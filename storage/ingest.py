@@ -1,0 +1,328 @@
+"""The sync's write path: messages in, tickets created or updated, in bulk.
+
+One ``Ingest`` lives for one batch inside one write transaction, so the raw
+bytes, the tickets and the folder cursor commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.engine import Connection
+
+from storage.lifecycle import Status, customer_reply_reopens
+from storage.models import Customer, Event, Message, MessageLocation, RawMessage, SyncState, Ticket
+
+T_TICKET = Ticket.__table__
+T_MESSAGE = Message.__table__
+T_CUSTOMER = Customer.__table__
+T_EVENT = Event.__table__
+T_RAW = RawMessage.__table__
+T_LOC = MessageLocation.__table__
+T_SYNC = SyncState.__table__
+
+SYNC_ACTOR = "heard sync"
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A fetched, parsed message, as plain values."""
+
+    raw: bytes
+    content_hash: str
+    message_id: str | None
+    refs: list[str]  # In-Reply-To first, then References (newest first)
+    subject: str
+    from_addr: str
+    from_name: str
+    date: datetime
+    date_offset_minutes: int | None = None
+    direction: str = "in"
+    automated_reason: str | None = None
+    text: str = ""
+    html_only: bool = False
+    attachments_json: str = "[]"
+    defects: str = ""
+    vague_reason: str | None = None
+    tier: str | None = None
+    # Where it came from; None for our own outgoing mail.
+    folder: str | None = None
+    uidvalidity: int | None = None
+    uid: int | None = None
+
+
+@dataclass(slots=True)
+class _TicketState:
+    status: str
+    created: bool
+    count: int = 0
+    last_customer_at: datetime | None = None
+    updated_at: datetime | None = None
+    reopen_reason: str | None = None
+    flagged: bool = False
+
+
+@dataclass
+class IngestResult:
+    new_messages: int = 0
+    duplicates: int = 0
+    tickets_created: set[int] = field(default_factory=set)
+    tickets_updated: set[int] = field(default_factory=set)
+    automated: int = 0
+    quarantined: int = 0
+    reopened: set[int] = field(default_factory=set)
+
+
+class Ingest:
+    def __init__(self, conn: Connection, search, now: datetime):
+        self.conn = conn
+        self.search = search
+        self.now = now
+        self.result = IngestResult()
+        self._ids: dict[str, int] = {}  # Message-ID -> ticket
+        self._hashes: dict[str, int] = {}  # content hash -> message pk (or -1 if pending)
+        self._tickets: dict[int, _TicketState] = {}
+        self._customers: dict[str, int] = {}
+        self._pending: list[NewMessage] = []
+        self._pending_meta: list[tuple[int, str]] = []  # (ticket id, thread reason)
+        self._locations: list[dict] = []
+        self._dupe_locs: list[tuple[str, str, int, int]] = []
+
+    # -- lookups, prefetched per batch -------------------------------------------------
+    def prefetch(self, message_ids: Iterable[str], hashes: Iterable[str], ticket_ids: Iterable[int]) -> None:
+        ids = [i for i in set(message_ids) if i not in self._ids]
+        for chunk in _chunks(ids, 500):
+            q = select(T_MESSAGE.c.message_id, T_MESSAGE.c.ticket_id).where(T_MESSAGE.c.message_id.in_(chunk))
+            for mid, tid in self.conn.execute(q):
+                self._ids.setdefault(mid, tid)
+        hs = [h for h in set(hashes) if h not in self._hashes]
+        for chunk in _chunks(hs, 500):
+            q = select(T_MESSAGE.c.content_hash, T_MESSAGE.c.id).where(T_MESSAGE.c.content_hash.in_(chunk))
+            for h, pk in self.conn.execute(q):
+                self._hashes[h] = pk
+        self._load_tickets(set(ticket_ids) | set(self._ids.values()))
+
+    def _load_tickets(self, ids: set[int]) -> None:
+        missing = [i for i in ids if i not in self._tickets]
+        for chunk in _chunks(missing, 500):
+            q = select(T_TICKET.c.id, T_TICKET.c.status, T_TICKET.c.flagged).where(T_TICKET.c.id.in_(chunk))
+            for tid, status, flagged in self.conn.execute(q):
+                self._tickets[tid] = _TicketState(status=status, created=False, flagged=flagged)
+
+    def ticket_for_message_id(self, message_id: str) -> int | None:
+        return self._ids.get(message_id)
+
+    def ticket_exists(self, ticket_id: int) -> bool:
+        self._load_tickets({ticket_id})
+        return ticket_id in self._tickets
+
+    def duplicate_of(self, content_hash: str) -> int | None:
+        return self._hashes.get(content_hash)
+
+    # -- writes -------------------------------------------------------------------------
+    def add_location(self, message_pk: int, folder: str, uidvalidity: int, uid: int) -> None:
+        self._locations.append({"message_pk": message_pk, "folder": folder, "uidvalidity": uidvalidity, "uid": uid})
+
+    def add(self, m: NewMessage, ticket_id: int | None, thread_reason: str) -> int:
+        """Queue one message; creates its ticket now when it starts one. Returns the ticket id."""
+        if m.content_hash in self._hashes:
+            pk = self._hashes[m.content_hash]
+            self.result.duplicates += 1
+            if pk >= 0 and m.folder is not None:
+                self.add_location(pk, m.folder, m.uidvalidity, m.uid)
+            elif m.folder is not None:
+                # Same bytes twice in one batch: link the location once the first is inserted.
+                self._dupe_locs.append((m.content_hash, m.folder, m.uidvalidity, m.uid))
+            return ticket_id or 0
+        self._hashes[m.content_hash] = -1
+        if ticket_id is None:
+            ticket_id = self._create_ticket(m)
+        state = self._tickets[ticket_id]
+        state.count += 1
+        state.updated_at = max(filter(None, [state.updated_at, m.date]), default=m.date)
+        human_customer = m.direction == "in" and not m.automated_reason
+        if human_customer:
+            state.last_customer_at = max(filter(None, [state.last_customer_at, m.date]), default=m.date)
+            if not state.created and customer_reply_reopens(state.status):
+                state.reopen_reason = f"the customer replied ({m.from_addr}, {m.date:%Y-%m-%d %H:%M} UTC)"
+        if m.defects:
+            state.flagged = True
+            self.result.quarantined += 1
+        if m.automated_reason:
+            self.result.automated += 1
+        if not state.created:
+            self.result.tickets_updated.add(ticket_id)
+        if m.message_id:
+            self._ids.setdefault(m.message_id, ticket_id)
+        self._pending.append(m)
+        self._pending_meta.append((ticket_id, thread_reason))
+        self.result.new_messages += 1
+        return ticket_id
+
+    def _customer_id(self, address: str, name: str, tier: str | None) -> int:
+        if address in self._customers:
+            return self._customers[address]
+        row = self.conn.execute(select(T_CUSTOMER.c.id).where(T_CUSTOMER.c.address == address)).first()
+        if row:
+            cid = row[0]
+            if tier:
+                self.conn.execute(update(T_CUSTOMER).where(T_CUSTOMER.c.id == cid).values(tier=tier))
+        else:
+            cid = self.conn.execute(
+                insert(T_CUSTOMER).values(address=address, name=name, first_seen_at=self.now, tier=tier)
+            ).inserted_primary_key[0]
+        self._customers[address] = cid
+        return cid
+
+    def _create_ticket(self, m: NewMessage) -> int:
+        cid = self._customer_id(m.from_addr or "(unknown sender)", m.from_name, m.tier)
+        tid = self.conn.execute(
+            insert(T_TICKET).values(
+                subject=m.subject,
+                status=Status.NEW.value,
+                priority="normal",
+                customer_id=cid,
+                created_at=m.date,
+                updated_at=m.date,
+                message_count=0,
+                automated_reason=m.automated_reason,
+                vague_reason=m.vague_reason,
+            )
+        ).inserted_primary_key[0]
+        self._tickets[tid] = _TicketState(status=Status.NEW.value, created=True)
+        self.result.tickets_created.add(tid)
+        return tid
+
+    def flush(self) -> None:
+        if self._pending:
+            rows = [
+                {
+                    "ticket_id": tid,
+                    "message_id": m.message_id,
+                    "content_hash": m.content_hash,
+                    "direction": m.direction,
+                    "from_addr": m.from_addr,
+                    "from_name": m.from_name,
+                    "subject": m.subject,
+                    "date": m.date,
+                    "date_offset_minutes": m.date_offset_minutes,
+                    "automated_reason": m.automated_reason,
+                    "thread_reason": reason,
+                    "text": m.text,
+                    "html_only": m.html_only,
+                    "attachments": m.attachments_json,
+                    "defects": m.defects,
+                    "references": " ".join(m.refs),
+                    "created_at": self.now,
+                }
+                for m, (tid, reason) in zip(self._pending, self._pending_meta)
+            ]
+            pks = [
+                r[0]
+                for r in self.conn.execute(
+                    insert(T_MESSAGE).returning(T_MESSAGE.c.id, sort_by_parameter_order=True), rows
+                )
+            ]
+            self.conn.execute(insert(T_RAW), [{"message_pk": pk, "raw": m.raw} for pk, m in zip(pks, self._pending)])
+            for pk, m in zip(pks, self._pending):
+                self._hashes[m.content_hash] = pk
+                if m.folder is not None:
+                    self.add_location(pk, m.folder, m.uidvalidity, m.uid)
+            self.search.add(
+                self.conn,
+                (
+                    (pk, m.subject, m.text, f"{m.from_name} {m.from_addr}")
+                    for pk, m in zip(pks, self._pending)
+                ),
+            )
+            self._pending.clear()
+            self._pending_meta.clear()
+        for h, folder, uv, uid in self._dupe_locs:
+            self.add_location(self._hashes[h], folder, uv, uid)
+        self._dupe_locs.clear()
+        if self._locations:
+            self._insert_locations()
+        self._update_tickets()
+
+    def _insert_locations(self) -> None:
+        # A location already recorded (a re-fetch after a crash) is not an error.
+        if self.conn.dialect.name == "sqlite":
+            stmt = insert(T_LOC).prefix_with("OR IGNORE")
+        else:  # PostgreSQL
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(T_LOC).on_conflict_do_nothing()
+        self.conn.execute(stmt, self._locations)
+        self._locations.clear()
+
+    def _update_tickets(self) -> None:
+        for tid, st in self._tickets.items():
+            if st.count == 0 and not st.reopen_reason:
+                continue
+            values: dict = {
+                "message_count": T_TICKET.c.message_count + st.count,
+            }
+            if st.updated_at:
+                values["updated_at"] = st.updated_at
+            if st.last_customer_at:
+                values["last_customer_at"] = st.last_customer_at
+            if st.flagged:
+                values["flagged"] = True
+            if st.reopen_reason:
+                values["status"] = Status.OPEN.value
+                values["pending_since"] = None
+                self.conn.execute(
+                    insert(T_EVENT).values(
+                        ticket_id=tid,
+                        at=self.now,
+                        actor=SYNC_ACTOR,
+                        kind="status",
+                        old=st.status,
+                        new=Status.OPEN.value,
+                        reason=st.reopen_reason,
+                    )
+                )
+                self.result.reopened.add(tid)
+                st.status = Status.OPEN.value
+            self.conn.execute(update(T_TICKET).where(T_TICKET.c.id == tid).values(**values))
+            st.count = 0
+            st.reopen_reason = None
+            st.updated_at = None
+            st.last_customer_at = None
+
+    def set_cursor(self, folder: str, *, uidvalidity: int, last_uid: int, uidnext: int, highestmodseq: int | None) -> None:
+        values = {
+            "uidvalidity": uidvalidity,
+            "last_uid": last_uid,
+            "uidnext": uidnext,
+            "highestmodseq": highestmodseq,
+            "synced_at": self.now,
+            "last_error": None,
+        }
+        res = self.conn.execute(update(T_SYNC).where(T_SYNC.c.folder == folder).values(**values))
+        if res.rowcount == 0:
+            self.conn.execute(insert(T_SYNC).values(folder=folder, **values))
+
+
+def sync_state(conn: Connection, folder: str) -> dict | None:
+    row = conn.execute(select(T_SYNC).where(T_SYNC.c.folder == folder)).mappings().first()
+    return dict(row) if row else None
+
+
+def record_sync_error(conn: Connection, folder: str, error: str | None) -> None:
+    res = conn.execute(update(T_SYNC).where(T_SYNC.c.folder == folder).values(last_error=error))
+    if res.rowcount == 0:
+        conn.execute(insert(T_SYNC).values(folder=folder, last_error=error))
+
+
+def known_uids(conn: Connection, folder: str, uidvalidity: int) -> set[int]:
+    q = text("SELECT uid FROM message_locations WHERE folder = :f AND uidvalidity = :v")
+    return {r[0] for r in conn.execute(q, {"f": folder, "v": uidvalidity})}
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,90 @@
+"""Full-text search over subjects, bodies and customers.
+
+``SearchIndex`` is the interface; SQLite implements it with FTS5. A PostgreSQL
+backend implements the same three methods (e.g. with a tsvector column).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+
+class SearchIndex(Protocol):
+    def create(self, conn: Connection) -> None: ...
+
+    def add(self, conn: Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
+        """Index (message pk, subject, body text, customer name and address)."""
+
+    def ticket_ids(self, conn: Connection, query: str, limit: int = 500) -> list[int]:
+        """Tickets matching every word of ``query``, best first."""
+
+
+_WORD = re.compile(r"[\w@.+-]+", re.UNICODE)
+
+
+def fts5_query(query: str) -> str:
+    """A person's words as a safe FTS5 query: every word must match, as a prefix."""
+    words = _WORD.findall(query)
+    return " ".join('"' + w.replace('"', "") + '"*' for w in words if w.strip('"'))
+
+
+class SqliteFts5Index:
+    def create(self, conn: Connection) -> None:
+        conn.exec_driver_sql(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5("
+            "subject, body, customer, content='', tokenize='unicode61 remove_diacritics 2')"
+        )
+
+    def add(self, conn: Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
+        params = [{"r": r, "s": s, "b": b, "c": c} for r, s, b, c in rows]
+        if params:
+            conn.execute(
+                text("INSERT INTO message_fts (rowid, subject, body, customer) VALUES (:r, :s, :b, :c)"),
+                params,
+            )
+
+    def ticket_ids(self, conn: Connection, query: str, limit: int = 500) -> list[int]:
+        q = fts5_query(query)
+        if not q:
+            return []
+        rows = conn.execute(
+            text(
+                "SELECT m.ticket_id, min(f.rank) AS best FROM message_fts f "
+                "JOIN messages m ON m.id = f.rowid WHERE message_fts MATCH :q "
+                "GROUP BY m.ticket_id ORDER BY best LIMIT :lim"
+            ),
+            {"q": q, "lim": limit},
+        )
+        return [r[0] for r in rows]
+
+
+class LikeIndex:
+    """Portable fallback (PostgreSQL until it has its own): substring match."""
+
+    def create(self, conn: Connection) -> None:
+        pass
+
+    def add(self, conn: Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
+        pass
+
+    def ticket_ids(self, conn: Connection, query: str, limit: int = 500) -> list[int]:
+        words: Sequence[str] = _WORD.findall(query)
+        if not words:
+            return []
+        clauses, params = [], {"lim": limit}
+        for i, w in enumerate(words):
+            params[f"w{i}"] = f"%{w.lower()}%"
+            clauses.append(
+                f"(lower(m.subject) LIKE :w{i} OR lower(m.text) LIKE :w{i} OR lower(m.from_addr) LIKE :w{i})"
+            )
+        sql = "SELECT DISTINCT m.ticket_id FROM messages m WHERE " + " AND ".join(clauses) + " LIMIT :lim"
+        return [r[0] for r in conn.execute(text(sql), params)]
+
+
+def search_index_for(dialect: str) -> SearchIndex:
+    return SqliteFts5Index() if dialect == "sqlite" else LikeIndex()

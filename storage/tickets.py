@@ -1,0 +1,355 @@
+"""Ticket queries and agent actions. Callers get plain dicts, never ORM rows.
+
+Every state change goes through ``storage.lifecycle`` (reason required) and
+lands in the append-only event log in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from storage import lifecycle
+from storage.db import Store
+from storage.lifecycle import ACTIVE, Change, LifecycleError, Status
+from storage.models import Customer, Event, Message, Outbox, Ticket
+
+T = Ticket.__table__
+C = Customer.__table__
+M = Message.__table__
+E = Event.__table__
+O = Outbox.__table__
+
+VIEWS = ("open", "mine", "waiting", "unacknowledged", "solved", "all")
+
+
+class TicketError(LifecycleError):
+    """A refused action, one line, saying what to do."""
+
+
+def _as_utc(dt: datetime | None) -> datetime | None:
+    from datetime import timezone
+
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def iso(dt: datetime | None) -> str | None:
+    dt = _as_utc(dt)
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+# -- the work order ----------------------------------------------------------------------
+_PRIORITY_RANK = case(
+    (T.c.priority == "urgent", 0), (T.c.priority == "high", 1), (T.c.priority == "low", 3), else_=2
+)
+
+
+def queue_order(now: datetime, at_risk_margin: timedelta = timedelta(hours=2)):
+    """Promises about to break first, then priority and tier, then the nearest deadline, then age."""
+    at_risk = case((and_(T.c.promise_deadline.is_not(None), T.c.promise_deadline <= now + at_risk_margin), 0), else_=1)
+    tier_rank = case((C.c.tier.is_not(None), 0), else_=1)
+    no_deadline_last = case((T.c.promise_deadline.is_(None), 1), else_=0)
+    return [at_risk, _PRIORITY_RANK, tier_rank, no_deadline_last, T.c.promise_deadline, T.c.created_at, T.c.id]
+
+
+def _view_filter(view: str, agent: str | None):
+    active = T.c.status.in_([s.value for s in ACTIVE])
+    if view == "open":
+        return active
+    if view == "mine":
+        return and_(active, T.c.holder == agent)
+    if view == "waiting":
+        return T.c.status == Status.PENDING.value
+    if view == "unacknowledged":
+        return and_(
+            active, T.c.acknowledged_at.is_(None), T.c.last_reply_at.is_(None), T.c.automated_reason.is_(None)
+        )
+    if view == "solved":
+        return T.c.status.in_([Status.SOLVED.value, Status.CLOSED.value])
+    if view == "all":
+        return True
+    raise TicketError(f"unknown view {view!r}: use one of {', '.join(VIEWS)}")
+
+
+_ROW_COLUMNS = [
+    T.c.id,
+    T.c.subject,
+    T.c.status,
+    T.c.priority,
+    C.c.address.label("customer"),
+    C.c.name.label("customer_name"),
+    C.c.tier,
+    T.c.message_count,
+    T.c.created_at,
+    T.c.updated_at,
+    T.c.holder,
+    T.c.acknowledged_at,
+    T.c.last_reply_at,
+    T.c.promise_deadline,
+    T.c.automated_reason,
+    T.c.vague_reason,
+    T.c.flagged,
+]
+
+
+def queue_rows(
+    conn: Connection,
+    *,
+    view: str = "open",
+    agent: str | None = None,
+    ticket_ids: list[int] | None = None,
+    now: datetime,
+    offset: int = 0,
+    limit: int = 200,
+    status: str | None = None,
+) -> list[dict]:
+    """One window of the queue, in work order."""
+    q = select(*_ROW_COLUMNS).join(C, C.c.id == T.c.customer_id).where(_view_filter(view, agent))
+    if status:
+        q = q.where(T.c.status == lifecycle.parse_status(status).value)
+    if ticket_ids is not None:
+        q = q.where(T.c.id.in_(ticket_ids))
+    q = q.order_by(*queue_order(now)).offset(offset).limit(limit)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def queue_count(
+    conn: Connection, *, view: str = "open", agent: str | None = None, ticket_ids: list[int] | None = None,
+    status: str | None = None,
+) -> int:
+    q = select(func.count()).select_from(T).where(_view_filter(view, agent))
+    if status:
+        q = q.where(T.c.status == lifecycle.parse_status(status).value)
+    if ticket_ids is not None:
+        q = q.where(T.c.id.in_(ticket_ids))
+    return conn.execute(q).scalar_one()
+
+
+def header_counts(conn: Connection, *, now: datetime, at_risk_margin: timedelta = timedelta(hours=2)) -> dict:
+    active = T.c.status.in_([s.value for s in ACTIVE])
+    unack = and_(active, T.c.acknowledged_at.is_(None), T.c.last_reply_at.is_(None), T.c.automated_reason.is_(None))
+    promised = and_(active, T.c.promise_deadline.is_not(None))
+    row = conn.execute(
+        select(
+            func.sum(case((active, 1), else_=0)),
+            func.sum(case((unack, 1), else_=0)),
+            func.sum(case((T.c.status == Status.PENDING.value, 1), else_=0)),
+            func.sum(case((and_(promised, T.c.promise_deadline > now, T.c.promise_deadline <= now + at_risk_margin), 1), else_=0)),
+            func.sum(case((and_(promised, T.c.promise_deadline <= now), 1), else_=0)),
+        )
+    ).one()
+    failed = conn.execute(select(func.count()).select_from(O).where(O.c.state.in_(["failed", "unknown"]))).scalar_one()
+    keys = ("open", "unacknowledged", "waiting", "at_risk", "broken")
+    out = {k: int(v or 0) for k, v in zip(keys, row)}
+    out["failed_sends"] = failed
+    return out
+
+
+# -- one ticket ------------------------------------------------------------------------
+def ticket_summary(row: dict) -> dict:
+    """The per-ticket JSON shape shared by `tickets --json`, `show --json` and `export`."""
+    return {
+        "id": row["id"],
+        "subject": row["subject"],
+        "status": row["status"],
+        "priority": row["priority"],
+        "customer": row["customer"],
+        "message_count": row["message_count"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "holder": row["holder"],
+        "acknowledged_at": iso(row["acknowledged_at"]),
+        "promise_deadline": iso(row["promise_deadline"]),
+        "automated_reason": row["automated_reason"],
+        "vague_reason": row["vague_reason"],
+        "flagged": bool(row["flagged"]),
+    }
+
+
+def ticket_row(conn: Connection, ticket_id: int) -> dict | None:
+    q = select(*_ROW_COLUMNS).join(C, C.c.id == T.c.customer_id).where(T.c.id == ticket_id)
+    r = conn.execute(q).mappings().first()
+    return dict(r) if r else None
+
+
+def require_ticket(conn: Connection, ticket_id: int) -> dict:
+    row = ticket_row(conn, ticket_id)
+    if row is None:
+        raise TicketError(f"no ticket #{ticket_id}: `heard tickets --status all` lists them")
+    return row
+
+
+def messages_of(conn: Connection, ticket_id: int) -> list[dict]:
+    q = select(M).where(M.c.ticket_id == ticket_id).order_by(M.c.date, M.c.id)
+    out = []
+    for r in conn.execute(q).mappings():
+        out.append(
+            {
+                "message_id": r["message_id"],
+                "from": r["from_addr"],
+                "from_name": r["from_name"],
+                "date": iso(r["date"]),
+                "direction": r["direction"],
+                "automated": r["automated_reason"] is not None,
+                "automated_reason": r["automated_reason"],
+                "thread_reason": r["thread_reason"],
+                "subject": r["subject"],
+                "text": r["text"],
+                "html_only": bool(r["html_only"]),
+                "attachments": json.loads(r["attachments"] or "[]"),
+                "defects": [d for d in (r["defects"] or "").split("; ") if d],
+                "date_offset_minutes": r["date_offset_minutes"],
+            }
+        )
+    return out
+
+
+def events_of(conn: Connection, ticket_id: int) -> list[dict]:
+    q = select(E).where(E.c.ticket_id == ticket_id).order_by(E.c.at, E.c.id)
+    return [
+        {"at": iso(r["at"]), "actor": r["actor"], "kind": r["kind"], "old": r["old"], "new": r["new"], "reason": r["reason"]}
+        for r in conn.execute(q).mappings()
+    ]
+
+
+def ticket_detail(conn: Connection, ticket_id: int) -> dict:
+    out = ticket_summary(require_ticket(conn, ticket_id))
+    out["messages"] = messages_of(conn, ticket_id)
+    out["events"] = events_of(conn, ticket_id)
+    return out
+
+
+def customer_tickets(conn: Connection, address: str, *, exclude: int | None = None) -> list[dict]:
+    q = select(*_ROW_COLUMNS).join(C, C.c.id == T.c.customer_id).where(C.c.address == address)
+    if exclude is not None:
+        q = q.where(T.c.id != exclude)
+    return [dict(r) for r in conn.execute(q.order_by(T.c.created_at.desc())).mappings()]
+
+
+def export_tickets(conn: Connection, batch: int = 200) -> Iterator[dict]:
+    """Every ticket in the `show --json` shape, streamed in id order."""
+    last = 0
+    while True:
+        ids = [r[0] for r in conn.execute(select(T.c.id).where(T.c.id > last).order_by(T.c.id).limit(batch))]
+        if not ids:
+            return
+        for tid in ids:
+            yield ticket_detail(conn, tid)
+        last = ids[-1]
+
+
+# -- actions -----------------------------------------------------------------------------
+def append_event(conn: Connection, ticket_id: int, change: Change) -> None:
+    conn.execute(
+        insert(E).values(
+            ticket_id=ticket_id, at=change.at, actor=change.actor, kind=change.kind,
+            old=change.old, new=change.new, reason=change.reason,
+        )
+    )
+
+
+def held_by(conn: Connection, agent: str) -> int | None:
+    q = select(T.c.id).where(T.c.holder == agent, T.c.status.in_([s.value for s in ACTIVE])).limit(1)
+    return conn.execute(q).scalar()
+
+
+def _status_values(target: Status, now: datetime) -> dict:
+    values: dict = {"status": target.value, "updated_at": now}
+    if target == Status.PENDING:
+        values["pending_since"] = now
+    else:
+        values["pending_since"] = None
+    if target not in ACTIVE:
+        # Parking, solving or closing frees the agent for the next ticket.
+        values["holder"] = None
+        values["held_since"] = None
+    return values
+
+
+def set_status(store: Store, ticket_id: int, target: str, *, reason: str | None, actor: str, now: datetime) -> Change:
+    tgt = lifecycle.parse_status(target)
+    with store.write_conn() as conn:
+        row = require_ticket(conn, ticket_id)
+        change = lifecycle.transition(row["status"], tgt, reason=reason, actor=actor, now=now)
+        conn.execute(update(T).where(T.c.id == ticket_id).values(**_status_values(tgt, now)))
+        append_event(conn, ticket_id, change)
+    return change
+
+
+def set_priority(store: Store, ticket_id: int, target: str, *, reason: str | None, actor: str, now: datetime) -> Change:
+    tgt = lifecycle.parse_priority(target)
+    with store.write_conn() as conn:
+        row = require_ticket(conn, ticket_id)
+        change = lifecycle.change_priority(row["priority"], tgt, reason=reason, actor=actor, now=now)
+        conn.execute(update(T).where(T.c.id == ticket_id).values(priority=tgt.value, updated_at=now))
+        append_event(conn, ticket_id, change)
+    return change
+
+
+def set_holder(store: Store, ticket_id: int, holder: str | None, *, reason: str | None, actor: str, now: datetime) -> Change:
+    """Release (holder None) or reassign a ticket."""
+    with store.write_conn() as conn:
+        row = require_ticket(conn, ticket_id)
+        change = lifecycle.change_holder(row["holder"], holder, reason=reason, actor=actor, now=now)
+        if holder is not None:
+            other = held_by(conn, holder)
+            if other is not None and other != ticket_id:
+                raise TicketError(f"{holder} already holds #{other}: one ticket at a time")
+        conn.execute(
+            update(T).where(T.c.id == ticket_id).values(holder=holder, held_since=now if holder else None, updated_at=now)
+        )
+        append_event(conn, ticket_id, change)
+    return change
+
+
+def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetime, reason: str | None = None) -> int | None:
+    """Claim a ticket (the most urgent free one when ``ticket_id`` is None), atomically.
+
+    An agent holds one ticket at a time: taking another is refused until the
+    held one is solved, parked or released.
+    """
+    with store.write_conn() as conn:
+        held = held_by(conn, agent)
+        if held is not None:
+            raise TicketError(f"you hold #{held}: solve, park or release it before taking another")
+        if ticket_id is None:
+            q = (
+                select(T.c.id)
+                .join(C, C.c.id == T.c.customer_id)
+                .where(T.c.status.in_([Status.NEW.value, Status.OPEN.value]), T.c.holder.is_(None))
+                .where(T.c.automated_reason.is_(None))
+                .order_by(*queue_order(now))
+                .limit(1)
+            )
+            ticket_id = conn.execute(q).scalar()
+            if ticket_id is None:
+                return None
+            why = reason or "took the most urgent ticket (take next)"
+        else:
+            require_ticket(conn, ticket_id)
+            why = reason or "took this ticket"
+        row = require_ticket(conn, ticket_id)
+        # The WHERE holder IS NULL makes the claim atomic across agents sharing the database.
+        res = conn.execute(
+            update(T)
+            .where(T.c.id == ticket_id, or_(T.c.holder.is_(None), T.c.holder == agent))
+            .values(holder=agent, held_since=now, updated_at=now)
+        )
+        if res.rowcount != 1:
+            raise TicketError(f"#{ticket_id} was just taken by {row['holder'] or 'someone else'}")
+        append_event(conn, ticket_id, Change("holder", row["holder"], agent, why, agent, now))
+        if row["status"] == Status.NEW.value:
+            append_event(conn, ticket_id, lifecycle.transition(Status.NEW, Status.OPEN, reason=why, actor=agent, now=now))
+            conn.execute(update(T).where(T.c.id == ticket_id).values(status=Status.OPEN.value))
+    return ticket_id
+
+
+def recent_reasons(conn: Connection, *, limit: int = 8) -> list[str]:
+    q = select(E.c.reason, func.max(E.c.at).label("last")).where(E.c.actor != "heard sync").group_by(E.c.reason)
+    return [r[0] for r in conn.execute(q.order_by(func.max(E.c.at).desc()).limit(limit))]

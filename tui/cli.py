@@ -1,0 +1,397 @@
+"""The `heard` command line: a thin layer over mail/ and storage/.
+
+Every failure a person can cause (a wrong key, an unreachable server, a
+refused change) ends in one line on stderr saying what to do, and a non-zero
+exit; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from mail.config import Config, ConfigError, default_config_path, load_config, write_config
+from mail.imap import MailServerError
+from mail.untrusted import safe_line, safe_text
+from storage.db import Store, StoreError, utcnow
+from storage.lifecycle import STATUS_LABELS, LifecycleError, Status
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+class CliError(RuntimeError):
+    pass
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def open_store(cfg: Config) -> Store:
+    return Store(cfg.database)
+
+
+def out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+# -- init --------------------------------------------------------------------------------
+def _ask(prompt: str, default: str | None = None) -> str:
+    suffix = f" [{default}]" if default else ""
+    try:
+        answer = input(f"{prompt}{suffix}: ").strip()
+    except EOFError:
+        answer = ""
+    return answer or (default or "")
+
+
+@command("init")
+def cmd_init(args: argparse.Namespace) -> int:
+    path = Path(args.config).expanduser() if args.config else default_config_path()
+    if path.exists() and not args.force:
+        raise CliError(f"{path} already exists: pass --force to overwrite it")
+    interactive = sys.stdin.isatty() and not args.yes
+
+    def value(name: str, prompt: str, default: str | None = None) -> str:
+        v = getattr(args, name)
+        if v not in (None, ""):
+            return str(v)
+        if interactive:
+            return _ask(prompt, default)
+        if default is not None:
+            return default
+        raise CliError(f"--{name.replace('_', '-')} is needed when not asking interactively")
+
+    address = value("address", "Support address customers write to")
+    security = value("imap_security", "IMAP security (tls, starttls, none)", "tls")
+    default_port = {"tls": "993", "starttls": "143", "none": "143"}.get(security, "993")
+    imap = {
+        "host": value("imap_host", "IMAP host"),
+        "port": int(value("imap_port", "IMAP port", default_port)),
+        "security": security,
+        "username": value("imap_username", "IMAP username", address),
+        "folder": value("folder", "Folder to sync", "INBOX"),
+    }
+    if args.keyring:
+        imap["keyring"] = True
+    else:
+        imap["password_command"] = value(
+            "password_command", "Command that prints the password (e.g. pass show mail/support)"
+        )
+    sections: dict[str, dict] = {"account": {"address": address}, "imap": imap}
+    if args.smtp_host or interactive:
+        smtp_host = value("smtp_host", "SMTP host (empty to skip sending for now)", "")
+        if smtp_host:
+            smtp_sec = value("smtp_security", "SMTP security (tls, starttls, none)", "tls")
+            smtp = {
+                "host": smtp_host,
+                "port": int(value("smtp_port", "SMTP port", {"tls": "465", "starttls": "587"}.get(smtp_sec, "25"))),
+                "security": smtp_sec,
+                "username": value("smtp_username", "SMTP username", imap["username"]),
+                "sent_folder": value("sent_folder", "IMAP folder for sent copies (empty for Gmail/365)", "Sent"),
+            }
+            if "keyring" in imap:
+                smtp["keyring"] = True
+            else:
+                smtp["password_command"] = imap["password_command"]
+            sections["smtp"] = smtp
+    if args.database:
+        sections["storage"] = {"database": args.database}
+    agent_name = value("agent_name", "Your name, as customers will see it", os.environ.get("USER", ""))
+    sections["agent"] = {"name": agent_name, "email": value("agent_email", "Your email", address)}
+    try:
+        written = write_config(path, sections)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    out(f"wrote {written}; next: `heard doctor` to check it, `heard sync` to fetch mail, `heard` to open the app")
+    return 0
+
+
+# -- sync --------------------------------------------------------------------------------
+class ProgressBar:
+    """A one-line bar on a terminal; silent otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total == 0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        self.stream.write(f"\rsyncing [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+@command("sync")
+def cmd_sync(args: argparse.Namespace) -> int:
+    from mail.sync import sync_once, watch
+
+    cfg = config_from(args)
+    store = open_store(cfg)
+    bar = ProgressBar()
+    if not args.watch:
+        summary = sync_once(store, cfg, progress=bar)
+        out(summary.line())
+        return 0
+    stop = threading.Event()
+
+    def on_status(st) -> None:
+        if st.error:
+            print(f"heard: {st.error}", file=sys.stderr, flush=True)
+        elif st.summary and (st.summary.new_messages or st.summary.uidvalidity_changed):
+            out(f"[{st.mode}] {st.summary.line()}")
+            sys.stdout.flush()
+
+    out(f"watching {cfg.imap.folder} on {cfg.imap.host} (ctrl+c to stop)")
+    sys.stdout.flush()
+    try:
+        watch(store, cfg, stop=stop, on_status=on_status, progress=bar)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+# -- reading -----------------------------------------------------------------------------
+def _ticket_line(t: dict) -> str:
+    holder = f" @{t['holder']}" if t.get("holder") else ""
+    return (
+        f"#{t['id']:<6} {STATUS_LABELS[Status(t['status'])]:<20} {t['priority']:<7} "
+        f"{safe_line(t['customer'])[:32]:<32} {safe_line(t['subject'])[:60]}{holder}"
+    )
+
+
+@command("tickets")
+def cmd_tickets(args: argparse.Namespace) -> int:
+    from storage.tickets import queue_rows, ticket_summary
+
+    cfg = config_from(args)
+    store = open_store(cfg)
+    view = args.view or ("all" if args.status else "open")
+    with store.read() as s:
+        rows = queue_rows(s.connection(), view=view, agent=cfg.agent, now=utcnow(), status=args.status,
+                          limit=args.limit or 10**9)
+    if args.json:
+        out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
+        return 0
+    for r in rows:
+        out(_ticket_line(r))
+    if not rows:
+        out("no tickets")
+    return 0
+
+
+@command("show")
+def cmd_show(args: argparse.Namespace) -> int:
+    from storage.tickets import ticket_detail
+
+    cfg = config_from(args)
+    store = open_store(cfg)
+    with store.read() as s:
+        t = ticket_detail(s.connection(), args.id)
+    if args.json:
+        out(json.dumps(t, ensure_ascii=False))
+        return 0
+    out(f"#{t['id']} {safe_line(t['subject'])}")
+    out(f"customer: {safe_line(t['customer'])}   status: {STATUS_LABELS[Status(t['status'])]}   "
+        f"priority: {t['priority']}   holder: {t['holder'] or '-'}")
+    for m in t["messages"]:
+        out()
+        arrow = "→" if m["direction"] == "out" else "←"
+        out(f"{arrow} {safe_line(m['from_name'] or '')} <{safe_line(m['from'])}>  {m['date']}")
+        out(f"  joined: {safe_line(m['thread_reason'])}")
+        if m["automated"]:
+            out(f"  automated: {safe_line(m['automated_reason'])}")
+        if m["defects"]:
+            out(f"  flagged: {safe_line('; '.join(m['defects']))}")
+        for a in m["attachments"]:
+            out(f"  attachment: {safe_line(a['name'])} ({a['content_type']}, {a['size']} bytes)")
+        out()
+        out(safe_text(m["text"]).rstrip())
+    out()
+    out("timeline:")
+    for e in t["events"]:
+        change = f"{e['old'] or '-'} → {e['new'] or '-'}" if (e["old"] or e["new"]) else ""
+        out(f"  {e['at']}  {safe_line(e['actor'])}  {e['kind']} {change}  — {safe_line(e['reason'])}")
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from storage.tickets import export_tickets
+
+    cfg = config_from(args)
+    store = open_store(cfg)
+    with store.read() as s:
+        for t in export_tickets(s.connection()):
+            sys.stdout.write(json.dumps(t, ensure_ascii=False) + "\n")
+    return 0
+
+
+# -- changes -------------------------------------------------------------------------------
+@command("take")
+def cmd_take(args: argparse.Namespace) -> int:
+    from storage.tickets import take_ticket
+
+    cfg = config_from(args)
+    tid = take_ticket(open_store(cfg), args.id, agent=cfg.agent, now=utcnow(), reason=args.reason)
+    out(f"you hold #{tid}" if tid else "nothing to take: the queue is empty")
+    return 0
+
+
+@command("status")
+def cmd_status(args: argparse.Namespace) -> int:
+    from storage.tickets import set_status
+
+    cfg = config_from(args)
+    ch = set_status(open_store(cfg), args.id, args.state, reason=args.reason, actor=cfg.agent, now=utcnow())
+    out(f"#{args.id}: {ch.old} → {ch.new} ({ch.reason})")
+    return 0
+
+
+@command("priority")
+def cmd_priority(args: argparse.Namespace) -> int:
+    from storage.tickets import set_priority
+
+    cfg = config_from(args)
+    ch = set_priority(open_store(cfg), args.id, args.priority, reason=args.reason, actor=cfg.agent, now=utcnow())
+    out(f"#{args.id}: priority {ch.old} → {ch.new} ({ch.reason})")
+    return 0
+
+
+@command("release")
+def cmd_release(args: argparse.Namespace) -> int:
+    from storage.tickets import set_holder
+
+    cfg = config_from(args)
+    set_holder(open_store(cfg), args.id, None, reason=args.reason, actor=cfg.agent, now=utcnow())
+    out(f"released #{args.id}")
+    return 0
+
+
+@command("assign")
+def cmd_assign(args: argparse.Namespace) -> int:
+    from storage.tickets import set_holder
+
+    cfg = config_from(args)
+    set_holder(open_store(cfg), args.id, args.agent, reason=args.reason, actor=cfg.agent, now=utcnow())
+    out(f"#{args.id} now held by {args.agent}")
+    return 0
+
+
+@command("app")
+def cmd_app(args: argparse.Namespace) -> int:
+    from tui.app import run_app
+
+    cfg = config_from(args)
+    return run_app(cfg)
+
+
+# -- parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="heard", description="A keyboard-driven terminal helpdesk.")
+    p.add_argument("--config", help="config file (default: $HEARD_CONFIG or the platform's config dir)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("init", help="write a config file (asks, or takes flags)")
+    for flag in ("address", "imap-host", "imap-port", "imap-security", "imap-username", "password-command",
+                 "folder", "smtp-host", "smtp-port", "smtp-security", "smtp-username", "sent-folder",
+                 "database", "agent-name", "agent-email"):
+        s.add_argument(f"--{flag}")
+    s.add_argument("--keyring", action="store_true", help="get passwords from the system keyring")
+    s.add_argument("--force", action="store_true", help="overwrite an existing config")
+    s.add_argument("--yes", "-y", action="store_true", help="never ask; fail when a needed flag is missing")
+
+    s = sub.add_parser("sync", help="fetch new mail once and print a summary")
+    s.add_argument("--watch", action="store_true", help="keep syncing (IMAP IDLE, or polling)")
+
+    s = sub.add_parser("tickets", help="list tickets in work order")
+    s.add_argument("--status", help="only this status (new, open, pending, on_hold, solved, closed)")
+    s.add_argument("--view", choices=["open", "mine", "waiting", "unacknowledged", "solved", "all"])
+    s.add_argument("--limit", type=int)
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("show", help="one ticket with its messages and timeline")
+    s.add_argument("id", type=int)
+    s.add_argument("--json", action="store_true")
+
+    sub.add_parser("export", help="every ticket as JSON Lines on stdout")
+
+    s = sub.add_parser("take", help="claim a ticket (the most urgent free one without ID)")
+    s.add_argument("id", type=int, nargs="?")
+    s.add_argument("--reason")
+
+    s = sub.add_parser("status", help="change a ticket's status, with a reason")
+    s.add_argument("id", type=int)
+    s.add_argument("state")
+    s.add_argument("--reason", required=True)
+
+    s = sub.add_parser("priority", help="change a ticket's priority, with a reason")
+    s.add_argument("id", type=int)
+    s.add_argument("priority")
+    s.add_argument("--reason", required=True)
+
+    s = sub.add_parser("release", help="let go of a ticket you hold, with a reason")
+    s.add_argument("id", type=int)
+    s.add_argument("--reason", required=True)
+
+    s = sub.add_parser("assign", help="hand a ticket to another agent, with a reason")
+    s.add_argument("id", type=int)
+    s.add_argument("agent")
+    s.add_argument("--reason", required=True)
+
+    sub.add_parser("app", help="open the app (the default)")
+    for extend in EXTENSIONS:
+        extend(sub)
+    return p
+
+
+# Feature modules add their subcommands here (name -> (add_parser, handler)).
+EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_extensions()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    name = args.command or "app"
+    try:
+        return COMMANDS[name](args)
+    except (ConfigError, MailServerError, StoreError, LifecycleError, CliError) as exc:
+        print(f"heard: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for mod in ("tui.cli_demo", "tui.cli_send", "tui.cli_ack", "tui.cli_doctor"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
