@@ -353,3 +353,33 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
 def recent_reasons(conn: Connection, *, limit: int = 8) -> list[str]:
     q = select(E.c.reason, func.max(E.c.at).label("last")).where(E.c.actor != "heard sync").group_by(E.c.reason)
     return [r[0] for r in conn.execute(q.order_by(func.max(E.c.at).desc()).limit(limit))]
+
+
+# -- for the app: the queue as an id list, windows of rows by id -------------------------
+def queue_ids(
+    conn: Connection,
+    *,
+    view: str = "open",
+    agent: str | None = None,
+    ticket_ids: list[int] | None = None,
+    now: datetime,
+) -> list[int]:
+    """Every ticket id of a view, in work order: one sort, then windows are fetched by id."""
+    q = select(T.c.id).join(C, C.c.id == T.c.customer_id).where(_view_filter(view, agent))
+    if ticket_ids is not None:
+        q = q.where(T.c.id.in_(ticket_ids))
+    return [r[0] for r in conn.execute(q.order_by(*queue_order(now)))]
+
+
+def rows_by_id(conn: Connection, ticket_ids: list[int]) -> dict[int, dict]:
+    """Queue rows (the ``queue_rows`` shape) for the given ids, whatever their view."""
+    if not ticket_ids:
+        return {}
+    q = select(*_ROW_COLUMNS).join(C, C.c.id == T.c.customer_id).where(T.c.id.in_(ticket_ids))
+    return {r["id"]: dict(r) for r in conn.execute(q).mappings()}
+
+
+def outbox_in_flight(conn: Connection) -> int:
+    """Outgoing mail not yet handed to the server (queued or sending)."""
+    q = select(func.count()).select_from(O).where(O.c.state.in_(["queued", "sending"]))
+    return conn.execute(q).scalar_one()
