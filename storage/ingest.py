@@ -138,7 +138,9 @@ class Ingest:
                 self._dupe_locs.append((m.content_hash, m.folder, m.uidvalidity, m.uid))
             return ticket_id or 0
         self._hashes[m.content_hash] = -1
-        if ticket_id is None:
+        if ticket_id is not None and ticket_id not in self._tickets:
+            self._load_tickets({ticket_id})
+        if ticket_id is None or ticket_id not in self._tickets:
             ticket_id = self._create_ticket(m)
         state = self._tickets[ticket_id]
         state.count += 1

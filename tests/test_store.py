@@ -1,0 +1,174 @@
+"""The ticket store on a real SQLite file: WAL, migrations, atomic claims, the event log."""
+
+import json
+import multiprocessing as mp
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from storage.db import MIGRATIONS, Store
+from storage.tickets import (
+    TicketError,
+    header_counts,
+    queue_rows,
+    set_holder,
+    set_priority,
+    set_status,
+    take_ticket,
+    ticket_detail,
+)
+from tests.factories import add_reply, add_ticket
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "heard.db"))
+    yield s
+    s.close()
+
+
+def test_store_is_wal_and_migrations_run_once(tmp_path):
+    path = tmp_path / "heard.db"
+    Store(str(path)).close()
+    again = Store(str(path))
+    assert again.migrate() == []  # nothing left to apply
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    names = [r[0] for r in con.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names == [n for n, _ in MIGRATIONS]
+
+
+def test_an_older_database_is_migrated_not_replaced(tmp_path):
+    path = tmp_path / "heard.db"
+    s = Store(str(path))
+    tid = add_ticket(s, "Keep me")
+    s.close()
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM schema_migrations WHERE name = ?", (MIGRATIONS[-1][0],))
+    con.commit()
+    s = Store(str(path))
+    with s.read() as r:
+        assert ticket_detail(r.connection(), tid)["subject"] == "Keep me"
+
+
+def test_status_change_lands_in_the_timeline_with_who_and_why(store):
+    tid = add_ticket(store, "Export broken")
+    set_status(store, tid, "solved", reason="fixed in 2.3", actor="Ana", now=NOW)
+    with store.read() as r:
+        t = ticket_detail(r.connection(), tid)
+    assert t["status"] == "solved"
+    assert t["events"][-1] == {"at": "2026-11-23T10:00:00Z", "actor": "Ana", "kind": "status",
+                               "old": "new", "new": "solved", "reason": "fixed in 2.3"}
+
+
+def test_a_change_without_a_reason_changes_nothing(store):
+    tid = add_ticket(store)
+    with pytest.raises(TicketError.__mro__[1]):
+        set_priority(store, tid, "urgent", reason="  ", actor="Ana", now=NOW)
+    with store.read() as r:
+        t = ticket_detail(r.connection(), tid)
+    assert t["priority"] == "normal" and t["events"] == []
+
+
+def test_take_next_takes_the_most_urgent_and_only_one_at_a_time(store):
+    old = add_ticket(store, "old normal")
+    urgent = add_ticket(store, "newer but urgent", from_addr="bob@cust.example")
+    set_priority(store, urgent, "urgent", reason="production down", actor="Ana", now=NOW)
+    assert take_ticket(store, None, agent="Ana", now=NOW) == urgent
+    with pytest.raises(TicketError, match="you hold #%d" % urgent):
+        take_ticket(store, None, agent="Ana", now=NOW)
+    set_status(store, urgent, "pending", reason="asked for logs", actor="Ana", now=NOW)
+    assert take_ticket(store, None, agent="Ana", now=NOW) == old
+    with store.read() as r:
+        t = ticket_detail(r.connection(), old)
+    assert t["status"] == "open" and t["holder"] == "Ana"
+    assert [e["kind"] for e in t["events"]] == ["holder", "status"]
+
+
+def test_release_needs_a_reason_and_frees_the_agent(store):
+    tid = add_ticket(store)
+    take_ticket(store, tid, agent="Ana", now=NOW)
+    set_holder(store, tid, None, reason="needs billing access", actor="Ana", now=NOW)
+    assert take_ticket(store, None, agent="Ana", now=NOW) == tid  # free again
+
+
+def _claim(path, agent, q):
+    s = Store(path)
+    got = []
+    try:
+        while True:
+            tid = take_ticket(s, None, agent=agent, now=datetime.now(timezone.utc))
+            if tid is None:
+                break
+            got.append(tid)
+            set_status(s, tid, "solved", reason="done", actor=agent, now=datetime.now(timezone.utc))
+    finally:
+        q.put((agent, got))
+
+
+def test_two_agents_on_one_database_never_get_the_same_ticket(tmp_path):
+    path = str(tmp_path / "shared.db")
+    s = Store(path)
+    ids = {add_ticket(s, f"t{i}", from_addr=f"c{i}@cust.example") for i in range(40)}
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_claim, args=(path, f"agent{i}", q)) for i in range(3)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    taken = [t for _, got in results for t in got]
+    assert sorted(taken) == sorted(ids)  # every ticket once, none twice
+
+
+def test_customer_reply_reopens_a_pending_ticket_with_a_reason(store):
+    tid = add_ticket(store, message_id="first@cust.example")
+    set_status(store, tid, "pending", reason="asked for a screenshot", actor="Ana", now=NOW)
+    add_reply(store, tid, "first@cust.example", text="Here it is")
+    with store.read() as r:
+        t = ticket_detail(r.connection(), tid)
+    assert t["status"] == "open"
+    reopen = [e for e in t["events"] if e["actor"] == "heard sync"]
+    assert [(e["old"], e["new"]) for e in reopen] == [("pending", "open")]
+    assert reopen[0]["reason"].startswith("the customer replied")
+    assert t["message_count"] == 2
+
+
+def test_automated_reply_does_not_reopen(store):
+    tid = add_ticket(store, message_id="q@cust.example")
+    set_status(store, tid, "pending", reason="asked", actor="Ana", now=NOW)
+    add_reply(store, tid, "q@cust.example", text="I am away", automated_reason="Auto-Submitted: auto-replied")
+    with store.read() as r:
+        assert ticket_detail(r.connection(), tid)["status"] == "pending"
+
+
+def test_search_finds_words_in_subject_body_and_customer(store):
+    a = add_ticket(store, "Invoice PDF empty", "ann@cust.example", "The exported Rechnung is blank")
+    b = add_ticket(store, "Login", "bob@other.example", "Passwort vergessen")
+    with store.read() as r:
+        conn = r.connection()
+        assert store.search.ticket_ids(conn, "invoice") == [a]
+        assert store.search.ticket_ids(conn, "rechn") == [a]  # prefix
+        assert store.search.ticket_ids(conn, "bob@other") == [b]
+        assert store.search.ticket_ids(conn, 'passwort "vergessen') == [b]  # stray quote is harmless
+        assert store.search.ticket_ids(conn, "nothing-like-this") == []
+
+
+def test_queue_json_shape_and_counts(store):
+    tid = add_ticket(store, "Where is my invoice")
+    with store.read() as r:
+        rows = queue_rows(r.connection(), view="open", now=NOW)
+        counts = header_counts(r.connection(), now=NOW)
+    assert rows[0]["id"] == tid
+    assert counts["open"] == 1 and counts["unacknowledged"] == 1 and counts["waiting"] == 0
+    with store.read() as r:
+        t = ticket_detail(r.connection(), tid)
+    json.dumps(t)
+    assert {"id", "subject", "status", "priority", "customer", "message_count", "created_at", "updated_at",
+            "messages", "events"} <= set(t)
+    assert {"message_id", "from", "date", "direction", "automated", "automated_reason", "thread_reason",
+            "text"} <= set(t["messages"][0])

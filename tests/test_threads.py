@@ -1,0 +1,48 @@
+"""Threading: headers first, then the [#N] tag, never the subject text alone."""
+
+import pytest
+
+from mail.threads import subject_tag, tag_subject, thread_decision
+
+KNOWN = {"a1@cust.example": 1, "ours-9@heard.example": 9, "b1@cust.example": 2}
+EXISTING = {1, 2, 9, 42}
+
+
+def decide(irt=(), refs=(), subject=""):
+    return thread_decision(
+        in_reply_to=list(irt), references=list(refs), subject=subject,
+        ticket_for_message_id=KNOWN.get, ticket_exists=EXISTING.__contains__,
+    )
+
+
+@pytest.mark.parametrize(
+    "irt,refs,subject,ticket,why",
+    [
+        (["a1@cust.example"], [], "Re: Login", 1, "In-Reply-To <a1@cust.example>"),
+        ([], ["b1@cust.example", "ours-9@heard.example"], "Re: x", 9, "References <ours-9@heard.example>"),
+        (["unknown@x"], ["b1@cust.example"], "", 2, "References <b1@cust.example>"),
+        (["ours-9@heard.example"], [], "Re: thing [#42]", 9, "In-Reply-To <ours-9@heard.example>"),
+        ([], [], "Re: thing [#42]", 42, "subject tag [#42]"),
+        ([], [], "Re: thing [#777]", None, "new ticket"),
+        ([], [], "Re: Login", None, "new ticket"),
+    ],
+)
+def test_thread_decision_table(irt, refs, subject, ticket, why):
+    tid, reason = decide(irt, refs, subject)
+    assert tid == ticket
+    assert reason.startswith(why)
+
+
+def test_subject_alone_never_threads():
+    tid, reason = decide(subject="Login broken")
+    assert tid is None and "no [#N] tag" in reason
+
+
+@pytest.mark.parametrize(
+    "subject,out",
+    [("Login broken", "Login broken [#5]"), ("Re: Login broken [#5]", "Re: Login broken [#5]"),
+     ("Fwd: x [#4]", "Fwd: x [#5]"), ("", "Your request [#5]")],
+)
+def test_tag_subject_keeps_the_customers_words(subject, out):
+    assert tag_subject(subject, 5) == out
+    assert subject_tag(tag_subject(subject, 5)) == 5
