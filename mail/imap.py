@@ -8,7 +8,7 @@ import ssl
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mail.config import ConfigError, ServerConfig
+from mail.config import ServerConfig
 
 
 class MailServerError(RuntimeError):
@@ -44,6 +44,7 @@ def network_error(cfg: ServerConfig, exc: BaseException) -> MailServerError:
 
 def connect_imap(cfg: ServerConfig, *, timeout: float = 30.0) -> imapclient.IMAPClient:
     """A logged-in client. Plain IMAP only when ``security = "none"`` is configured."""
+    password = cfg.password()  # a broken password source is reported before any network use
     try:
         if cfg.security == "tls":
             client = imapclient.IMAPClient(cfg.host, cfg.port, ssl=True, ssl_context=tls_context(), timeout=timeout)
@@ -60,11 +61,6 @@ def connect_imap(cfg: ServerConfig, *, timeout: float = 30.0) -> imapclient.IMAP
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
         pass
-    try:
-        password = cfg.password()
-    except ConfigError:
-        _quietly_close(client)
-        raise
     try:
         client.login(cfg.username, password)
     except LoginError:

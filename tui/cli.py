@@ -65,6 +65,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CliError(f"{path} already exists: pass --force to overwrite it")
     interactive = sys.stdin.isatty() and not args.yes
 
+    def port(name: str, prompt: str, default: str) -> int:
+        text = value(name, prompt, default)
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise CliError(f"--{name.replace('_', '-')} = {text!r} is not a port number (1-65535)")
+        return int(text)
+
     def value(name: str, prompt: str, default: str | None = None) -> str:
         v = getattr(args, name)
         if v not in (None, ""):
@@ -80,7 +86,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     default_port = {"tls": "993", "starttls": "143", "none": "143"}.get(security, "993")
     imap = {
         "host": value("imap_host", "IMAP host"),
-        "port": int(value("imap_port", "IMAP port", default_port)),
+        "port": port("imap_port", "IMAP port", default_port),
         "security": security,
         "username": value("imap_username", "IMAP username", address),
         "folder": value("folder", "Folder to sync", "INBOX"),
@@ -98,7 +104,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             smtp_sec = value("smtp_security", "SMTP security (tls, starttls, none)", "tls")
             smtp = {
                 "host": smtp_host,
-                "port": int(value("smtp_port", "SMTP port", {"tls": "465", "starttls": "587"}.get(smtp_sec, "25"))),
+                "port": port("smtp_port", "SMTP port", {"tls": "465", "starttls": "587"}.get(smtp_sec, "25")),
                 "security": smtp_sec,
                 "username": value("smtp_username", "SMTP username", imap["username"]),
                 "sent_folder": value("sent_folder", "IMAP folder for sent copies (empty for Gmail/365)", "Sent"),

@@ -1,0 +1,120 @@
+"""`heard init` and the config file: every mistake is one line naming the key."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from mail.config import ConfigError, load_config
+from tui.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_init_by_flags_writes_a_config_heard_can_load(tmp_path, capsys):
+    path = tmp_path / "conf" / "heard.toml"
+    code, out, err = run(
+        capsys, "--config", str(path), "init", "--yes", "--address", "Support@Example.com",
+        "--imap-host", "imap.example.com", "--password-command", "pass show mail/support",
+        "--agent-name", "Ana Lopez", "--database", str(tmp_path / "h.db"),
+    )
+    assert code == 0, err
+    assert f"wrote {path}" in out
+    cfg = load_config(path)
+    assert cfg.address == "support@example.com"
+    assert (cfg.imap.host, cfg.imap.port, cfg.imap.security, cfg.imap.username) == (
+        "imap.example.com", 993, "tls", "Support@Example.com")
+    assert cfg.imap.password_command == "pass show mail/support"
+    assert cfg.agent == "Ana Lopez"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert "pass show" in path.read_text() and "password =" not in path.read_text()
+
+
+def test_init_refuses_to_overwrite_and_to_guess(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("x")
+    code, _, err = run(capsys, "--config", str(path), "init", "--yes")
+    assert code == 1 and "already exists" in err and "--force" in err
+    code, _, err = run(capsys, "--config", str(tmp_path / "new.toml"), "init", "--yes", "--address", "s@x.example")
+    assert code == 1 and err.strip() == "heard: --imap-host is needed when not asking interactively"
+
+
+def test_init_asks_when_run_interactively(tmp_path):
+    """Driven through a real prompt: answers typed on stdin."""
+    path = tmp_path / "asked.toml"
+    script = (
+        "import sys; sys.stdin.isatty = lambda: True; from tui.cli import main; "
+        f"sys.exit(main(['--config', {str(path)!r}, 'init']))"
+    )
+    answers = "help@shop.example\nstarttls\nmail.shop.example\n\n\n\npass show shop\n\nAna\n\n"
+    res = subprocess.run([sys.executable, "-c", script], input=answers, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    cfg = load_config(path)
+    assert (cfg.address, cfg.imap.security, cfg.imap.port, cfg.imap.host) == ("help@shop.example", "starttls", 143, "mail.shop.example")
+    assert "IMAP host" in res.stdout
+
+
+BASE = """
+[account]
+address = "support@example.com"
+[imap]
+host = "imap.example.com"
+username = "support@example.com"
+password_command = "echo pw"
+"""
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", "[account] section is missing"),
+        (BASE.replace('host = "imap.example.com"\n', ""), "[imap] host is missing"),
+        (BASE + "port = 99999\n", "[imap] port = 99999"),
+        (BASE + 'port = "993"\n', "[imap] port must be a int"),
+        (BASE + 'security = "ssl"\n', "[imap] security = 'ssl': use one of tls, starttls, none"),
+        (BASE.replace('password_command = "echo pw"', 'password = "hunter2"'), "[imap] set password_command"),
+        (BASE + 'password = "hunter2"\n', "[imap] password must not be in the config file"),
+        (BASE + "[smtpp]\nhost='x'\n", "unknown section [smtpp]"),
+        ("[account\n", "is not valid TOML"),
+    ],
+)
+def test_config_mistakes_name_the_key(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_says_how_to_start(tmp_path, capsys):
+    code, out, err = run(capsys, "--config", str(tmp_path / "none.toml"), "tickets")
+    assert code == 1
+    assert err.strip().endswith("run `heard init` (or `heard demo` to try it without an account)")
+
+
+def test_heard_config_env_is_honoured(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "env.toml"
+    path.write_text(BASE + f'[storage]\ndatabase = "{tmp_path / "e.db"}"\n')
+    monkeypatch.setenv("HEARD_CONFIG", str(path))
+    code, out, err = run(capsys, "tickets")
+    assert code == 0 and out.strip() == "no tickets"
+
+
+@pytest.mark.parametrize(
+    "command,message",
+    [("exit 3", "password_command failed with exit 3"), ("true", "password_command printed nothing")],
+)
+def test_a_broken_password_command_is_one_line(tmp_path, capsys, command, message):
+    path = tmp_path / "c.toml"
+    path.write_text(BASE.replace("echo pw", command) + f'[storage]\ndatabase = "{tmp_path / "e.db"}"\n')
+    code, out, err = run(capsys, "--config", str(path), "sync")
+    assert code == 1 and message in err and err.count("\n") == 1
