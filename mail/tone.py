@@ -24,6 +24,7 @@ case-insensitive and on word boundaries.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
@@ -116,9 +117,15 @@ _NEXT_BUT = re.compile(r"[\s\W]*(?:but|however|although)\b", _FLAGS)
 
 def _thanks_but(text: str) -> Iterator[str]:
     spans = _sentences(text)
+    starts = [s for s, _ in spans]
+    buts = list(_BUT.finditer(text))
+    but_starts = [b.start() for b in buts]
     for m in _THANKS.finditer(text):
-        idx = next(i for i, (s, e) in enumerate(spans) if s <= m.start() < e)
-        b = _BUT.search(text, m.end(), spans[idx][1])
+        idx = bisect_right(starts, m.start()) - 1
+        b = None
+        k = bisect_left(but_starts, m.end())
+        if k < len(buts) and buts[k].end() <= spans[idx][1]:
+            b = buts[k]
         if b is None and idx + 1 < len(spans):
             # The next sentence counts when it opens with the conjunction:
             # "Sorry for the wait. However, ..."
@@ -319,10 +326,10 @@ def _yearless(m: int, d: int, today: date, weekday: int | None) -> date | None:
 
 def _dates(text: str, today: date) -> Iterator[tuple[int, int, str, list[date]]]:
     """(start, end, words, possible dates) for each date written in the text."""
-    taken: list[tuple[int, int]] = []
+    taken = bytearray(len(text))  # 1 where a date was already found
     for pattern in _DATE_PATTERNS:
         for m in pattern.finditer(text):
-            if any(s < m.end() and m.start() < e for s, e in taken):
+            if any(taken[m.start() : m.end()]):
                 continue
             if _VERSION_BEFORE.search(text, max(0, m.start() - 12), m.start()):
                 continue  # "version 1.2.2020" is not a date
@@ -348,7 +355,7 @@ def _dates(text: str, today: date) -> Iterator[tuple[int, int, str, list[date]]]
                 if (c := _safe_date(int(g["y"]), int(g["m"]), int(g["d"]))) is not None:
                     options.append(c)
             if options:
-                taken.append((m.start(), m.end()))
+                taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
                 yield m.start(), m.end(), m.group(0), options
 
 

@@ -33,7 +33,9 @@ _ESCAPES = re.compile(
     "|".join(
         [
             # OSC, DCS, SOS, PM, APC: introducer ... terminator (payload dropped).
-            r"(?:\x1b[\]PX^_]|[\x9d\x90\x98\x9e\x9f])[^\x07\x1b\x9c]*" + _ST,
+            # The payload stops at any ESC or C1 string control, which keeps
+            # the scan linear on hostile input.
+            r"(?:\x1b[\]PX^_]|[\x9d\x90\x98\x9e\x9f])[^\x07\x1b\x90\x98\x9c-\x9f]*" + _ST,
             # CSI: parameters, intermediates, final byte.
             r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]",
             # Unterminated string control or CSI: drop the introducer only;

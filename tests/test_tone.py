@@ -216,3 +216,9 @@ def test_found_folds_whitespace_and_reports_each_wording_once():
 
 def test_strip_quoted_keeps_line_count():
     assert strip_quoted("a\n> b\n  > c\nd") == "a\n\n\nd"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("text", ["thanks " * 5000, "Sorry. " * 5000, "1/2/2026 " * 5000, "as I " * 5000])
+def test_long_drafts_stay_fast(text):
+    check_tone(text, thread_texts_ours=[text], customer_texts=[text], saved_replies_used_in_thread=(), saved_reply_used=None, now=NOW)

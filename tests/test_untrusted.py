@@ -159,3 +159,14 @@ def test_safe_filename_is_never_a_path(raw):
     assert "/" not in out and "\\" not in out and "\x00" not in out
     assert out not in (".", "..")
     assert not out.startswith(".")
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "hostile",
+    ["\x9d" * 100_000, "\x9da" * 50_000, "\x1b]" * 100_000, "\x1b[" + "1;" * 100_000, "\x9b1" * 100_000],
+)
+def test_hostile_input_stays_linear(hostile):
+    out = safe_text(hostile)
+    assert "\x1b" not in out and "\x9d" not in out and "\x9b" not in out
+    assert safe_filename(hostile)
