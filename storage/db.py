@@ -134,6 +134,12 @@ def _outbox_and_promises(store: Store, conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[SQLModel.metadata.tables[n] for n in names])
 
 
+def _outbox_claims(store: Store, conn: Connection) -> None:
+    # Who is sending a row, and since when: a row left in `sending` by a dead process becomes `unknown`.
+    add_column(conn, "outbox", "claimed_by", "VARCHAR")
+    add_column(conn, "outbox", "claimed_at", "TIMESTAMP")
+
+
 def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
     """For later migrations: add a column unless a fresh schema already has it."""
     if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
@@ -145,4 +151,5 @@ MIGRATIONS: list[tuple[str, Callable[[Store, Connection], None]]] = [
     ("0001_initial", _initial),
     ("0002_search", _search),
     ("0003_outbox_promises", _outbox_and_promises),
+    ("0004_outbox_claims", _outbox_claims),
 ]

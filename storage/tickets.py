@@ -383,3 +383,43 @@ def outbox_in_flight(conn: Connection) -> int:
     """Outgoing mail not yet handed to the server (queued or sending)."""
     q = select(func.count()).select_from(O).where(O.c.state.in_(["queued", "sending"]))
     return conn.execute(q).scalar_one()
+
+
+# -- replies and saved replies (used by mail.send) -------------------------------------------
+def change_status_in(conn: Connection, ticket_id: int, target: str, *, reason: str | None, actor: str,
+                     now: datetime) -> Change | None:
+    """``set_status`` inside the caller's transaction; None when the ticket is already there."""
+    tgt = lifecycle.parse_status(target)
+    row = require_ticket(conn, ticket_id)
+    if row["status"] == tgt.value:
+        return None
+    change = lifecycle.transition(row["status"], tgt, reason=reason, actor=actor, now=now)
+    conn.execute(update(T).where(T.c.id == ticket_id).values(**_status_values(tgt, now)))
+    append_event(conn, ticket_id, change)
+    return change
+
+
+def mark_replied(conn: Connection, ticket_id: int, *, now: datetime) -> None:
+    """A human reply from us went into the outbox."""
+    conn.execute(update(T).where(T.c.id == ticket_id).values(last_reply_at=now, updated_at=now))
+
+
+def saved_replies(conn: Connection) -> list[dict]:
+    from storage.models import SavedReply
+
+    SR = SavedReply.__table__
+    return [dict(r) for r in conn.execute(select(SR.c.id, SR.c.name, SR.c.body).order_by(SR.c.name)).mappings()]
+
+
+def save_saved_reply(store: Store, name: str, body: str) -> None:
+    """Add or replace a saved reply by name."""
+    from storage.models import SavedReply
+
+    SR = SavedReply.__table__
+    name = " ".join((name or "").split())
+    if not name:
+        raise TicketError("a saved reply needs a name")
+    with store.write_conn() as conn:
+        res = conn.execute(update(SR).where(SR.c.name == name).values(body=body))
+        if res.rowcount == 0:
+            conn.execute(insert(SR).values(name=name, body=body))
