@@ -1,0 +1,506 @@
+"""The heard app: the queue, one ticket at a time, a reason for every change.
+
+Seams for other screens:
+
+- ``r`` on a ticket calls :meth:`HeardApp.open_reply`, which pushes
+  ``tui.compose.reply_screen(app, ticket_id)`` (a ``Screen``) when that module
+  exists and ``[smtp]`` is configured;
+- ``a`` on the queue calls :meth:`HeardApp.open_ack_review`, which pushes
+  ``tui.ack.ack_screen(app)``.
+
+Either screen calls ``app.data_changed()`` after it writes (the app also calls
+it when the screen is dismissed), so the queue and header catch up. Both can
+use ``app.store``, ``app.cfg``, ``app.agent``, ``app.clock`` and
+``app.toast(...)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from datetime import datetime, timezone, tzinfo
+from functools import partial
+from pathlib import Path
+
+from sqlalchemy.engine import Connection
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+from textual.message import Message
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from mail.config import Config
+from mail.untrusted import safe_line
+from storage import tickets
+from storage.db import Store
+from storage.lifecycle import ALLOWED, PRIORITY_RANK, LifecycleError, Priority, Status
+from tui.dialogs import ConfirmDialog, CustomerTicketsScreen, HelpScreen, ReasonAnswer, ReasonDialog
+from tui.queue_view import QueueTable
+from tui.screens import CHANGE_BINDINGS, VIEWS, QueueScreen, TicketScreen
+from tui.widgets import StatusHeader, SyncState, inert, status_label
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SyncStatusChanged(Message):
+    """From the sync thread: a mode (idle, polling, offline), an error, what arrived."""
+
+    def __init__(self, mode: str, error: str | None, new_messages: int, new_tickets: int) -> None:
+        super().__init__()
+        self.mode = mode
+        self.error = error
+        self.new_messages = new_messages
+        self.new_tickets = new_tickets
+
+
+class TicketJumpProvider(Provider):
+    """`#123` or `123` in the command palette opens that ticket."""
+
+    async def search(self, query: str) -> Hits:
+        match = re.fullmatch(r"\s*#?(\d{1,12})\s*", query)
+        if not match:
+            return
+        app: HeardApp = self.app  # type: ignore[assignment]
+        tid = int(match.group(1))
+        row = app.fetch_rows([tid]).get(tid)
+        if row is None:
+            return
+        display = Content.assemble((f"Open ticket #{tid}  ", "bold"), inert(row.get("subject") or "(no subject)"))
+        yield Hit(1.0, display, partial(app.open_ticket, tid), text=f"#{tid}",
+                  help=f"{status_label(row['status'])} · {safe_line(row.get('customer') or '')}")
+
+    async def discover(self) -> Hits:
+        yield DiscoveryHit("Open ticket…  type its number, e.g. #123", lambda: None, text="#")
+
+
+class HeardApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "heard"
+    COMMANDS = App.COMMANDS | {TicketJumpProvider}
+    BINDINGS = [
+        Binding("n", "take_next", "Take next", id="app.take_next"),
+        Binding("question_mark", "help", "Keys", id="app.help"),
+    ]
+
+    def __init__(self, cfg: Config, *, store: Store | None = None, clock: Clock = utc_now,
+                 start_sync: bool = True, tz: tzinfo | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.store = store if store is not None else Store(cfg.database)
+        self.clock = clock
+        self.tz = tz
+        self.agent = cfg.agent
+        self.start_sync = start_sync
+        self.sync = SyncState(mode="connecting" if start_sync else "off")
+        self.counts: dict = {}
+        self.holding: int | None = None
+        self._stop_sync = threading.Event()
+        self._last_sync_error: str | None = None
+        if cfg.keys:
+            self.set_keymap(dict(cfg.keys))
+
+    # -- reads (fast, indexed: done in place) ------------------------------------------
+    @contextmanager
+    def db(self) -> Iterable[Connection]:
+        with self.store.read() as session:
+            yield session.connection()
+
+    def queue_ids(self, view: str, query: str = "") -> list[int]:
+        with self.db() as conn:
+            found = None
+            if query:
+                found = self.store.search.ticket_ids(conn, query)
+                if not found:
+                    return []
+            return tickets.queue_ids(conn, view=view, agent=self.agent, ticket_ids=found, now=self.clock())
+
+    def fetch_rows(self, ids: list[int]) -> dict[int, dict]:
+        with self.db() as conn:
+            return tickets.rows_by_id(conn, ids)
+
+    def ticket_detail(self, ticket_id: int) -> dict:
+        with self.db() as conn:
+            detail = tickets.ticket_detail(conn, ticket_id)
+            row = tickets.ticket_row(conn, ticket_id) or {}
+        detail["customer_name"] = row.get("customer_name") or ""
+        detail["tier"] = row.get("tier")
+        return detail
+
+    # -- start and stop ----------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.push_screen(QueueScreen())
+        self.load_header()
+        if self.start_sync:
+            self.run_sync()
+
+    def on_unmount(self) -> None:
+        self._stop_sync.set()
+
+    @work(thread=True, exclusive=True, group="sync", exit_on_error=False)
+    def run_sync(self) -> None:
+        from mail.sync import watch
+
+        def report(status) -> None:
+            summary = status.summary
+            self.post_message(SyncStatusChanged(
+                status.mode, status.error,
+                summary.new_messages if summary else 0, summary.tickets_created if summary else 0,
+            ))
+
+        watch(self.store, self.cfg, stop=self._stop_sync, on_status=report)
+
+    def on_sync_status_changed(self, event: SyncStatusChanged) -> None:
+        self.sync.mode = event.mode
+        self.sync.error = event.error
+        if event.mode != "offline":
+            self.sync.last_sync = self.clock()
+        if event.error and event.error != self._last_sync_error:
+            self.toast(f"sync: {event.error}", severity="error", timeout=8)
+        self._last_sync_error = event.error
+        if event.new_messages:
+            self.data_changed()
+            if event.new_tickets:
+                self.toast(f"{event.new_tickets} new ticket{'s' if event.new_tickets != 1 else ''}")
+        else:
+            self.refresh_header()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # One place turns a failed worker into a toast; nothing crashes the app.
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            err = event.worker.error
+            self.toast(f"{event.worker.name or 'background task'} failed: {err}", severity="error", timeout=10)
+            if event.worker.group == "sync":
+                self.sync.mode = "offline"
+                self.sync.error = str(err)
+                self.refresh_header()
+
+    # -- shared helpers ----------------------------------------------------------------
+    def toast(self, message: str, *, severity: str = "information", timeout: float | None = None) -> None:
+        """A notification; never markup (messages may quote mail)."""
+        self.notify(message, severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
+
+    def data_changed(self) -> None:
+        """Tickets changed (new mail, an action, another screen's write): refresh what shows them."""
+        self.load_header()
+        for screen in self.screen_stack:
+            handler = getattr(screen, "data_changed", None)
+            if handler is not None:
+                handler()
+
+    @work(thread=True, exclusive=True, group="header", exit_on_error=False)
+    def load_header(self) -> None:
+        with self.db() as conn:
+            counts = tickets.header_counts(conn, now=self.clock())
+            holding = tickets.held_by(conn, self.agent)
+        self.call_from_thread(self._header_loaded, counts, holding)
+
+    def _header_loaded(self, counts: dict, holding: int | None) -> None:
+        self.counts, self.holding = counts, holding
+        self.refresh_header()
+
+    def refresh_header(self, screen: Screen | None = None) -> None:
+        screens = [screen] if screen is not None else self.screen_stack
+        for s in screens:
+            for header in s.query(StatusHeader):
+                header.show(agent=self.agent, holding=self.holding, counts=self.counts, sync=self.sync,
+                            now=self.clock(), tz=self.tz)
+
+    # -- navigation --------------------------------------------------------------------
+    def open_ticket(self, ticket_id: int) -> None:
+        with self.db() as conn:
+            exists = tickets.ticket_row(conn, ticket_id) is not None
+        if not exists:
+            self.toast(f"no ticket #{ticket_id}", severity="warning")
+            return
+        # One ticket screen at a time: opening another replaces it.
+        while isinstance(self.screen, (TicketScreen, CustomerTicketsScreen)):
+            self.pop_screen()
+        self.push_screen(TicketScreen(ticket_id))
+
+    def show_customer_tickets(self, address: str, exclude: int) -> None:
+        with self.db() as conn:
+            rows = tickets.customer_tickets(conn, address, exclude=exclude)
+
+        def chosen(tid: int | None) -> None:
+            if tid:
+                self.open_ticket(tid)
+
+        self.push_screen(CustomerTicketsScreen(address, rows, now=self.clock(), tz=self.tz), chosen)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.binding_sections(), QUEUE_LEGEND))
+
+    def binding_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Every binding by screen, with the user's keymap applied."""
+
+        def rows(bindings: Iterable[Binding]) -> list[tuple[str, str]]:
+            out, seen = [], set()
+            for b in bindings:
+                if b.id in seen or (b.id or "").startswith("reason.pick"):
+                    continue
+                seen.add(b.id)
+                keys = self._keymap.get(b.id, b.key) if b.id else b.key
+                shown = " ".join(self.get_key_display(Binding(k.strip(), "")) for k in keys.split(","))
+                out.append((shown, b.description or b.action))
+            return out
+
+        queue_moves = [b for b in QueueTable.BINDINGS if isinstance(b, Binding)]
+        return [
+            ("Everywhere", rows(self.BINDINGS) + [(self.get_key_display(Binding("ctrl+p", "")),
+                                                   "Command palette: #123 opens a ticket, or run any action")]),
+            ("Queue", rows(queue_moves) + rows(b for b in QueueScreen.BINDINGS if not (b.id or "").startswith("change."))),
+            ("Changes (in the queue: to marked tickets)", rows(CHANGE_BINDINGS)),
+            ("Ticket", rows(b for b in TicketScreen.BINDINGS if not (b.id or "").startswith("change."))),
+            ("Reason dialog", rows(ReasonDialog.BINDINGS) + [("alt+1…9", "Pick a recent reason"),
+                                                             ("↓ enter", "Choose from recent reasons")]),
+        ]
+
+    # -- take next, take ---------------------------------------------------------------
+    def action_take_next(self) -> None:
+        self.take(None)
+
+    @work(thread=True, group="write", exit_on_error=False)
+    def take(self, ticket_id: int | None) -> None:
+        try:
+            tid = tickets.take_ticket(self.store, ticket_id, agent=self.agent, now=self.clock())
+        except LifecycleError as exc:
+            self.call_from_thread(self.toast, str(exc), severity="warning", timeout=6)
+            return
+        if tid is None:
+            self.call_from_thread(self.toast, "nothing to take: every open ticket is held or the queue is empty")
+            return
+        self.call_from_thread(self._taken, tid)
+
+    def _taken(self, tid: int) -> None:
+        self.data_changed()
+        if not (isinstance(self.screen, TicketScreen) and self.screen.ticket_id == tid):
+            self.open_ticket(tid)
+        self.toast(f"#{tid} is yours: nobody else will take it")
+
+    # -- changes with a reason ---------------------------------------------------------
+    def request_change(self, kind: str, ids: list[int], target: str | None,
+                       after: Callable[[], None] | None = None) -> None:
+        """Ask for the reason, then apply ``kind`` (status, priority, release, assign) to ``ids``."""
+        rows = self.fetch_rows(ids)
+        rows_in_order = [rows[i] for i in ids if i in rows]
+        if not rows_in_order:
+            return
+        problem = _refusal(kind, target, rows_in_order)
+        if problem and len(rows_in_order) == 1:
+            self.toast(problem, severity="warning")
+            return
+        with self.db() as conn:
+            recent = tickets.recent_reasons(conn, limit=9)
+        first = rows_in_order[0]
+        if len(rows_in_order) == 1:
+            subject = Content.assemble((f"#{first['id']}  ", "bold $text-accent"),
+                                       inert(first.get("subject") or "(no subject)", "bold"))
+        else:
+            subject = Content.styled(f"{len(rows_in_order)} marked tickets", "bold $text-accent")
+        change = _describe(kind, target, rows_in_order, self.agent)
+        if problem:
+            change += f"\n({problem})"
+        ask_for = "Assign to" if kind == "assign" else None
+
+        def answered(answer: ReasonAnswer | None) -> None:
+            if answer is not None:
+                self.apply_change(kind, [r["id"] for r in rows_in_order], target, answer, after)
+
+        self.push_screen(ReasonDialog(subject, change, recent, ask_for=ask_for), answered)
+
+    @work(thread=True, group="write", exit_on_error=False)
+    def apply_change(self, kind: str, ids: list[int], target: str | None, answer: ReasonAnswer,
+                     after: Callable[[], None] | None = None) -> None:
+        done, refused = [], []
+        for tid in ids:
+            now = self.clock()
+            try:
+                if kind == "status":
+                    tickets.set_status(self.store, tid, target, reason=answer.reason, actor=self.agent, now=now)
+                elif kind == "priority":
+                    with self.db() as conn:
+                        row = tickets.require_ticket(conn, tid)
+                    tickets.set_priority(self.store, tid, _step_priority(row["priority"], target), reason=answer.reason,
+                                         actor=self.agent, now=now)
+                elif kind == "release":
+                    tickets.set_holder(self.store, tid, None, reason=answer.reason, actor=self.agent, now=now)
+                elif kind == "assign":
+                    tickets.set_holder(self.store, tid, answer.value, reason=answer.reason, actor=self.agent, now=now)
+                done.append(tid)
+            except LifecycleError as exc:
+                refused.append(f"#{tid}: {exc}")
+        self.call_from_thread(self._changed, kind, target, done, refused, after)
+
+    def _changed(self, kind: str, target: str | None, done: list[int], refused: list[str],
+                 after: Callable[[], None] | None) -> None:
+        self.data_changed()
+        if after is not None:
+            after()
+        if done:
+            what = {"status": f"now {status_label(target)}" if target else "changed", "priority": "priority changed",
+                    "release": "released", "assign": "reassigned"}[kind]
+            which = f"#{done[0]}" if len(done) == 1 else f"{len(done)} tickets"
+            self.toast(f"{which} {what}; the reason is on the record")
+        if refused:
+            more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+            self.toast("refused: " + "; ".join(refused[:3]) + more, severity="warning", timeout=8)
+
+    # -- seams for other screens -------------------------------------------------------
+    def open_reply(self, ticket_id: int) -> None:
+        factory = _hook("tui.compose", "reply_screen") if self.cfg.smtp is not None else None
+        if factory is None:
+            self.toast("replies need [smtp] in the config", severity="warning")
+            return
+        self.push_screen(factory(self, ticket_id), lambda _result: self.data_changed())
+
+    def action_ack_review(self) -> None:
+        self.open_ack_review()
+
+    def open_ack_review(self) -> None:
+        factory = _hook("tui.ack", "ack_screen")
+        if factory is None:
+            self.toast("the acknowledgement review is not available in this build", severity="warning")
+            return
+        self.push_screen(factory(self), lambda _result: self.data_changed())
+
+    # -- quitting ----------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        with self.db() as conn:
+            sending = tickets.outbox_in_flight(conn)
+        if not sending:
+            self._stop_sync.set()
+            self.exit(0)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._stop_sync.set()
+                self.exit(0)
+
+        self.push_screen(ConfirmDialog(
+            f"{sending} message{'s are' if sending != 1 else ' is'} still waiting to be sent. Quit anyway?",
+            "They stay in the outbox and go out the next time heard runs.",
+        ), answered)
+
+    # -- the command palette -----------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield SystemCommand("Take next", "Claim the most urgent ticket nobody holds and open it", self.action_take_next)
+        yield SystemCommand("Keys", "Every key binding", self.action_help)
+        if isinstance(screen, QueueScreen):
+            for n, (view, label) in enumerate(VIEWS, 1):
+                yield SystemCommand(f"Filter: {label}", f"Show {label} tickets (key {n})", partial(screen.action_view, view))
+            yield SystemCommand("Search", "Full-text search over subjects, bodies and customers", screen.action_search)
+            yield SystemCommand("Acknowledge waiting customers", "Review the batch acknowledgement", self.open_ack_review)
+        if isinstance(screen, (QueueScreen, TicketScreen)):
+            for b in CHANGE_BINDINGS:
+                kind, target = _parse_change(b.action)
+                yield SystemCommand(f"{b.description}", _CHANGE_HELP[b.id], partial(screen.action_change, kind, target))
+        if isinstance(screen, TicketScreen):
+            yield SystemCommand("Reply", "Write a reply to the customer", screen.action_reply)
+            yield SystemCommand("Customer's tickets", "Their other tickets", screen.action_customer)
+            yield SystemCommand("Timeline", "Show or hide every change and its reason", screen.action_toggle_timeline)
+            yield SystemCommand("Quoted history", "Show or fold quoted text", screen.action_toggle_quotes)
+        yield SystemCommand("Theme", "Change the colours", self.action_change_theme)
+        yield SystemCommand("Quit", "Quit heard", self.action_quit)
+
+
+QUEUE_LEGEND = [
+    ("●", "marked with space: the next change applies to every marked ticket"),
+    ("!", "flagged: a message could not be fully parsed"),
+    ("?", "vague: the customer gave little to go on"),
+    ("auto:", "automated mail (auto-replies, bounces): never acknowledged"),
+    ("by Tue 14:00", "promised deadline; yellow when at risk, red when broken"),
+]
+
+_CHANGE_HELP = {
+    "change.solve": "Mark solved (asks why)",
+    "change.pending": "Park as waiting on the customer (asks why)",
+    "change.hold": "Put on hold (asks why)",
+    "change.reopen": "Reopen (asks why)",
+    "change.release": "Release: nobody holds it any more (asks why)",
+    "change.priority_up": "Raise the priority one step (asks why)",
+    "change.priority_down": "Lower the priority one step (asks why)",
+    "change.assign": "Give it to another agent (asks who and why)",
+}
+
+
+def _parse_change(action: str) -> tuple[str, str | None]:
+    match = re.fullmatch(r"change\('(\w+)', (?:'(\w+)'|None)\)", action)
+    assert match, action
+    return match.group(1), match.group(2)
+
+
+def _step_priority(current: str, direction: str | None) -> str:
+    order = sorted(Priority, key=lambda p: PRIORITY_RANK[p])  # urgent first
+    i = order.index(Priority(current))
+    i = max(0, i - 1) if direction == "up" else min(len(order) - 1, i + 1)
+    return order[i].value
+
+
+def _refusal(kind: str, target: str | None, rows: list[dict]) -> str | None:
+    """Why the change cannot apply (to any of the rows), before asking for a reason."""
+    bad = []
+    for r in rows:
+        if kind == "status":
+            cur, tgt = Status(r["status"]), Status(target)
+            if cur == tgt:
+                bad.append(f"#{r['id']} is already {status_label(cur)}")
+            elif tgt not in ALLOWED[cur]:
+                bad.append(f"a {status_label(cur)} ticket cannot become {status_label(tgt)}; reopen it first")
+        elif kind == "release" and not r.get("holder"):
+            bad.append(f"nobody holds #{r['id']}")
+        elif kind == "priority" and _step_priority(r["priority"], target) == r["priority"]:
+            bad.append(f"#{r['id']} is already {r['priority']} priority")
+    if not bad:
+        return None
+    if len(rows) == 1:
+        return bad[0]
+    return f"{len(bad)} of {len(rows)} cannot change and will be skipped"
+
+
+def _describe(kind: str, target: str | None, rows: list[dict], agent: str) -> str:
+    if len(rows) == 1:
+        r = rows[0]
+        if kind == "status":
+            return f"{status_label(r['status'])} → {status_label(target)}"
+        if kind == "priority":
+            return f"priority {r['priority']} → {_step_priority(r['priority'], target)}"
+        if kind == "release":
+            return f"held by {safe_line(r['holder'] or 'nobody')} → nobody"
+        return f"held by {safe_line(r.get('holder') or 'nobody')} → someone else"
+    if kind == "status":
+        return f"→ {status_label(target)}"
+    if kind == "priority":
+        return f"priority one step {'up' if target == 'up' else 'down'}"
+    if kind == "release":
+        return "release: → nobody"
+    return "assign to someone else"
+
+
+def _hook(module: str, name: str):
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return getattr(mod, name, None)
+
+
+def run_app(cfg: Config) -> int:
+    app = HeardApp(cfg)
+    result = app.run()
+    return int(result or 0)
+
+
+__all__ = ["HeardApp", "run_app", "SyncStatusChanged", "TicketJumpProvider", "utc_now", "Path"]

@@ -1,0 +1,456 @@
+"""The two working screens: the queue, and one ticket with its whole conversation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from mail.untrusted import safe_line
+from storage.lifecycle import Status
+from tui.queue_view import QueueColumns, QueueTable
+from tui.widgets import (
+    STATUS_SHORT,
+    StatusHeader,
+    ack_state,
+    customer_label,
+    human_size,
+    inert,
+    inert_block,
+    long_time,
+    short_time,
+    split_quotes,
+    status_label,
+)
+
+if TYPE_CHECKING:
+    from tui.app import HeardApp
+
+VIEWS = [
+    ("open", "open"),
+    ("mine", "mine"),
+    ("waiting", "waiting on customer"),
+    ("unacknowledged", "unacknowledged"),
+    ("solved", "solved"),
+    ("all", "all"),
+]
+
+# The changes, shared by the queue (applied to marked tickets) and the ticket screen.
+# Same ids on both screens: remapping "change.solve" remaps it everywhere.
+_CHANGES = [
+    ("s", "change('status', 'solved')", "Solve", "change.solve"),
+    ("p", "change('status', 'pending')", "Waiting", "change.pending"),
+    ("h", "change('status', 'on_hold')", "Hold", "change.hold"),
+    ("o", "change('status', 'open')", "Reopen", "change.reopen"),
+    ("x,R", "change('release', None)", "Release", "change.release"),
+    ("plus", "change('priority', 'up')", "Priority +", "change.priority_up"),
+    ("minus", "change('priority', 'down')", "Priority -", "change.priority_down"),
+    ("A", "change('assign', None)", "Assign", "change.assign"),
+]
+
+
+def change_bindings(shown: set[str]) -> list[Binding]:
+    """The change keys; ``shown`` are the ids the screen's footer lists."""
+    return [Binding(key, action, label, show=bid in shown, id=bid) for key, action, label, bid in _CHANGES]
+
+
+CHANGE_BINDINGS = change_bindings(set())
+
+
+class QueueScreen(Screen):
+    """Every ticket that needs work, in the order take-next would choose."""
+
+    BINDINGS = [
+        *[Binding(str(n), f"view('{v}')", f"Filter: {label}", show=False, id=f"queue.view_{v}")
+          for n, (v, label) in enumerate(VIEWS, 1)],
+        Binding("f", "next_view", "Next filter", id="queue.next_view"),
+        Binding("slash", "search", "Search", id="queue.search"),
+        Binding("escape", "clear", "Clear search / marks", show=False, id="queue.clear"),
+        *change_bindings({"change.solve"}),
+        Binding("a", "app.ack_review", "Acknowledge", id="queue.ack"),
+        Binding("q", "app.quit", "Quit", id="queue.quit"),
+    ]
+
+    view: reactive[str] = reactive("open", init=False)
+    search_text: reactive[str] = reactive("", init=False)
+
+    @property
+    def heard(self) -> HeardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        app = self.heard
+        yield StatusHeader(id="status")
+        yield Static(id="filters")
+        with Vertical(id="queue-box"):
+            yield QueueColumns(id="columns")
+            yield QueueTable(app.fetch_rows, agent=app.agent, clock=app.clock, tz=app.tz, id="queue")
+        yield Input(placeholder="search subjects, bodies and customers", id="search")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.loading = True
+        self.table.focus()
+        self.heard.refresh_header(self)
+        self.reload()
+
+    @property
+    def table(self) -> QueueTable:
+        return self.query_one(QueueTable)
+
+    # -- data --------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Re-run the query behind the queue (a filter, a search, new mail, a change)."""
+        self._load(self.view, self.search_text)
+
+    @work(thread=True, exclusive=True, group="queue", exit_on_error=False)
+    def _load(self, view: str, query: str) -> None:
+        app = self.heard
+        ids = app.queue_ids(view, query)
+        self.app.call_from_thread(self._show, view, query, ids)
+
+    def _show(self, view: str, query: str, ids: list[int]) -> None:
+        if (view, query) != (self.view, self.search_text):
+            return  # a newer filter or search is on its way
+        table = self.table
+        table.set_ids(ids)
+        table.loading = False
+        self._show_filters(len(ids))
+
+    def _show_filters(self, count: int | None = None) -> None:
+        if count is None:
+            count = len(self.table.ids)
+        parts: list = [" "]
+        for n, (v, label) in enumerate(VIEWS, 1):
+            if v == self.view:
+                parts += [(f" {n} {label} ", "bold reverse $text-accent"), " "]
+            else:
+                parts += [(f" {n} ", "$text-muted"), (f"{label} ", "$text-muted"), " "]
+        parts.append(("   ", ""))
+        parts.append((f"{count:,} ticket{'s' if count != 1 else ''}", "bold"))
+        if self.search_text:
+            parts += [("  matching ", "$text-muted"), inert(self.search_text, "bold $text-warning")]
+        marked = len(self.table.marked)
+        if marked:
+            parts += [("  ·  ", "$text-muted"), (f"{marked} marked", "bold $text-warning")]
+        self.query_one("#filters", Static).update(Content.assemble(*parts))
+
+    def data_changed(self) -> None:
+        self.table.invalidate()
+        self.reload()
+
+    # -- actions -----------------------------------------------------------------------
+    def action_view(self, view: str) -> None:
+        self.view = view
+
+    def action_next_view(self) -> None:
+        names = [v for v, _ in VIEWS]
+        self.view = names[(names.index(self.view) + 1) % len(names)]
+
+    def watch_view(self) -> None:
+        self.table.marked.clear()
+        self._show_filters()
+        self.reload()
+
+    def watch_search_text(self) -> None:
+        self._show_filters()
+        self.reload()
+
+    def action_search(self) -> None:
+        box = self.query_one("#search", Input)
+        box.add_class("-visible")
+        box.focus()
+
+    @on(Input.Changed, "#search")
+    def _search_typed(self, event: Input.Changed) -> None:
+        self.search_text = event.value.strip()
+
+    @on(Input.Submitted, "#search")
+    def _search_done(self) -> None:
+        box = self.query_one("#search", Input)
+        if not box.value.strip():
+            box.remove_class("-visible")
+        self.table.focus()
+
+    def action_clear(self) -> None:
+        box = self.query_one("#search", Input)
+        if self.focused is box or self.search_text:
+            box.value = ""
+            box.remove_class("-visible")
+            self.search_text = ""
+            self.table.focus()
+        elif self.table.marked:
+            self.table.marked.clear()
+            self.table.refresh()
+            self._show_filters()
+
+    def action_change(self, kind: str, target: str | None) -> None:
+        ids = self.table.targets()
+        if not ids:
+            self.heard.toast("nothing to change: the queue is empty", severity="warning")
+            return
+        self.heard.request_change(kind, ids, target, after=self._after_change)
+
+    def _after_change(self) -> None:
+        self.table.marked.clear()
+        self._show_filters()
+
+    def on_queue_table_opened(self, event: QueueTable.Opened) -> None:
+        self.heard.open_ticket(event.ticket_id)
+
+    def on_queue_table_moved(self) -> None:
+        if self.table.marked:
+            self._show_filters()
+
+
+class TicketScreen(Screen):
+    """One ticket: the whole conversation oldest first, and every event with its reason."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="ticket.back"),
+        Binding("j", "scroll(1)", "Down", show=False, id="ticket.down"),
+        Binding("k", "scroll(-1)", "Up", show=False, id="ticket.up"),
+        Binding("g", "top", "Top", show=False, id="ticket.top"),
+        Binding("G", "bottom", "Bottom", show=False, id="ticket.bottom"),
+        Binding("r", "reply", "Reply", id="ticket.reply"),
+        Binding("T", "take", "Take this ticket", show=False, id="ticket.take"),
+        *change_bindings({"change.solve", "change.pending", "change.hold", "change.release"}),
+        Binding("z", "toggle_quotes", "Quotes", id="ticket.quotes"),
+        Binding("t", "toggle_timeline", "Timeline", id="ticket.timeline"),
+        Binding("c", "customer", "Their tickets", id="ticket.customer"),
+    ]
+
+    show_quotes: reactive[bool] = reactive(False, init=False)
+
+    def __init__(self, ticket_id: int) -> None:
+        super().__init__()
+        self.ticket_id = ticket_id
+        self.detail: dict = {}
+
+    @property
+    def heard(self) -> HeardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        self.detail = self.heard.ticket_detail(self.ticket_id)
+        yield StatusHeader(id="status")
+        yield Static(id="ticket-summary")
+        with Horizontal(id="ticket-body"):
+            yield VerticalScroll(id="conversation")
+            with VerticalScroll(id="timeline"):
+                yield Static(id="timeline-events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.heard.refresh_header(self)
+        self._redraw()
+        conversation = self.query_one("#conversation")
+        conversation.focus()
+        if self.app.size.width < 110:
+            self.query_one("#timeline").display = False
+
+    def data_changed(self) -> None:
+        self.detail = self.heard.ticket_detail(self.ticket_id)
+        self._redraw()
+        self.refresh_bindings()
+
+    # -- drawing -----------------------------------------------------------------------
+    def _redraw(self) -> None:
+        d = self.detail
+        app = self.heard
+        now = app.clock()
+        self.query_one("#ticket-summary", Static).update(self._summary(d, now))
+        box = self.query_one("#conversation", VerticalScroll)
+        box.remove_children()
+        widgets = [Static(self._message(m, i), classes="message -out" if m["direction"] == "out" else "message")
+                   for i, m in enumerate(d.get("messages", []), 1)]
+        if not widgets:
+            widgets = [Static(Content.styled("No messages stored for this ticket.", "$text-muted"), classes="message")]
+        box.mount_all(widgets)
+        self.query_one("#timeline-events", Static).update(self._timeline(d.get("events", [])))
+
+    def _summary(self, d: dict, now) -> Content:
+        app = self.heard
+        status = d["status"]
+        parts: list = [(f" #{d['id']} ", "bold reverse $text-accent"), " ",
+                       inert(d.get("subject") or "(no subject)", "bold"), "\n "]
+        name = self.detail.get("customer_name") or ""
+        parts += [inert(name, "bold") if name else "", (" <" if name else ""), inert(d["customer"]),
+                  (">" if name else "")]
+        parts += [("  ·  ", "$text-muted"), (status_label(status), "bold $text-accent" if status in ("new", "open") else "bold")]
+        if d["priority"] != "normal":
+            style = {"urgent": "bold $text-error", "high": "bold $text-warning"}.get(d["priority"], "$text-muted")
+            parts += [("  ·  ", "$text-muted"), (f"{d['priority']} priority", style)]
+        holder = d.get("holder")
+        parts += [("  ·  ", "$text-muted"),
+                  ("held by you", "bold $text-success") if holder == app.agent else
+                  (Content.assemble("held by ", inert(holder)) if holder else ("nobody holds it", "$text-muted"))]
+        ack = ack_state({**d, "last_reply_at": None}, now, app.tz)
+        ack_text = {"none": ("not acknowledged", "$text-warning"), "muted": ("", ""),
+                    "broken": (f"promise {ack.text}", "bold $text-error"),
+                    "risk": (f"promised {ack.text}", "bold $text-warning"),
+                    "ok": (f"promised {ack.text}" if ack.text.startswith("by") else "acknowledged", "$text-success")}[ack.tone]
+        if ack_text[0]:
+            parts += [("  ·  ", "$text-muted"), ack_text]
+        flags = []
+        if d.get("automated_reason"):
+            flags.append(Content.assemble(("automated: ", "bold"), inert(d["automated_reason"])))
+        if d.get("vague_reason"):
+            flags.append(Content.assemble(("vague: ", "bold"), inert(d["vague_reason"])))
+        if d.get("flagged"):
+            flags.append(Content.styled("flagged: a message could not be fully parsed", "bold"))
+        if flags:
+            parts += ["\n ", Content.styled("", "$text-warning").join(
+                [Content.assemble(("⚑ ", "$text-warning"), f, "   ") for f in flags])]
+        return Content.assemble(*parts)
+
+    def _message(self, m: dict, n: int) -> Content:
+        app = self.heard
+        name = safe_line(m.get("from_name") or "")
+        out = m["direction"] == "out"
+        head: list = [(f"{n}. ", "$text-muted")]
+        head += [inert(name or m["from"], "bold $text-success" if out else "bold $text-accent")]
+        if name:
+            head += [(" <", "$text-muted"), inert(m["from"], "$text-muted"), (">", "$text-muted")]
+        head += [("  ", ""), (long_time(m.get("date"), app.tz), "")]
+        if out:
+            head.append(("  sent by us", "$text-success"))
+        lines: list = [Content.assemble(*head)]
+        notes: list = []
+        if m.get("thread_reason"):
+            notes.append(Content.assemble(("joined: ", "$text-muted"), inert(m["thread_reason"], "$text-muted")))
+        if m.get("automated"):
+            notes.append(Content.assemble(("⚙ automated: ", "bold $text-warning"), inert(m.get("automated_reason") or "")))
+        if m.get("defects"):
+            notes.append(Content.assemble(("⚑ flagged: ", "bold $text-error"), inert("; ".join(m["defects"]))))
+        if m.get("html_only"):
+            notes.append(Content.styled("HTML only: shown as text, nothing fetched", "$text-muted"))
+        if notes:
+            lines.append(Content("   ").join(notes))
+        lines.append(Content(""))
+        body = safe_text_body(m.get("text") or "")
+        if not body.strip():
+            lines.append(Content.styled("(no text)", "$text-muted italic"))
+        for block in split_quotes(body):
+            if block.quoted and not self.show_quotes:
+                count = len(block.lines)
+                lines.append(Content.styled(
+                    f"▸ {count} quoted line{'s' if count != 1 else ''} folded · z shows them", "$text-muted italic"))
+            else:
+                style = "$text-muted" if block.quoted else ""
+                lines.append(inert_block("\n".join(block.lines), style))
+        attachments = m.get("attachments") or []
+        if attachments:
+            lines.append(Content(""))
+            for a in attachments:
+                lines.append(Content.assemble(
+                    ("attached  ", "$text-muted"), inert(a.get("name") or "(unnamed)", "bold"), ("  ", ""),
+                    inert(a.get("content_type") or "", "$text-muted"), (f"  {human_size(a.get('size'))}", "$text-muted"),
+                ))
+        return Content("\n").join(lines)
+
+    def _timeline(self, events: list[dict]) -> Content:
+        app = self.heard
+        now = app.clock()
+        if not events:
+            return Content.assemble(("Timeline\n", "bold $text-accent"), ("No changes yet.", "$text-muted"))
+        lines: list = [Content.styled("Timeline", "bold $text-accent")]
+        for e in events:
+            change = _event_change(e)
+            lines.append(Content.assemble(
+                (short_time(e["at"], now, app.tz), "$text-muted"), "  ", inert(e["actor"], "bold"),
+            ))
+            lines.append(Content.assemble("  ", (change, "$text-accent")))
+            lines.append(Content.assemble("  ", inert(e["reason"], "italic")))
+            lines.append(Content(""))
+        return Content("\n").join(lines)
+
+    def watch_show_quotes(self) -> None:
+        self._redraw()
+
+    # -- actions -----------------------------------------------------------------------
+    def action_scroll(self, delta: int) -> None:
+        box = self.query_one("#conversation", VerticalScroll)
+        box.scroll_relative(y=delta * 3, animate=False)
+
+    def action_top(self) -> None:
+        self.query_one("#conversation", VerticalScroll).scroll_home(animate=False)
+
+    def action_bottom(self) -> None:
+        self.query_one("#conversation", VerticalScroll).scroll_end(animate=False)
+
+    def action_toggle_quotes(self) -> None:
+        self.show_quotes = not self.show_quotes
+
+    def action_toggle_timeline(self) -> None:
+        panel = self.query_one("#timeline")
+        panel.display = not panel.display
+
+    def action_customer(self) -> None:
+        self.heard.show_customer_tickets(self.detail["customer"], self.ticket_id)
+
+    def action_reply(self) -> None:
+        self.heard.open_reply(self.ticket_id)
+
+    def action_take(self) -> None:
+        self.heard.take(self.ticket_id)
+
+    def action_change(self, kind: str, target: str | None) -> None:
+        self.heard.request_change(kind, [self.ticket_id], target)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        # Keys that cannot apply to this ticket show as disabled in the footer.
+        if not self.detail:
+            return True
+        if action == "take":
+            return None if self.detail.get("holder") == self.heard.agent else True
+        if action == "change" and parameters:
+            kind, target = parameters[0], parameters[1] if len(parameters) > 1 else None
+            status = Status(self.detail["status"])
+            if kind == "status":
+                from storage.lifecycle import ALLOWED
+
+                return True if Status(target) in ALLOWED[status] else None
+            if kind == "release":
+                return True if self.detail.get("holder") else None
+        return True
+
+
+def safe_text_body(text: str) -> str:
+    from mail.untrusted import safe_text
+
+    return safe_text(text).rstrip()
+
+
+def _event_change(e: dict) -> str:
+    kind, old, new = e["kind"], e.get("old"), e.get("new")
+    if kind == "status":
+        return f"{_label(old)} → {_label(new)}"
+    if kind == "holder":
+        if new and not old:
+            return f"taken by {safe_line(new)}"
+        if old and not new:
+            return f"released by {safe_line(old)}"
+        return f"{safe_line(old or 'nobody')} → {safe_line(new or 'nobody')}"
+    if kind == "priority":
+        return f"priority {old} → {new}"
+    if old or new:
+        return f"{kind}: {safe_line(old or '')} → {safe_line(new or '')}"
+    return kind
+
+
+def _label(status: str | None) -> str:
+    try:
+        return status_label(status) if status else "—"
+    except ValueError:
+        return safe_line(status or "")
+
+
+__all__ = ["QueueScreen", "TicketScreen", "VIEWS", "CHANGE_BINDINGS", "STATUS_SHORT", "customer_label", "short_time"]
