@@ -1,0 +1,171 @@
+"""Initial-sync benchmark: heard vs mbsync vs a bare fetch loop, one Dovecot, one run.
+
+    .venv/bin/python bench/sync_bench.py [--messages 10000]
+
+Generates a realistic support mailbox (about 12 KB a message: threads, HTML,
+attachments, auto-replies), serves it from a private Dovecot on loopback, and
+prints a table: `heard sync` of the whole mailbox (msgs/s, MB/s, peak RSS), a
+sync with nothing new (ms), mbsync into a maildir and a bare Python loop that
+only fetches the bytes, with ratios against heard. Needs dovecot and isync
+(Debian: dovecot-imapd, isync).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mail.backlog import bench_mailbox  # noqa: E402
+from mail.config import load_config  # noqa: E402
+from mail.localservers import DovecotServer  # noqa: E402
+from mail.sync import sync_once  # noqa: E402
+from storage.db import Store  # noqa: E402
+
+SUPPORT = "support@heard.example"
+
+
+def run_child(cmd: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess | None]:
+    """Wall seconds and peak RSS (KB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+    return elapsed, usage.ru_maxrss, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def bare_fetch(server: DovecotServer, batch: int = 500) -> float:
+    client = server.connect()
+    start = time.perf_counter()
+    client.select_folder("INBOX", readonly=True)
+    uids = client.search(["ALL"])
+    total = 0
+    for i in range(0, len(uids), batch):
+        for data in client.fetch(uids[i : i + batch], [b"BODY.PEEK[]"]).values():
+            total += len(data[b"BODY[]"])
+    elapsed = time.perf_counter() - start
+    client.logout()
+    return elapsed
+
+
+def mbsync(server: DovecotServer, work: Path) -> tuple[float, int]:
+    maildir = work / "mbsync-maildir"
+    maildir.mkdir()
+    rc = work / "mbsyncrc"
+    rc.write_text(
+        f"""IMAPAccount bench
+Host {server.host}
+Port {server.port}
+User {server.username}
+Pass {server.password}
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore bench-remote
+Account bench
+
+MaildirStore bench-local
+Path {maildir}/
+Inbox {maildir}/INBOX
+
+Channel bench
+Far :bench-remote:
+Near :bench-local:
+Patterns INBOX
+Create Near
+SyncState *
+"""
+    )
+    elapsed, rss, _ = run_child(["mbsync", "-q", "-c", str(rc), "-a"])
+    return elapsed, rss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=10_000)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="heard-bench-"))
+    try:
+        with DovecotServer(work / "dovecot") as server:
+            t = time.perf_counter()
+            msgs = list(bench_mailbox(args.messages, SUPPORT))
+            size = sum(len(m) for m in msgs)
+            server.deliver_maildir(server.username, msgs)
+            del msgs
+            print(f"mailbox: {args.messages} messages, {size / 1e6:.1f} MB "
+                  f"({size / args.messages / 1024:.1f} KB average), generated and delivered in "
+                  f"{time.perf_counter() - t:.1f} s", flush=True)
+            # Dovecot indexes the folder on first access: let that not count against anyone.
+            bare_fetch(server)
+
+            cfg_path = work / "config.toml"
+            cfg_path.write_text(
+                f'[account]\naddress = "{SUPPORT}"\n[imap]\nhost = "{server.host}"\nport = {server.port}\n'
+                f'security = "none"\nusername = "{server.username}"\n'
+                f"password_command = \"printf '%s' '{server.password}'\"\n"
+                f'[storage]\ndatabase = "{work / "heard.db"}"\n'
+            )
+            heard_s, heard_rss, res = run_child([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync"],
+                                                cwd=Path(__file__).resolve().parent.parent)
+            summary = res.stdout.decode().strip()
+
+            cfg = load_config(cfg_path)
+            store = Store(cfg.database)
+            idle = []
+            for _ in range(7):
+                t = time.perf_counter()
+                s = sync_once(store, cfg)
+                idle.append((time.perf_counter() - t) * 1000)
+                assert s.new_messages == 0
+            client = server.connect()
+            warm = []
+            for _ in range(7):
+                t = time.perf_counter()
+                sync_once(store, cfg, client=client)
+                warm.append((time.perf_counter() - t) * 1000)
+            client.logout()
+
+            bare_s = bare_fetch(server)
+            mb_s, mb_rss = mbsync(server, work)
+
+        n = args.messages
+        mb = size / 1e6
+        rows = [
+            ("heard sync (parse, thread, store, index)", heard_s, heard_rss),
+            ("mbsync into a maildir", mb_s, mb_rss),
+            ("bare Python fetch loop (bytes only)", bare_s, None),
+        ]
+        print(f"\nheard: {summary}\n")
+        print(f"{'initial sync of ' + str(n) + ' messages':<44}{'seconds':>9}{'msgs/s':>10}{'MB/s':>8}"
+              f"{'peak RSS':>11}{'heard is':>12}")
+        for name, secs, rss in rows:
+            ratio = "" if name.startswith("heard") else f"{secs / heard_s:.2f}x"
+            rss_s = f"{rss / 1024:.0f} MB" if rss else "-"
+            print(f"{name:<44}{secs:>9.2f}{n / secs:>10.0f}{mb / secs:>8.1f}{rss_s:>11}{ratio:>12}")
+        print()
+        print(f"{'sync with nothing new':<44}{'median ms':>12}{'max ms':>9}")
+        print(f"{'  new connection (connect, login, EXAMINE)':<44}{statistics.median(idle):>12.1f}{max(idle):>9.1f}")
+        print(f"{'  open connection (EXAMINE only)':<44}{statistics.median(warm):>12.1f}{max(warm):>9.1f}")
+        print("\ntargets: >= 3000 msgs/s (> 3x mbsync), nothing-new < 50 ms, peak RSS < 150 MB")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}")
+
+
+if __name__ == "__main__":
+    main()

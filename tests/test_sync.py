@@ -1,0 +1,257 @@
+"""The real sync against real IMAP servers (pymap always; Dovecot, which CI installs).
+
+Everything goes through the `heard` command line a user types, on a real
+SQLite file, so the assertions are what a user would see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mail.config import load_config
+from mail.sync import sync_once
+from storage.db import Store
+from tui.cli import main
+
+SUPPORT = "support@heard.example"
+
+
+def mail(n: int, subject: str = "Export to CSV fails", *, sender="ann@cust.example", irt: str | None = None,
+         extra: str = "", body: str | None = None, date="Mon, 23 Nov 2026 09:00:00 +0100") -> bytes:
+    head = (
+        f"From: Ann Example <{sender}>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <m{n}@cust.example>\r\nDate: {date}\r\n"
+    )
+    if irt:
+        head += f"In-Reply-To: <{irt}>\r\nReferences: <{irt}>\r\n"
+    head += extra
+    text = body if body is not None else f"Message number {n}: the CSV export stops at row 1000.\r\n"
+    return (head + "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n").encode() + text.encode()
+
+
+@pytest.fixture(params=["pymap", "dovecot"])
+def imap(request):
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def write_config(tmp_path: Path, server, *, folder="INBOX", port=None, password=None) -> Path:
+    path = tmp_path / "config.toml"
+    pw = password or server.password
+    path.write_text(
+        f"""
+[account]
+address = "{SUPPORT}"
+[imap]
+host = "{server.host}"
+port = {port or server.port}
+security = "none"
+username = "{server.username}"
+password_command = "printf '%s' '{pw}'"
+folder = "{folder}"
+[storage]
+database = "{tmp_path / 'heard.db'}"
+[agent]
+name = "Ana"
+"""
+    )
+    return path
+
+
+def heard(cfg: Path, *args: str, capsys) -> tuple[int, str, str]:
+    code = main(["--config", str(cfg), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_sync_threads_replies_flags_automated_and_keeps_non_ascii(imap, tmp_path, capsys):
+    imap.append([
+        mail(1, "Export to CSV fails"),
+        mail(2, "Re: Export to CSV fails", irt="m1@cust.example", body="Still failing, see log.\r\n"),
+        mail(3, "=?utf-8?q?R=C3=BCckerstattung_f=C3=BCr_M=C3=A4rz?=", sender="jorg@kunde.example",
+             body="Grüße aus Köln — 日本語も大丈夫\r\n"),
+        mail(4, "Out of Office: back Monday", sender="bob@cust.example", extra="Auto-Submitted: auto-replied\r\n"),
+    ])
+    cfg = write_config(tmp_path, imap)
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    assert out.strip() == "4 new messages, 3 tickets created, 0 tickets updated, 1 automated, 0 quarantined"
+
+    code, out, _ = heard(cfg, "tickets", "--status", "new", "--json", capsys=capsys)
+    tickets = {t["subject"]: t for t in json.loads(out)}
+    assert set(tickets) == {"Export to CSV fails", "Rückerstattung für März", "Out of Office: back Monday"}
+    assert tickets["Export to CSV fails"]["message_count"] == 2
+
+    code, out, _ = heard(cfg, "show", str(tickets["Export to CSV fails"]["id"]), "--json", capsys=capsys)
+    shown = json.loads(out)
+    assert [m["thread_reason"] for m in shown["messages"]][1] == "In-Reply-To <m1@cust.example>"
+    assert "Still failing" in shown["messages"][1]["text"]
+    code, out, _ = heard(cfg, "show", str(tickets["Rückerstattung für März"]["id"]), "--json", capsys=capsys)
+    assert "Grüße aus Köln — 日本語も大丈夫" in json.loads(out)["messages"][0]["text"]
+    code, out, _ = heard(cfg, "show", str(tickets["Out of Office: back Monday"]["id"]), "--json", capsys=capsys)
+    assert json.loads(out)["messages"][0]["automated_reason"] == "Auto-Submitted: auto-replied"
+
+    # A second sync finds nothing new; the server's \Seen flags were never touched.
+    code, out, _ = heard(cfg, "sync", capsys=capsys)
+    assert out.startswith("0 new messages")
+    client = imap.connect()
+    try:
+        client.select_folder("INBOX", readonly=True)
+        flags = client.get_flags(client.search(["ALL"]))
+    finally:
+        client.logout()
+    assert len(flags) == 4 and all(b"\\Seen" not in f for f in flags.values())
+
+
+def test_export_is_one_ticket_per_line_in_the_show_shape(imap, tmp_path, capsys):
+    imap.append([mail(1), mail(2, "Re: Export to CSV fails", irt="m1@cust.example"), mail(3, "Billing", sender="c@x.example")])
+    cfg = write_config(tmp_path, imap)
+    heard(cfg, "sync", capsys=capsys)
+    code, out, _ = heard(cfg, "export", capsys=capsys)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [t["message_count"] for t in lines] == [2, 1]
+    code, shown, _ = heard(cfg, "show", str(lines[0]["id"]), "--json", capsys=capsys)
+    assert json.loads(shown) == lines[0]
+    assert "raw" not in json.dumps(lines)
+
+
+MALFORMED = [
+    b"",  # empty
+    b"From: broken@cust.example\r\nSubject: no body separator at all",
+    b"From: x@cust.example\r\nSubject: bad charset\r\nMessage-ID: <bad1@x>\r\nContent-Type: text/plain; charset=x-no-such\r\n\r\nhello \xff\xfe\r\n",
+    b"From: y@cust.example\r\nSubject: \xff\xfe junk 8-bit header\r\nMessage-ID: <bad2@x>\r\nContent-Type: multipart/mixed; boundary=\"zz\"\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nunterminated part",
+    b"Subject: no from, no date, no id\r\n\r\nbody\r\n",
+]
+
+
+def test_malformed_mail_is_stored_flagged_and_does_not_block_later_mail(imap, tmp_path, capsys):
+    imap.append([*[m for m in MALFORMED if m], mail(99, "After the junk")])
+    cfg = write_config(tmp_path, imap)
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    code, out, _ = heard(cfg, "export", capsys=capsys)
+    tickets = [json.loads(line) for line in out.splitlines()]
+    assert "After the junk" in [t["subject"] for t in tickets]
+    assert sum(t["message_count"] for t in tickets) == len([m for m in MALFORMED if m]) + 1
+    flagged = [t for t in tickets if t["flagged"]]
+    assert flagged, "malformed messages must be flagged"
+    bad_charset = next(t for t in tickets if t["subject"] == "bad charset")
+    assert "hello" in bad_charset["messages"][0]["text"]
+    # The raw bytes are kept exactly, so nothing is lost to a parser bug.
+    con = sqlite3.connect(tmp_path / "heard.db")
+    raws = {r[0] for r in con.execute("SELECT raw FROM raw_messages")}
+    assert MALFORMED[2].replace(b"\r\n", b"\n") in {r.replace(b"\r\n", b"\n") for r in raws}
+
+
+def test_nothing_new_is_one_round_trip(imap, tmp_path):
+    imap.append([mail(1), mail(2, "Other")])
+    cfg = load_config(write_config(tmp_path, imap))
+    store = Store(cfg.database)
+    sync_once(store, cfg)
+    client = imap.connect()
+    sent: list[bytes] = []
+    original = client._imap.send
+
+    def counting_send(data):
+        sent.append(bytes(data))
+        return original(data)
+
+    client._imap.send = counting_send
+    summary = sync_once(store, cfg, client=client)
+    commands = [s.split(b" ", 2)[1].strip().upper() for s in sent if s[:1].isalnum()]
+    client.logout()
+    assert summary.new_messages == 0
+    assert commands == [b"EXAMINE"]
+
+
+@pytest.mark.dovecot
+def test_a_kill_mid_sync_then_sync_again_leaves_exactly_the_servers_messages(dovecot_server, tmp_path):
+    # Dovecot only: pymap serves about 40 messages/s, too slow to fill batches worth killing.
+    imap = dovecot_server
+    total = 1500
+    imap.deliver_maildir(imap.username, [mail(i, f"Ticket {i}") for i in range(total)])
+    cfg_path = write_config(tmp_path, imap)
+    db = tmp_path / "heard.db"
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    stored = 0
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                stored = sqlite3.connect(db, timeout=1).execute("SELECT count(*) FROM messages").fetchone()[0]
+            except sqlite3.OperationalError:
+                stored = 0
+        if stored >= 100 or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 0 < stored < total, f"the kill should land mid-sync (stored {stored})"
+    code = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync"],
+                          capture_output=True, timeout=120).returncode
+    assert code == 0
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM messages").fetchone()[0] == total
+    assert con.execute("SELECT count(DISTINCT message_id) FROM messages").fetchone()[0] == total
+    assert con.execute("SELECT count(*) FROM tickets").fetchone()[0] == total
+
+
+@pytest.mark.dovecot
+def test_uidvalidity_change_relinks_without_duplicates(dovecot_server, tmp_path, capsys):
+    dovecot_server.append([mail(1), mail(2, "Re: Export to CSV fails", irt="m1@cust.example"), mail(3, "Billing")])
+    cfg = write_config(tmp_path, dovecot_server)
+    heard(cfg, "sync", capsys=capsys)
+    dovecot_server.change_uidvalidity()
+    dovecot_server.append([mail(4, "New after the rebuild")])
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    assert "1 new messages" in out and "3 already stored" in out and "UIDVALIDITY changed" in out
+    code, out, _ = heard(cfg, "export", capsys=capsys)
+    tickets = [json.loads(line) for line in out.splitlines()]
+    assert sorted(t["subject"] for t in tickets) == ["Billing", "Export to CSV fails", "New after the rebuild"]
+    assert sum(t["message_count"] for t in tickets) == 4
+
+
+def test_customer_reply_reopens_a_solved_ticket(imap, tmp_path, capsys):
+    imap.append([mail(1)])
+    cfg = write_config(tmp_path, imap)
+    heard(cfg, "sync", capsys=capsys)
+    assert heard(cfg, "status", "1", "solved", "--reason", "sent the fix", capsys=capsys)[0] == 0
+    imap.append([mail(2, "Re: Export to CSV fails", irt="m1@cust.example", body="It broke again\r\n")])
+    heard(cfg, "sync", capsys=capsys)
+    code, out, _ = heard(cfg, "show", "1", "--json", capsys=capsys)
+    t = json.loads(out)
+    assert t["status"] == "open"
+    assert t["events"][-1]["kind"] == "status" and t["events"][-1]["reason"].startswith("the customer replied")
+
+
+# -- one clear line for each thing a user gets wrong --------------------------------------
+def test_refused_login_is_one_line_naming_the_fix(imap, tmp_path, capsys):
+    cfg = write_config(tmp_path, imap, password="wrong-password")
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "refused the login" in err and "[imap] username" in err
+
+
+def test_unreachable_server_is_one_line(pymap_server, tmp_path, capsys):
+    from mail.localservers import free_port
+
+    cfg = write_config(tmp_path, pymap_server, port=free_port())
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "refused the connection" in err and "[imap] host and port" in err
+
+
+def test_missing_folder_is_one_line(pymap_server, tmp_path, capsys):
+    cfg = write_config(tmp_path, pymap_server, folder="No Such Folder")
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1 and err.count("\n") == 1 and "[imap] folder" in err
