@@ -3,15 +3,25 @@
 Contract used by the sync: ``parse_message(raw) -> ParsedMessage``. It never
 raises; whatever it cannot make sense of is listed in ``defects`` and the
 message is still stored (raw bytes kept) and flagged.
+
+The parser is deliberately lean (the sync must store thousands of messages a
+second): headers are split at the first blank line and unfolded by hand, only
+the headers threading and display need are decoded, MIME boundaries are found
+with ``bytes.find``, each text part is decoded once, and attachment payloads
+are never decoded (their size is estimated from the encoded length). The
+stdlib parser is only used as a safety net if this code itself fails.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
-import email.utils
+import binascii
+import codecs
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from urllib.parse import unquote_to_bytes
+
+__all__ = ["Attachment", "ParsedMessage", "parse_message"]
 
 
 @dataclass(slots=True)
@@ -41,87 +51,797 @@ class ParsedMessage:
     defects: list[str] = field(default_factory=list)  # non-empty: flag the message
 
 
-def _ids(value: str | None) -> list[str]:
+# Limits that keep hostile input cheap. Going over one is a defect, never an error.
+MAX_DEPTH = 16  # nested multiparts
+MAX_PARTS = 500  # MIME parts looked at in one message
+MAX_TEXT_BYTES = 4 * 1024 * 1024  # decoded bytes kept from one text part
+MAX_PARAM_CHARS = 16 * 1024  # of a Content-Type / Content-Disposition value looked at
+
+_TEXT_TYPES = ("text/plain", "text/html")
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse raw message bytes. Never raises; problems go to ``defects``."""
+    pm = ParsedMessage()
+    try:
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raw = str(raw).encode("utf-8", "replace") if raw is not None else b""
+            pm.defects.append("input was not bytes")
+        _parse(bytes(raw), pm)
+    except Exception as exc:  # a bug here must never block the sync
+        pm = _fallback(raw, f"internal parser error ({type(exc).__name__})")
+    return pm
+
+
+# ---------------------------------------------------------------- the lean parser
+
+
+def _parse(raw: bytes, pm: ParsedMessage) -> None:
+    defects = pm.defects
+    if not raw.strip():
+        defects.append("empty message")
+        defects.append("missing From")
+        defects.append("missing Message-ID")
+        return
+    # CRLF is left alone in bodies: MIME splitting and decoding cope with both,
+    # and only the decoded text is normalised to "\n" (cheaper than copying it all).
+    if b"\n" not in raw and b"\r" in raw:  # old Mac line endings
+        raw = raw.replace(b"\r", b"\n")
+    head, body = _split_head(raw)
+    htext = _decode_head(head, defects)
+    h, bad_line = _parse_headers(htext)
+    if bad_line is not None:
+        if bad_line == 0 and not h:
+            defects.append("no headers")
+        else:
+            defects.append("missing header/body separator")
+        rest = b"\n".join(head.split(b"\n")[bad_line:])
+        body = rest + b"\n" + body if body else rest
+    pm.headers = h
+
+    # Threading.
+    mid = h.get("message-id")
+    if mid is None:
+        defects.append("missing Message-ID")
+    else:
+        ids = _ids(mid)
+        if ids:
+            pm.message_id = ids[0]
+        else:
+            defects.append("malformed Message-ID")
+    v = h.get("in-reply-to")
+    if v:
+        pm.in_reply_to = _ids(v)
+    v = h.get("references")
+    if v:
+        pm.references = _ids(v)
+
+    # Display.
+    v = h.get("subject")
+    if v:
+        pm.subject = _decode_words(v, defects)
+    v = h.get("from")
+    if v:
+        for name, addr in _mailboxes(v):
+            if addr:
+                pm.from_name = _decode_words(name, defects) if name else ""
+                pm.from_addr = addr
+                break
+    if not pm.from_addr:
+        defects.append("missing From")
+    v = h.get("to")
+    if v:
+        pm.to_addrs = [a for _, a in _mailboxes(v) if a]
+    v = h.get("date")
+    if v is None:
+        defects.append("missing Date")
+    else:
+        _set_date(pm, v)
+
+    # Body.
+    ctype, params = _content_type(h.get("content-type"), "text/plain", defects)
+    pm.content_type = ctype
+    state = _State(defects, pm.attachments)
+    text, is_html = _walk(state, h, ctype, params, body, 0, None)
+    if text is not None:
+        if is_html:
+            from mail.html import html_to_text
+
+            text = html_to_text(text)
+            pm.html_only = True
+        if "\x00" in text:
+            text = text.replace("\x00", "")
+            defects.append("NUL bytes in body")
+        pm.text = text
+
+
+class _State:
+    __slots__ = ("defects", "attachments", "parts", "stopped")
+
+    def __init__(self, defects: list[str], attachments: list[Attachment]):
+        self.defects = defects
+        self.attachments = attachments
+        self.parts = 0
+        self.stopped = False
+
+
+def _split_head(raw: bytes) -> tuple[bytes, bytes]:
+    """Split at the first blank line, CRLF or LF."""
+    if raw[:1] == b"\n":
+        return b"", raw[1:]
+    if raw[:2] == b"\r\n":
+        return b"", raw[2:]
+    j = raw.find(b"\n\r\n")
+    i = raw.find(b"\n\n", 0, j if j != -1 else len(raw))
+    if i != -1:
+        return raw[:i], raw[i + 2 :]
+    if j != -1:
+        return raw[:j], raw[j + 3 :]
+    return raw.rstrip(b"\r\n"), b""
+
+
+def _decode_head(head: bytes, defects: list[str]) -> str:
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        try:
+            text = head.decode("utf-8")  # RFC 6532 allows UTF-8 in headers
+        except UnicodeDecodeError:
+            text = head.decode("cp1252", "replace")
+            defects.append("8-bit junk in headers")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", " ")
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+        defects.append("NUL bytes in headers")
+    return text
+
+
+def _parse_headers(text: str) -> tuple[dict[str, str], int | None]:
+    """Lower-cased name -> first value (unfolded, whitespace collapsed).
+
+    Returns the headers and, when a line is neither a header nor a
+    continuation, its index: the body starts there.
+    """
+    h: dict[str, str] = {}
+    if not text:
+        return h, None
+    # Fast path: unfold with str.replace, one partition per header.
+    unfolded = text.replace("\n\t", " ").replace("\n ", " ") if "\n\t" in text or "\n " in text else text
+    for line in unfolded.split("\n"):
+        name, colon, value = line.partition(":")
+        if not colon or not name or " " in name or "\t" in name:
+            if line.startswith("From ") and not h:  # mbox separator line
+                continue
+            name = name.rstrip()
+            if not colon or not name or " " in name or "\t" in name:
+                return _parse_headers_slow(text)
+        key = name.lower()
+        if key not in h:
+            value = value.strip()
+            if "  " in value or "\t" in value:
+                value = " ".join(value.split())
+            h[key] = value
+    return h, None
+
+
+def _parse_headers_slow(text: str) -> tuple[dict[str, str], int | None]:
+    h: dict[str, str] = {}
+    if not text:
+        return h, None
+    key = None
+    val = ""
+    for idx, line in enumerate(text.split("\n")):
+        c = line[:1]
+        if c == " " or c == "\t":
+            if key is not None:
+                val += line
+            continue
+        if key is not None and key not in h:
+            h[key] = " ".join(val.split())
+        name, colon, value = line.partition(":")
+        name = name.rstrip()
+        if not colon or not name or " " in name or "\t" in name:
+            if not h and line.startswith("From "):  # mbox separator line
+                key = None
+                continue
+            if not line:
+                key = None
+                continue
+            return h, idx
+        key = name.lower()
+        val = value
+    if key is not None and key not in h:
+        h[key] = " ".join(val.split())
+    return h, None
+
+
+# ---------------------------------------------------------------- MIME walk
+
+
+def _walk(
+    st: _State,
+    h: dict[str, str],
+    ctype: str,
+    params: dict[str, str],
+    body: bytes,
+    depth: int,
+    parent: str | None,
+) -> tuple[str | None, bool]:
+    """Walk one part. Returns (text, is_html) of its readable body, if any."""
+    st.parts += 1
+    if st.parts > MAX_PARTS:
+        if not st.stopped:
+            st.stopped = True
+            st.defects.append(f"more than {MAX_PARTS} MIME parts, rest ignored")
+        return None, False
+
+    if ctype.startswith("multipart/"):
+        if depth >= MAX_DEPTH:
+            st.defects.append("multipart nested too deep")
+            return None, False
+        boundary = params.get("boundary", "")
+        if not boundary:
+            guessed = _guess_boundary(body)
+            if guessed is None:
+                st.defects.append("multipart without boundary")
+                return _leaf_text(st, "text/plain", params, h, body)
+            st.defects.append("multipart without boundary parameter")
+            boundary = guessed
+        results = []
+        for part in _split_multipart(body, boundary.encode("utf-8", "replace"), st.defects):
+            ph_bytes, pbody = _split_head(part)
+            ph = _parse_headers(_decode_head(ph_bytes, st.defects))[0] if ph_bytes else {}
+            default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
+            pct, pparams = _content_type(ph.get("content-type"), default, st.defects)
+            results.append(_walk(st, ph, pct, pparams, pbody, depth + 1, ctype))
+            if st.stopped:
+                break
+        return _combine(ctype, results)
+
+    disp, dparams = _disposition(h.get("content-disposition"))
+    if ctype == "message/delivery-status" or ctype == "message/disposition-notification":
+        # The machine-readable half of a report: useful to read, short, ASCII.
+        return _leaf_text(st, "text/plain", params, h, body)
+    if ctype == "text/rfc822-headers" and parent == "multipart/report":
+        return None, False
+    fname = dparams.get("filename") or params.get("name") or ""
+    if fname:
+        fname = _decode_words(fname, st.defects)
+    if ctype in _TEXT_TYPES and disp != "attachment" and (not fname or disp == "inline"):
+        return _leaf_text(st, ctype, params, h, body)
+    st.attachments.append(Attachment(fname or _unnamed(ctype, body), ctype, _encoded_size(h, body)))
+    return None, False
+
+
+def _combine(ctype: str, results: list[tuple[str | None, bool]]) -> tuple[str | None, bool]:
+    found = [r for r in results if r[0] is not None]
+    if not found:
+        return None, False
+    if ctype == "multipart/alternative":
+        for r in found:
+            if not r[1]:
+                return r
+        return found[0]
+    if len(found) == 1:
+        return found[0]
+    if all(is_html for _, is_html in found):
+        return "\n".join(t for t, _ in found), True
+    from mail.html import html_to_text
+
+    return "\n".join(html_to_text(t) if is_html else t.rstrip("\n") for t, is_html in found), False
+
+
+def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> list[bytes]:
+    delim = b"--" + boundary
+    dlen = len(delim)
+    nl_delim = b"\n" + delim
+    parts: list[bytes] = []
+
+    def find(start: int) -> int:
+        """Position of the next delimiter line (the delimiter itself), or -1."""
+        while True:
+            if start == 0 and body.startswith(delim):
+                i = 0
+            else:
+                j = body.find(nl_delim, max(start - 1, 0))
+                if j == -1:
+                    return -1
+                i = j + 1
+            after = body[i + dlen : i + dlen + 1]
+            if after in (b"", b"\n", b"-", b" ", b"\t", b"\r"):
+                return i
+            start = i + 1  # boundary is only a prefix of this line
+
+    i = find(0)
+    if i == -1:
+        defects.append("multipart without any boundary line")
+        return [body] if body.strip() else []
+    while True:
+        if body[i + dlen : i + dlen + 2] == b"--":
+            return parts  # closing delimiter
+        eol = body.find(b"\n", i + dlen)
+        if eol == -1:
+            defects.append("unterminated multipart")
+            return parts
+        start = eol + 1
+        nxt = find(start)
+        if nxt == -1:
+            defects.append("unterminated multipart")
+            parts.append(body[start:])
+            return parts
+        end = max(nxt - 1, start)
+        if end > start and body[end - 1 : end] == b"\r":
+            end -= 1
+        parts.append(body[start:end])
+        i = nxt
+        if len(parts) > MAX_PARTS:
+            return parts
+
+
+def _guess_boundary(body: bytes) -> str | None:
+    """A multipart without a boundary parameter: take the first "--x" line seen twice."""
+    for m in re.finditer(rb"(?m)^--([^\s]{1,70}?)(?:--)?[ \t]*\r?$", body[:65536]):
+        cand = m.group(1)
+        if body.count(b"--" + cand) >= 2:
+            return cand.decode("ascii", "replace")
+        break
+    return None
+
+
+def _leaf_text(
+    st: _State, ctype: str, params: dict[str, str], h: dict[str, str], body: bytes
+) -> tuple[str | None, bool]:
+    cte = h.get("content-transfer-encoding", "").strip().lower()
+    if cte in ("", "7bit", "8bit", "binary"):
+        data = body
+    elif cte == "quoted-printable":
+        data = binascii.a2b_qp(body)
+    elif cte == "base64":
+        data = _b64decode(body, st.defects)
+    else:
+        st.defects.append(f"unknown transfer encoding {_clip(cte)}")
+        data = body
+    if len(data) > MAX_TEXT_BYTES:
+        st.defects.append(f"text part over {MAX_TEXT_BYTES // (1024 * 1024)} MB truncated")
+        data = data[:MAX_TEXT_BYTES]
+    text = _decode_bytes(data, params.get("charset", ""), st.defects, "")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    return text, ctype == "text/html"
+
+
+def _b64decode(data: bytes, defects: list[str]) -> bytes:
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        defects.append("bad base64 in text part")
+        clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+        rem = len(clean) % 4
+        if rem == 1:
+            clean = clean[:-1]
+        elif rem:
+            clean += b"=" * (4 - rem)
+        try:
+            return binascii.a2b_base64(clean)
+        except binascii.Error:  # pragma: no cover - clean input always decodes
+            return b""
+
+
+def _encoded_size(h: dict[str, str], body: bytes) -> int:
+    """Decoded size of an attachment, estimated without decoding it."""
+    cte = h.get("content-transfer-encoding", "").strip().lower()
+    if cte == "base64":
+        n = len(body) - body.count(b"\n") - body.count(b"\r") - body.count(b" ")
+        tail = body.rstrip()[-2:]
+        pad = 2 if tail == b"==" else 1 if tail[-1:] == b"=" else 0
+        return max(n * 3 // 4 - pad, 0)
+    if cte == "quoted-printable":
+        return max(len(body) - 2 * body.count(b"=") - body.count(b"\r"), 0)
+    return len(body)
+
+
+_EXT = {
+    "application/pdf": ".pdf",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "text/calendar": ".ics",
+    "text/csv": ".csv",
+    "message/rfc822": ".eml",
+    "application/zip": ".zip",
+}
+
+
+def _unnamed(ctype: str, body: bytes) -> str:
+    if ctype == "message/rfc822":
+        # A forwarded or bounced message: name it after its subject.
+        head = _split_head(body[:65536])[0]
+        sub = _parse_headers(_decode_head(head, []))[0].get("subject", "")
+        sub = _decode_words(sub, []).strip() if sub else ""
+        return (sub[:80] or "message") + ".eml"
+    return "unnamed" + _EXT.get(ctype, "")
+
+
+# ---------------------------------------------------------------- header values
+
+
+def _clip(s: str, n: int = 40) -> str:
+    """A short, printable rendering of untrusted text for a defect phrase."""
+    s = "".join(ch if ch.isprintable() else "?" for ch in s[:n])
+    return s or '""'
+
+
+_CT_MAIN = re.compile(r"\s*([^\s;/\"]+)\s*/\s*([^\s;\"]+)")
+_PARAM = re.compile(r"""[;\s]\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)""", re.S)
+_CT_CACHE: dict[str, tuple[str, dict[str, str], str | None]] = {}
+
+
+def _content_type(value: str | None, default: str, defects: list[str]) -> tuple[str, dict[str, str]]:
+    if value is None:
+        return default, {}
+    hit = _CT_CACHE.get(value)
+    if hit is None:
+        m = _CT_MAIN.match(value)
+        if m is None:
+            hit = ("text/plain", {}, f"bad Content-Type {_clip(value)}")
+        else:
+            ctype = (m.group(1) + "/" + m.group(2)).lower()
+            hit = (ctype, _params(value[m.end() :]), None)
+        if len(_CT_CACHE) > 2048:
+            _CT_CACHE.clear()
+        _CT_CACHE[value] = hit
+    if hit[2]:
+        defects.append(hit[2])
+    return hit[0], hit[1]
+
+
+def _disposition(value: str | None) -> tuple[str, dict[str, str]]:
     if not value:
-        return []
+        return "", {}
+    head, _, rest = value.partition(";")
+    return head.strip().lower(), (_params(";" + rest) if rest else {})
+
+
+def _params(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if len(text) > MAX_PARAM_CHARS:
+        text = text[:MAX_PARAM_CHARS]
+    for m in _PARAM.finditer(text):
+        k = m.group(1).lower()
+        v = m.group(2).strip()
+        if v[:1] == '"':
+            v = v[1:-1] if len(v) > 1 and v[-1] == '"' else v[1:]
+            if "\\" in v:
+                v = re.sub(r"\\(.)", r"\1", v)
+        if k not in out:
+            out[k] = v
+    if any("*" in k for k in out):
+        _rfc2231(out)
+    return out
+
+
+def _rfc2231(params: dict[str, str]) -> None:
+    """Merge RFC 2231 ``name*=charset'lang'%xx`` and ``name*0*=`` continuations in place."""
+    groups: dict[str, dict[int, tuple[str, bool]]] = {}
+    for k in [k for k in params if "*" in k]:
+        v = params.pop(k)
+        base, _, rest = k.partition("*")
+        extended = rest.endswith("*") or rest == ""
+        num = rest.rstrip("*")
+        if num == "":
+            idx = 0
+        elif num.isdigit() and len(num) < 4:
+            idx = int(num)
+        else:
+            continue
+        groups.setdefault(base, {}).setdefault(idx, (v, extended))
+    for base, sections in groups.items():
+        charset = ""
+        chunks = []
+        for i, idx in enumerate(sorted(sections)):
+            v, extended = sections[idx]
+            if extended:
+                if i == 0 and v.count("'") >= 2:
+                    charset, _lang, v = v.split("'", 2)
+                chunks.append(unquote_to_bytes(v))
+            else:
+                chunks.append(v.encode("utf-8", "replace"))
+        params[base] = _decode_bytes(b"".join(chunks), charset, [], "")
+
+
+_EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+
+
+def _decode_words(value: str, defects: list[str]) -> str:
+    """RFC 2047 encoded words -> text. Adjacent words of one charset are joined as bytes."""
+    if "=?" not in value:
+        return value
+    out: list[str] = []
+    cs_pending = None
+    pending: list[bytes] = []
+    pos = 0
+    prev_ew = False
+    for m in _EW.finditer(value):
+        between = value[pos : m.start()]
+        if between and not (prev_ew and between.isspace()):
+            if pending:
+                out.append(_decode_bytes(b"".join(pending), cs_pending, defects, " in header"))
+                pending = []
+                cs_pending = None
+            out.append(between)
+        cs = m.group(1).partition("*")[0]
+        data = m.group(3).encode("ascii", "replace")
+        try:
+            if m.group(2) in "bB":
+                data = binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+            else:
+                data = binascii.a2b_qp(data, header=True)
+        except binascii.Error:
+            defects.append("bad encoded word in header")
+            if pending:
+                out.append(_decode_bytes(b"".join(pending), cs_pending, defects, " in header"))
+                pending = []
+                cs_pending = None
+            out.append(m.group(0))
+            pos = m.end()
+            prev_ew = False
+            continue
+        if pending and cs.lower() != (cs_pending or "").lower():
+            out.append(_decode_bytes(b"".join(pending), cs_pending, defects, " in header"))
+            pending = []
+        cs_pending = cs
+        pending.append(data)
+        pos = m.end()
+        prev_ew = True
+    if pending:
+        out.append(_decode_bytes(b"".join(pending), cs_pending, defects, " in header"))
+    out.append(value[pos:])
+    text = "".join(out)
+    if "\n" in text or "\r" in text or "\x00" in text:
+        text = " ".join(text.replace("\x00", "").split())
+    return text
+
+
+# Labels whose real-world meaning is a superset of the official one.
+_CHARSET_ALIASES = {
+    "ascii": "utf-8",  # undeclared / us-ascii mail is very often UTF-8
+    "iso8859-1": "cp1252",  # as browsers do: windows-1252 is what is really sent
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "euc_kr": "cp949",
+    "shift_jis": "cp932",
+    "iso2022_jp": "iso2022_jp_ext",
+    "iso-8859-8-i": "iso8859-8",
+    "iso-8859-6-i": "iso8859-6",
+    "x-user-defined": "cp1252",
+    "unicode-1-1-utf-7": "utf-7",
+    "x-mac-roman": "mac-roman",
+    "windows-874": "cp874",
+}
+_CODEC_CACHE: dict[str, str | None] = {}
+
+
+def _codec(label: str) -> str | None:
+    try:
+        return _CODEC_CACHE[label]
+    except KeyError:
+        pass
+    name = label.strip().strip("\"'").lower()
+    name = _CHARSET_ALIASES.get(name, name)
+    try:
+        info = codecs.lookup(name)
+        name = info.name if getattr(info, "_is_text_encoding", True) else None
+    except (LookupError, ValueError, TypeError):
+        name = None
+    if name is not None:
+        name = _CHARSET_ALIASES.get(name, name)
+        try:
+            b"".decode(name)
+        except LookupError:
+            name = None
+    if len(_CODEC_CACHE) > 1024:
+        _CODEC_CACHE.clear()
+    _CODEC_CACHE[label] = name
+    return name
+
+
+def _decode_bytes(data: bytes, charset: str | None, defects: list[str], where: str) -> str:
+    """Bytes in a declared charset -> text, never failing (errors="replace")."""
+    lenient = True  # no charset, or us-ascii: UTF-8 first, then windows-1252
+    name = "utf-8"
+    if charset:
+        name = _codec(charset)
+        if name is None:
+            defects.append(f"unknown charset {_clip(charset)}{where}")
+            name = "utf-8"
+        elif name == "utf-8":
+            lenient = codecs.lookup(charset.strip().strip("\"'")).name == "ascii"
+    if name == "utf-8":
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            if not lenient:
+                defects.append(f"invalid UTF-8{where or ' in body'}")
+                return data.decode("utf-8", "replace")
+            defects.append(f"undeclared 8-bit text{where}")
+            return data.decode("cp1252", "replace")
+    try:
+        return data.decode(name, "replace")
+    except Exception:  # a codec that still cannot cope
+        defects.append(f"undecodable {_clip(charset or '')} text{where}")
+        return data.decode("utf-8", "replace")
+
+
+def _ids(value: str) -> list[str]:
+    """Message ids from Message-ID / In-Reply-To / References, without brackets."""
+    if "<" in value:
+        out = [i for i in re.findall(r"<\s*([^<>\s]+)\s*>", value) if "@" in i]
+        if out:
+            return out
     out = []
     for part in value.replace(",", " ").split():
-        part = part.strip().strip("<>").strip()
+        part = part.strip("<>")
         if part and "@" in part:
             out.append(part)
     return out
 
 
-def parse_message(raw: bytes) -> ParsedMessage:
-    """Reference implementation on the stdlib parser; replaced by a lean one."""
-    pm = ParsedMessage()
-    try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except Exception as exc:  # pragma: no cover - compat32 hardly raises
-        pm.defects.append(f"unparseable: {exc}")
-        return pm
-    for k, v in msg.items():
-        pm.headers.setdefault(k.lower(), " ".join(str(v).split()))
-    h = pm.headers
-    mids = _ids(h.get("message-id"))
-    pm.message_id = mids[0] if mids else None
-    pm.in_reply_to = _ids(h.get("in-reply-to"))
-    pm.references = _ids(h.get("references"))
-    pm.subject = _decode_words(h.get("subject", ""))
-    name, addr = email.utils.parseaddr(h.get("from", ""))
-    pm.from_name = _decode_words(name)
-    pm.from_addr = addr.lower()
-    pm.to_addrs = [a.lower() for _, a in email.utils.getaddresses([h.get("to", "")]) if a]
-    if "date" in h:
-        try:
-            d = email.utils.parsedate_to_datetime(h["date"])
-            if d.tzinfo is not None:
-                pm.date_offset_minutes = int(d.utcoffset().total_seconds() // 60)
-                pm.date = d.astimezone(timezone.utc)
+def _mailboxes(value: str) -> list[tuple[str, str]]:
+    """(display name still RFC 2047 encoded, lower-cased address) for an address list."""
+    if '"' in value or "(" in value:
+        pieces = _split_addresses(value)
+    else:
+        pieces = value.split(",")
+    out = []
+    for s in pieces:
+        s = s.strip()
+        if not s:
+            continue
+        lt = s.rfind("<")
+        if lt != -1:
+            gt = s.find(">", lt)
+            addr = s[lt + 1 : gt if gt != -1 else len(s)]
+            name = s[:lt].strip()
+            if ":" in name and not name.startswith('"'):  # group label
+                name = name.split(":", 1)[1].strip()
+        else:
+            name = ""
+            paren = s.find("(")
+            if paren != -1:
+                close = s.rfind(")")
+                name = s[paren + 1 : close if close > paren else len(s)].strip()
+                addr = s[:paren]
             else:
-                pm.date = d.replace(tzinfo=timezone.utc)
-        except Exception:
-            pm.defects.append("bad Date header")
-    pm.content_type = msg.get_content_type()
-    plain, html = None, None
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
-        ctype = part.get_content_type()
-        fname = part.get_filename()
-        disp = (part.get("Content-Disposition") or "").lower()
-        payload = part.get_payload(decode=True) or b""
-        if fname or disp.startswith("attachment"):
-            pm.attachments.append(Attachment(_decode_words(fname or "unnamed"), ctype, len(payload)))
-            continue
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            body = payload.decode(charset, errors="replace")
-        except LookupError:
-            pm.defects.append(f"unknown charset {charset}")
-            body = payload.decode("utf-8", errors="replace")
-        if ctype == "text/plain" and plain is None:
-            plain = body
-        elif ctype == "text/html" and html is None:
-            html = body
-    if plain is not None:
-        pm.text = plain
-    elif html is not None:
-        from mail.html import html_to_text
-
-        pm.text = html_to_text(html)
-        pm.html_only = True
-    if not pm.message_id:
-        pm.defects.append("missing Message-ID")
-    if not pm.from_addr:
-        pm.defects.append("missing From")
-    return pm
+                addr = s
+        if name[:1] == '"':
+            name = name[1:-1] if len(name) > 1 and name[-1] == '"' else name[1:]
+            if "\\" in name:
+                name = re.sub(r"\\(.)", r"\1", name)
+        if ":" in addr:  # group syntax or a source route
+            addr = addr.rsplit(":", 1)[1]
+        addr = "".join(addr.split()).strip(";\"'").lower()
+        out.append((" ".join(name.split()), addr))
+    return out
 
 
-def _decode_words(value: str) -> str:
-    if not value or "=?" not in value:
-        return value
+def _split_addresses(value: str) -> list[str]:
+    """Split on commas outside quotes, angle brackets and comments."""
+    pieces = []
+    buf_start = 0
+    quote = False
+    angle = 0
+    paren = 0
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quote = False
+        elif c == '"':
+            quote = True
+        elif c == "(":
+            paren += 1
+        elif c == ")" and paren:
+            paren -= 1
+        elif c == "<":
+            angle += 1
+        elif c == ">" and angle:
+            angle -= 1
+        elif c == "," and not angle and not paren:
+            pieces.append(value[buf_start:i])
+            buf_start = i + 1
+        i += 1
+    pieces.append(value[buf_start:])
+    return pieces
+
+
+# ---------------------------------------------------------------- dates
+
+_MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
+_DATE = re.compile(
+    r"\s*(?:[A-Za-z]{3},?\s*)?(\d{1,2})\s+([A-Za-z]{3})[A-Za-z]*\.?\s+(\d{4})\s+"
+    r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?\s*([+-])(\d{2})(\d{2})\b"
+)
+
+
+def _set_date(pm: ParsedMessage, value: str) -> None:
     try:
-        return str(email.header.make_header(email.header.decode_header(value)))
+        m = _DATE.match(value)
+        if m is not None and m.group(2).lower() in _MONTHS:
+            off = int(m.group(8)) * 60 + int(m.group(9))
+            if m.group(7) == "-":
+                off = -off
+            unknown = off == 0 and m.group(7) == "-"
+            d = datetime(
+                int(m.group(3)),
+                _MONTHS[m.group(2).lower()],
+                int(m.group(1)),
+                int(m.group(4)),
+                int(m.group(5)),
+                int(m.group(6) or 0),
+            )
+        else:
+            from email.utils import _parsedate_tz
+
+            t = _parsedate_tz(value)
+            if t is None:
+                raise ValueError
+            d = datetime(*t[:6])
+            unknown = t[9] is None
+            off = 0 if unknown else t[9] // 60
+        if unknown:  # "-0000": the offset is not known
+            pm.date = d.replace(tzinfo=timezone.utc)
+            return
+        if not -1440 < off < 1440:
+            raise ValueError
+        pm.date = (d - timedelta(minutes=off)).replace(tzinfo=timezone.utc)
+        pm.date_offset_minutes = off
+    except (ValueError, OverflowError, TypeError, IndexError):
+        pm.defects.append(f"bad Date header {_clip(value)}")
+        pm.date = None
+        pm.date_offset_minutes = None
+
+
+# ---------------------------------------------------------------- safety net
+
+
+def _fallback(raw: object, why: str) -> ParsedMessage:
+    """Our own code failed: try the stdlib parser (compat32); never raise."""
+    pm = ParsedMessage(defects=[why])
+    try:
+        import email
+        import email.policy
+        import email.utils
+
+        data = raw if isinstance(raw, bytes) else bytes(raw)  # type: ignore[arg-type]
+        msg = email.message_from_bytes(data, policy=email.policy.compat32)
+        for k, v in msg.items():
+            pm.headers.setdefault(str(k).lower(), " ".join(str(v).split()))
+        h = pm.headers
+        ids = _ids(h.get("message-id", ""))
+        pm.message_id = ids[0] if ids else None
+        pm.in_reply_to = _ids(h.get("in-reply-to", ""))
+        pm.references = _ids(h.get("references", ""))
+        pm.subject = _decode_words(h.get("subject", ""), pm.defects)
+        name, addr = email.utils.parseaddr(h.get("from", ""))
+        pm.from_name, pm.from_addr = _decode_words(name, pm.defects), addr.lower()
+        pm.content_type = msg.get_content_type()
+        for part in msg.walk():
+            if part.get_content_type() == "text/plain" and not part.is_multipart():
+                payload = part.get_payload(decode=True) or b""
+                pm.text = _decode_bytes(payload, part.get_content_charset(), pm.defects, "")
+                break
     except Exception:
-        return value
+        pass
+    return pm
