@@ -647,7 +647,10 @@ class DovecotServer(_ProcessServer):
         self._users: dict[str, str] = {}
         self._scratch: Path | None = None  # a short /tmp dir, when needed
         self.conf_path = self.directory / "dovecot.conf"
-        self.passwd_path = self.directory / "passwd"
+        # One passwd-file per user (the path has %u in it): Dovecot opens a
+        # new user's file on first use, while a shared file is re-read at
+        # most once a second, so a user added while it runs could be refused.
+        self.users_dir = self.directory / "users"
         self.state_dir = self.directory / "state"
         self._setup_identity()
         self._setup_dirs()
@@ -713,7 +716,7 @@ class DovecotServer(_ProcessServer):
             if not mail_root.is_symlink():
                 mail_root.symlink_to(real)
             mail_root = real
-            self.passwd_path = self._short_dir() / "passwd"
+            self.users_dir = self._short_dir() / "users"
         else:
             mail_root.mkdir(exist_ok=True)
         if self._owner:
@@ -726,7 +729,7 @@ class DovecotServer(_ProcessServer):
             "base": self.base_dir,
             "state": self.state_dir,
             "log": self.log_path,
-            "passwd": self.passwd_path,
+            "passwd": self.users_dir,
             "mailroot": self.mail_root,
             "uid": self.mail_uid,
             "gid": self.mail_gid,
@@ -779,11 +782,11 @@ mail_driver = maildir
 mail_path = {mailroot}/%{{user}}
 mail_fsync = never
 passdb passwd-file {{
-  passwd_file_path = {passwd}
+  passwd_file_path = {passwd}/%{{user}}
   default_password_scheme = PLAIN
 }}
 userdb passwd-file {{
-  passwd_file_path = {passwd}
+  passwd_file_path = {passwd}/%{{user}}
 }}
 service imap-login {{
   inet_listener imap {{
@@ -821,11 +824,11 @@ mail_location = maildir:{mailroot}/%u
 mail_fsync = never
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {passwd}
+  args = scheme=PLAIN username_format=%u {passwd}/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {passwd}
+  args = username_format=%u {passwd}/%u
 }}
 service imap-login {{
   inet_listener imap {{
@@ -856,21 +859,20 @@ protocol imap {{
         return dict(self._users)
 
     def add_user(self, username: str, password: str) -> Path:
-        """Create (or re-password) a user; Dovecot re-reads the passwd file
-        when it changes, so this works while it runs. Returns the Maildir."""
+        """Create (or re-password) a user, also while Dovecot runs (each user
+        has a passwd-file of their own). Returns the user's Maildir."""
         _check_credential(username, "username")
         _check_credential(password, "password")
         if "/" in username or username.startswith("."):
             raise ValueError(f"bad Dovecot user name {username!r}")
         self._users[username] = password
-        lines = "".join(
-            f"{u}:{{PLAIN}}{p}:{self.mail_uid}:{self.mail_gid}::{self.mail_root / u}::\n"
-            for u, p in self._users.items()
-        )
-        tmp = self.passwd_path.with_suffix(".tmp")
-        tmp.write_text(lines)
+        self.users_dir.mkdir(exist_ok=True)
+        os.chmod(self.users_dir, 0o755)
+        line = f"{username}:{{PLAIN}}{password}:{self.mail_uid}:{self.mail_gid}::{self.mail_root / username}::\n"
+        tmp = self.users_dir / f".{username}.tmp"
+        tmp.write_text(line)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, self.passwd_path)
+        os.replace(tmp, self.users_dir / username)
         path = self.maildir(username)
         _make_maildir(path, subfolder=False, owner=self._owner)
         return path

@@ -1,0 +1,90 @@
+"""Shared fixtures: real mail servers on loopback, and a fresh database path.
+
+- ``pymap_server``: a :class:`mail.localservers.PymapServer` (IDLE, no
+  CONDSTORE), support user ``support@example.com``; ``add_user`` for more.
+- ``dovecot_server``: a private :class:`mail.localservers.DovecotServer`
+  (IDLE, CONDSTORE, QRESYNC), user ``support``. Missing Dovecot is a *skip*
+  on a developer machine but a *failure* when ``CI=true`` or
+  ``HEARD_REQUIRE_DOVECOT=1``: CI must never silently skip that tier.
+- ``dovecot_session_server``: one Dovecot for the whole session (stopping a
+  Dovecot takes ~1 s); give each test its own user (``add_user``).
+- ``smtp_server``: a :class:`mail.localservers.SmtpServer` that records
+  every message and can be scripted to fail.
+- ``tmp_db``: the path (str) of a not-yet-existing SQLite file in tmp_path.
+
+Every server is stopped in the fixture's teardown, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mail.localservers import DovecotServer, PymapServer, SmtpServer, dovecot_available
+
+
+def _dovecot_required() -> bool:
+    return os.environ.get("HEARD_REQUIRE_DOVECOT") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
+def _need_dovecot() -> None:
+    if dovecot_available():
+        return
+    msg = "Dovecot is not installed (apt-get install dovecot-imapd)"
+    if _dovecot_required():
+        pytest.fail(msg + "; CI / HEARD_REQUIRE_DOVECOT=1 requires it", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def pymap_server(tmp_path: Path):
+    server = PymapServer(tmp_path / "pymap")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dovecot_server(tmp_path: Path):
+    _need_dovecot()
+    server = DovecotServer(tmp_path / "dovecot")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def dovecot_session_server():
+    _need_dovecot()
+    directory = tempfile.mkdtemp(prefix="heard-dovecot-session-")
+    server = DovecotServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def smtp_server():
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tmp_db(tmp_path: Path) -> str:
+    return str(tmp_path / "heard.sqlite3")
