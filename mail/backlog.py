@@ -604,6 +604,7 @@ class _DemoBuilder:
         extra_headers: list[tuple[str, str]] = (),
         msgid: str | None = None,
         raw_subject: bool = False,
+        cte: str | None = None,
     ) -> tuple[str, bytes]:
         rng = self.rng
         client = client or c.client
@@ -639,8 +640,7 @@ class _DemoBuilder:
         elif client == "html" or c.premium:
             headers.append(("X-Mailer", "Microsoft Outlook 16.0"))
         headers.extend(extra_headers)
-        cte = None
-        if charset == "utf-8" and not text.isascii():
+        if cte is None and charset == "utf-8" and not text.isascii():
             cte = rng.choice(("quoted-printable", "8bit", "base64"))
         if client == "html":
             body = _text_leaf(_html_of(text, "outlook"), "html", charset if charset != "iso-2022-jp" else "utf-8", cte)
@@ -943,6 +943,7 @@ class _DemoBuilder:
                 subject,
                 text,
                 client="plain",
+                cte="8bit",  # the escapes travel raw
             )
             self._add(self.inbox, when, raw)
         else:
