@@ -33,7 +33,7 @@ _DECL = re.compile(r"<[!?][^<>]*>")
 _HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
 _LINK = re.compile(r"\x01([^\x01\x02\x03]*)\x02([^\x01\x02\x03]*)\x03")
 _LINK_LEFTOVER = re.compile(r"\x01[^\x01\x02\x03]*\x02|\x03")
-_MARKERS = "\x01\x02\x03\x04\x05"
+_MARKERS = "\x01\x02\x03\x04\x05\x07\x08"
 _NO_MARKERS = {ord(c): None for c in _MARKERS}
 _HTML_SPACE = ("\n", "\t", "\r", "\f", "\v")  # all just spaces in HTML source
 _ODD_SPACES = (("\u00a0", " "), ("\u2007", " "), ("\u202f", " "), ("\u200b", ""), ("\ufeff", ""))
@@ -41,13 +41,18 @@ _LINK_OPEN = "\x00"  # sentinel in _REPL: build the link marker from the attribu
 
 
 def _replacements() -> dict[str, str]:
+    # "\n": a block boundary (a line break unless already at a line start);
+    # "\x08\n": <br>, a line break that can leave an empty line;
+    # "\n\x07\n": a paragraph gap (at most one empty line).
     table = {}
     for name in (
-        "br hr p div tr table thead tbody tfoot caption h1 h2 h3 h4 h5 h6 ul ol dl dt dd pre center "
-        "section article header footer nav main aside address figure figcaption form fieldset "
-        "details summary body html"
+        "div tr table thead tbody tfoot caption ul ol dl dt dd pre center section article header "
+        "footer nav main aside address figure figcaption form fieldset details summary body html"
     ).split():
         table[name] = table["/" + name] = "\n"
+    for name in "p h1 h2 h3 h4 h5 h6".split():
+        table[name] = table["/" + name] = "\n\x07\n"
+    table.update({"br": "\x08\n", "/br": "", "hr": "\n\x07\n"})
     table.update({"li": "\n- ", "/li": "", "td": " ", "/td": " ", "th": " ", "/th": " "})
     table.update({"a": _LINK_OPEN, "/a": "\x03", "blockquote": "\n\x04", "/blockquote": "\x05\n"})
     for name in "span b i u em strong font img o:p small big sup sub meta link col colgroup tt code".split():
@@ -134,17 +139,21 @@ def _tidy_lines(s: str) -> str:
             closes = line.count("\x05")
             if depth or closes:
                 line = line.replace("\x04", "").replace("\x05", "")
+        keep_empty = False
+        if "\x08" in line or "\x07" in line:  # <br> or a paragraph gap: may leave an empty line
+            line = line.replace("\x08", "").replace("\x07", "")
+            keep_empty = True
         if "  " in line:
             line = _squeeze(line)
         line = line.strip()
-        if quoting and depth:
-            line = ">" * depth + (" " + line if line else "")
         if quoting:
+            if depth and line:
+                line = ">" * depth + " " + line
             depth = max(depth - closes, 0)
         if not line:
-            if not blank:
+            if keep_empty and not blank:
                 out.append("")
-            blank = True
+                blank = True
             continue
         blank = False
         out.append(line)
@@ -205,7 +214,7 @@ def _keep_pre_lines(s: str) -> str:
         end = _PRE_END.search(s, m.end())
         stop = end.start() if end else len(s)
         out.append(s[pos : m.end()])
-        out.append(s[m.end() : stop].replace("\r\n", "\n").replace("\n", "<br>"))
+        out.append(s[m.end() : stop].replace("\r\n", "\n").replace("\n", "<br>").replace("\r", "<br>"))
         pos = stop
     out.append(s[pos:])
     return "".join(out)

@@ -180,7 +180,7 @@ def _split_head(raw: bytes) -> tuple[bytes, bytes]:
         return raw[:i], raw[i + 2 :]
     if j != -1:
         return raw[:j], raw[j + 3 :]
-    return raw.rstrip(b"\r\n"), b""
+    return raw, b""
 
 
 def _decode_head(head: bytes, defects: list[str]) -> str:
@@ -212,6 +212,8 @@ def _parse_headers(text: str) -> tuple[dict[str, str], int | None]:
     # Fast path: unfold with str.replace, one partition per header.
     unfolded = text.replace("\n\t", " ").replace("\n ", " ") if "\n\t" in text or "\n " in text else text
     for line in unfolded.split("\n"):
+        if not line:
+            continue
         name, colon, value = line.partition(":")
         if not colon or not name or " " in name or "\t" in name:
             if line.startswith("From ") and not h:  # mbox separator line
