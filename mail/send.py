@@ -616,6 +616,8 @@ def _append_copies(store: Store, cfg: Config, imap: _LazyImap, clock, result: Dr
     done: list[int] = []
     try:
         client = imap.get()
+        if not client.folder_exists(folder):
+            client.create_folder(folder)
         for r in rows:
             client.append(folder, r["raw"], flags=[b"\\Seen"], msg_time=_as_utc(r["sent_at"]))
             done.append(r["id"])
