@@ -241,7 +241,7 @@ def reply_subject(subject: str, ticket_id: int) -> str:
     s = _clean_subject(subject) or "Your request"
     if not _RE_PREFIX.match(s):
         s = f"Re: {s}"
-    return tag_subject(s, ticket_id)
+    return _clean_subject(tag_subject(s, ticket_id))
 
 
 def new_message_id(domain: str) -> str:
@@ -313,16 +313,25 @@ def build_message(
     text = (body or "").replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
         text += "\n"
-    # Quoted-printable keeps non-ASCII text safe through servers without 8BITMIME.
-    msg.set_content(text, charset="utf-8", cte="7bit" if text.isascii() else "quoted-printable")
+    # Quoted-printable keeps non-ASCII text and very long lines safe through any server (no 8BITMIME needed).
+    plain = text.isascii() and all(len(line) <= 900 for line in text.split("\n"))
+    msg.set_content(text, charset="utf-8", cte="7bit" if plain else "quoted-printable")
     return msg.as_bytes(policy=policy.SMTP)
+
+
+_ATTRIBUTION = re.compile(r"^[^\n>]*\bwrote:[ \t]*\n(?=[ \t]*>)", re.M)
+
+
+def _without_attribution(draft: str) -> str:
+    # "On <date>, Ann wrote:" belongs to the quote below it: its date is not a promise of ours.
+    return _ATTRIBUTION.sub("\n", draft)
 
 
 # -- tone ------------------------------------------------------------------------------------
 def tone_warnings(ctx: ReplyContext, draft: str, *, now: datetime, saved_reply: str | None = None) -> list[ToneWarning]:
     """The review step's checks on ``draft``, with the thread as context."""
     return check_tone(
-        draft,
+        _without_attribution(draft),
         thread_texts_ours=ctx.our_texts,
         customer_texts=ctx.customer_texts,
         saved_replies_used_in_thread=ctx.saved_replies_used,

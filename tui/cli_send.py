@@ -9,7 +9,7 @@ import sys
 
 from mail.compose import ComposeError, complete_body, reply_context, require_no_placeholders, tone_warnings
 from storage.db import utcnow
-from storage.lifecycle import ALLOWED, STATUS_LABELS, Status
+from storage.lifecycle import ALLOWED, STATUS_LABELS, Status, parse_status
 from storage.outbox import OPEN_STATES, OutboxError
 from tui.cli import EXTENSIONS, CliError, command, config_from, open_store, out
 from mail.untrusted import safe_line
@@ -82,8 +82,6 @@ def cmd_reply(args: argparse.Namespace) -> int:
     if not args.as_is:
         body = complete_body(body, ctx, agent_name=cfg.agent_name, signature=cfg.signature)
     require_no_placeholders(body)
-    for w in tone_warnings(ctx, body, now=now, saved_reply=args.saved):
-        err(f"tone: {w.code}: \"{safe_line(w.found)}\": {w.why}")
     if args.status:
         if not (args.reason or "").strip():
             raise CliError("--status needs --reason: say why, so the next person knows")
@@ -92,9 +90,13 @@ def cmd_reply(args: argparse.Namespace) -> int:
         current = Status(ctx.status)
         target = Status.PENDING.value if Status.PENDING in ALLOWED[current] else None
         reason = args.reason or DEFAULT_REPLY_REASON
+    if target:
+        parse_status(target)  # a wrong name fails before anything is printed or queued
+    for w in tone_warnings(ctx, body, now=now, saved_reply=args.saved):
+        err(f"tone: {w.code}: \"{safe_line(w.found)}\": {w.why}")
     oid = queue_reply(store, cfg, args.id, body, agent=cfg.agent, now=now, next_status=target, reason=reason,
                       saved_reply=args.saved)
-    moved = f", ticket now {STATUS_LABELS[Status(target)]}" if target and target != ctx.status else ""
+    moved = f", ticket now {STATUS_LABELS[parse_status(target)]}" if target and parse_status(target) != ctx.status else ""
     out(f"queued reply to #{args.id} as outbox #{oid}{moved}")
     if args.no_send:
         return 0

@@ -1,0 +1,144 @@
+"""`heard reply` and `heard outbox` against a loopback SMTP server: output, effects, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from factories import add_ticket
+from storage.db import Store
+from storage.tickets import ticket_detail
+from test_send import make_config, smtp  # noqa: F401  (the fixture)
+from tui.cli import main
+
+
+@pytest.fixture
+def env(tmp_path, smtp):  # noqa: F811
+    cfg = make_config(tmp_path, smtp_port=smtp.port)
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export fails", "ann@cust.example", "It fails.", from_name="Ann Lee")
+    yield cfg, store, tid
+    store.close()
+
+
+def run(capsys, cfg, *args, stdin: str | None = None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = main(["--config", str(cfg.path), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def body_file(tmp_path, text):
+    p = tmp_path / "body.txt"
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+def detail(store, tid):
+    with store.read() as s:
+        return ticket_detail(s.connection(), tid)
+
+
+def test_reply_sends_prints_tone_checks_and_waits_on_the_customer(tmp_path, capsys, env, smtp):  # noqa: F811
+    cfg, store, tid = env
+    code, out, err = run(capsys, cfg, "reply", str(tid), "--body-file",
+                         body_file(tmp_path, "Hi Ann,\n\nThank you, but the export is fixed now."))
+    assert code == 0, err
+    assert f"queued reply to #{tid} as outbox #1" in out and "1 sent" in out
+    assert 'tone: thanks-but: "Thank you, but"' in err and "seed 000" in err
+    data = smtp.wait_for(1)[0].data.decode()
+    assert "Zo=C3=AB Martin" in data and "> It fails." in data  # signature and quote added
+    t = detail(store, tid)
+    assert t["status"] == "pending"
+
+
+def test_reply_reads_stdin_and_takes_status_and_reason(tmp_path, capsys, env, smtp, monkeypatch):  # noqa: F811
+    cfg, store, tid = env
+    code, out, err = run(capsys, cfg, "reply", str(tid), "--body-file", "-", "--status", "solved",
+                         "--reason", "the fix is deployed", "--as-is", stdin="Fixed, Ann.\n", monkeypatch=monkeypatch)
+    assert code == 0, err
+    t = detail(store, tid)
+    assert t["status"] == "solved"
+    assert any(e["new"] == "solved" and e["reason"] == "the fix is deployed" for e in t["events"])
+    assert smtp.wait_for(1)[0].data.endswith(b"\r\n\r\nFixed, Ann.\r\n")
+
+
+@pytest.mark.parametrize(
+    "args, text, needle",
+    [
+        (["--status", "solved"], "Fixed.", "--status needs --reason"),
+        ([], "Your order {order_number} shipped.", "{order_number}"),
+        ([], "Ok.", "no ticket #999"),
+        (["--body-file", "/nonexistent/body.txt"], None, "no file"),
+        (["--saved", "nope"], "Ok.", "no saved reply 'nope'"),
+        (["--status", "bogus", "--reason", "x"], "Ok.", "unknown status 'bogus'"),
+    ],
+)
+def test_reply_errors_are_one_line(tmp_path, capsys, env, args, text, needle):
+    cfg, store, tid = env
+    target = "999" if "no ticket" in needle else str(tid)
+    base = ["reply", target]
+    if "--body-file" not in args:
+        base += ["--body-file", body_file(tmp_path, text)]
+    code, out, err = run(capsys, cfg, *base, *args)
+    assert code == 1
+    assert err.startswith("heard: ") and needle in err and err.count("\n") == 1
+    with store.read() as s:
+        assert s.connection().exec_driver_sql("SELECT count(*) FROM outbox").scalar() == 0
+
+
+def test_outbox_lists_failures_and_retry_and_cancel(tmp_path, capsys, env, smtp):  # noqa: F811
+    cfg, store, tid = env
+    smtp.fail_next("550 5.1.1 no such user")
+    code, out, err = run(capsys, cfg, "reply", str(tid), "--body-file", body_file(tmp_path, "Hello Ann."))
+    assert code == 1 and "550 5.1.1" in err
+    code, out, err = run(capsys, cfg, "outbox")
+    assert code == 0 and "failed" in out and "550 5.1.1 no such user" in out and "heard outbox retry 1" in out
+    code, out, _ = run(capsys, cfg, "outbox", "--json")
+    assert json.loads(out)[0]["state"] == "failed"
+
+    code, out, err = run(capsys, cfg, "outbox", "retry", "1")
+    assert code == 0 and "queued again" in out and "1 sent" in out
+    code, out, _ = run(capsys, cfg, "outbox")
+    assert "nothing queued" in out
+
+    code, out, err = run(capsys, cfg, "outbox", "cancel", "1")
+    assert code == 1 and err.startswith("heard: outbox #1 was already sent") and err.count("\n") == 1
+    code, out, err = run(capsys, cfg, "outbox", "retry", "7")
+    assert code == 1 and "no outbox message 7" in err
+
+
+def test_cancel_a_queued_reply_and_send_drains(tmp_path, capsys, env, smtp):  # noqa: F811
+    cfg, store, tid = env
+    for _ in range(2):
+        run(capsys, cfg, "reply", str(tid), "--body-file", body_file(tmp_path, "Hello Ann."), "--no-send")
+    code, out, _ = run(capsys, cfg, "outbox", "cancel", "1", "--reason", "sent twice by mistake")
+    assert code == 0 and "cancelled" in out
+    code, out, _ = run(capsys, cfg, "outbox", "send")
+    assert code == 0 and "1 sent" in out and len(smtp.messages) == 1
+    assert any(e["reason"] == "sent twice by mistake" for e in detail(store, tid)["events"])
+
+
+def test_server_down_queues_and_says_what_to_do(tmp_path, capsys, env, smtp):  # noqa: F811
+    cfg, store, tid = env
+    smtp.stop()
+    code, out, err = run(capsys, cfg, "reply", str(tid), "--body-file", body_file(tmp_path, "Hello Ann."))
+    assert code == 0 and "queued reply" in out and "0 sent" in out
+    assert err.startswith("heard: ") and "[smtp]" in err and err.count("\n") == 1
+    code, out, _ = run(capsys, cfg, "outbox")
+    assert "queued" in out and "refused the connection" in out
+
+
+def test_saved_replies_cli(tmp_path, capsys, env, smtp):  # noqa: F811
+    cfg, store, tid = env
+    code, out, _ = run(capsys, cfg, "saved-replies", "--defaults")
+    assert code == 0 and "'clarify'" in out
+    code, out, _ = run(capsys, cfg, "saved-replies", "--add", "thanks", "--body-file",
+                       body_file(tmp_path, "Thanks {customer_first_name}! Ticket {ticket_tag}."))
+    code, out, err = run(capsys, cfg, "reply", str(tid), "--body-file", body_file(tmp_path, ""), "--saved", "thanks")
+    assert code == 0, err
+    assert f"Thanks Ann! Ticket [#{tid}]." in smtp.wait_for(1)[0].data.decode()
+    assert any(e["kind"] == "saved_reply" and e["new"] == "thanks" for e in detail(store, tid)["events"])
