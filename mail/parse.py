@@ -21,6 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote_to_bytes
 
+try:  # keeps "no zone" / "-0000" apart from "+0000", unlike the public parsedate_tz
+    from email._parseaddr import _parsedate_tz
+except ImportError:  # pragma: no cover - another Python
+    from email.utils import parsedate_tz as _parsedate_tz
+
 __all__ = ["Attachment", "ParsedMessage", "parse_message"]
 
 
@@ -150,7 +155,7 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
         if is_html:
             from mail.html import html_to_text
 
-            text = html_to_text(text)
+            text = html_to_text(text())
             pm.html_only = True
         if "\x00" in text:
             text = text.replace("\x00", "")
@@ -319,7 +324,12 @@ def _walk(
     return None, False
 
 
-def _combine(ctype: str, results: list[tuple[str | None, bool]]) -> tuple[str | None, bool]:
+def _combine(ctype: str, results: list[tuple]) -> tuple:
+    """One readable body from the parts of a multipart.
+
+    HTML comes back as a zero-argument callable so that the HTML half of a
+    multipart/alternative is never even decoded when there is a plain half.
+    """
     found = [r for r in results if r[0] is not None]
     if not found:
         return None, False
@@ -331,10 +341,10 @@ def _combine(ctype: str, results: list[tuple[str | None, bool]]) -> tuple[str | 
     if len(found) == 1:
         return found[0]
     if all(is_html for _, is_html in found):
-        return "\n".join(t for t, _ in found), True
+        return (lambda: "\n".join(t() for t, _ in found)), True
     from mail.html import html_to_text
 
-    return "\n".join(html_to_text(t) if is_html else t.rstrip("\n") for t, is_html in found), False
+    return "\n".join(html_to_text(t()) if is_html else t.rstrip("\n") for t, is_html in found), False
 
 
 def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> list[bytes]:
@@ -396,7 +406,13 @@ def _guess_boundary(body: bytes) -> str | None:
 
 def _leaf_text(
     st: _State, ctype: str, params: dict[str, str], h: dict[str, str], body: bytes
-) -> tuple[str | None, bool]:
+) -> tuple:
+    if ctype == "text/html":
+        return (lambda: _decode_text(st, params, h, body)), True
+    return _decode_text(st, params, h, body), False
+
+
+def _decode_text(st: _State, params: dict[str, str], h: dict[str, str], body: bytes) -> str:
     cte = h.get("content-transfer-encoding", "").strip().lower()
     if cte in ("", "7bit", "8bit", "binary"):
         data = body
@@ -413,7 +429,7 @@ def _leaf_text(
     text = _decode_bytes(data, params.get("charset", ""), st.defects, "")
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-    return text, ctype == "text/html"
+    return text
 
 
 def _b64decode(data: bytes, defects: list[str]) -> bytes:
@@ -729,7 +745,12 @@ def _mailboxes(value: str) -> list[tuple[str, str]]:
                 name = re.sub(r"\\(.)", r"\1", name)
         if ":" in addr:  # group syntax or a source route
             addr = addr.rsplit(":", 1)[1]
-        addr = "".join(addr.split()).strip(";\"'").lower()
+        addr = addr.strip().strip(";\"'")
+        if " " in addr or "\t" in addr:
+            if "@" not in addr:  # a bare name, no address at all
+                name, addr = name or addr, ""
+            addr = "".join(addr.split())
+        addr = addr.lower()
         out.append((" ".join(name.split()), addr))
     return out
 
@@ -794,8 +815,6 @@ def _set_date(pm: ParsedMessage, value: str) -> None:
                 int(m.group(6) or 0),
             )
         else:
-            from email.utils import _parsedate_tz
-
             t = _parsedate_tz(value)
             if t is None:
                 raise ValueError

@@ -615,6 +615,25 @@ def test_mutated_and_truncated_messages_never_raise():
     assert count >= 400
 
 
+def test_a_bug_in_the_lean_parser_falls_back_to_the_stdlib(monkeypatch):
+    import mail.parse
+
+    def broken(raw, pm):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(mail.parse, "_parse", broken)
+    pm = parse_message(msg(*BASE, body="still readable\n"))
+    assert pm.defects == ["internal parser error (RuntimeError)"]
+    assert pm.subject == "Invoice 4821 is wrong" and pm.message_id == "abc.123@example.com"
+    assert pm.from_addr == "anna@example.com" and "still readable" in pm.text
+
+
+def test_from_without_an_address():
+    rest = [h for h in BASE if not h.startswith("From")]
+    pm = parse_message(msg(*rest, "From: Mail Delivery System", body="x\n"))
+    assert pm.from_addr == "" and "missing From" in pm.defects
+
+
 def test_non_bytes_input_does_not_raise():
     assert isinstance(parse_message(None), ParsedMessage)  # type: ignore[arg-type]
     assert parse_message("Subject: s\n\nb").subject == "s"  # type: ignore[arg-type]
