@@ -10,8 +10,18 @@ context managers that stop cleanly and leave no process behind:
   ``pymap-etc-passwd`` / ``pymap-etc-shadow`` in its data directory on every
   login, so users can be added while it runs (the demo gives every customer a
   mailbox this way). The in-memory ``dict`` backend knows a single user only.
+  A small launcher patches pymap 0.36 so that messages come back byte-exact
+  (its maildir code re-generates them with bare LFs) and IDLE notices new
+  mail within ~0.25 s (it polls once a second).
 - :class:`DovecotServer`: a private Dovecot instance (IDLE, CONDSTORE, QRESYNC),
-  with its own config, sockets, state, log and maildirs.
+  with its own config, sockets, state, log and maildirs. Config for 2.3
+  (``mail_location``, ``disable_plaintext_auth``) or 2.4 (``mail_driver``,
+  ``auth_allow_cleartext``) by ``dovecot --version``. As root, mail runs as
+  the system ``mail`` user (Dovecot refuses uid 0); when the given directory
+  is not reachable by it (pytest's 0700 tmp dirs), the maildirs and user
+  files live in a short ``/tmp/heard-dv-*`` dir, symlinked as ``<dir>/mail``
+  and removed by ``cleanup()``. Unix socket paths are capped at 107 bytes, so
+  a long directory gets its ``base_dir`` there too.
 - :class:`SmtpServer`: an aiosmtpd server that records every message
   byte-exact, can hand each one to a delivery callback, and can be scripted
   to answer faults (4xx/5xx, refused recipients, a dropped connection).
@@ -27,7 +37,6 @@ from __future__ import annotations
 import atexit
 import collections
 import email.utils
-import errno
 import itertools
 import os
 import pwd
@@ -48,6 +57,7 @@ from pathlib import Path
 
 __all__ = [
     "ServerStartError",
+    "dovecot_binary",
     "PymapServer",
     "DovecotServer",
     "SmtpServer",
