@@ -26,6 +26,7 @@ the time by construction; a promise should be broken rarely. The benchmark
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import statistics
@@ -42,6 +43,7 @@ __all__ = [
     "WEEKDAYS",
     "expected_handling_time",
     "promise_deadline",
+    "jumper_rate",
     "round_up_to_hour",
     "round_into_business_hours",
     "format_deadline",
@@ -396,6 +398,34 @@ def _wait_quantile(
             break
         wait = new
     return timedelta(seconds=math.ceil(wait))
+
+
+def jumper_rate(
+    arrivals: Iterable[datetime],
+    *,
+    now: datetime,
+    hours: BusinessHours,
+    windows: Sequence[timedelta] = (timedelta(days=14), timedelta(days=7), timedelta(days=2)),
+) -> float:
+    """Queue-jumping tickets per business hour, for ``promise_deadline``.
+
+    ``arrivals`` are the arrival times of recent tickets that the work order
+    puts ahead of ordinary ones (premium customers). The rate is taken over
+    each window (arrivals / business hours in it, at least one business day)
+    and the *largest* is used: a surge of premium mail over a weekend must
+    lengthen Friday's and Saturday's promises, and a calm stretch must not
+    shorten them below the two-week average.
+    """
+    u_now = _utc(now)
+    times = sorted(_utc(a) for a in arrivals if _utc(a) <= u_now)
+    best = 0.0
+    for w in windows:
+        start = u_now - w
+        count = len(times) - bisect.bisect_left(times, start)
+        biz = hours.business_time_between(start, u_now)
+        biz_hours = max(biz, hours.day_length).total_seconds() / 3600
+        best = max(best, count / biz_hours)
+    return best
 
 
 def round_up_to_hour(dt: datetime) -> datetime:
