@@ -11,6 +11,7 @@ of duplicating; a message the parser chokes on is stored raw and flagged.
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import logging
 import threading
@@ -117,7 +118,7 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
         for m, irt, refs in items:
             ids.extend(irt)
             ids.extend(refs)
-        ing.prefetch(ids, [m.content_hash for m, _, _ in items], tags)
+        ing.prefetch(ids, [m.content_hash for m, _, _ in items], tags, [m.from_addr for m, _, _ in items])
         for m, irt, refs in items:
             if ing.duplicate_of(m.content_hash) is not None:
                 ing.add(m, None, "")
@@ -136,10 +137,52 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
     return ing
 
 
-def _as_utc(dt) -> datetime | None:
-    if not isinstance(dt, datetime):
+_UID = re.compile(rb"UID (\d+)")
+_IDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
+
+
+def fetch_raw(client: IMAPClient, uids: list[int]) -> dict[int, tuple[bytes, bytes | None]]:
+    """UID FETCH (BODY.PEEK[] INTERNALDATE) straight through imaplib.
+
+    imapclient's generic response parser tokenises every byte of the reply and
+    costs more than parsing the mail itself; here the literal is taken as is
+    and only the UID and INTERNALDATE are read from the envelope around it.
+    """
+    imap = client._imap
+    typ, data = imap.uid("FETCH", ",".join(map(str, uids)), "(UID INTERNALDATE BODY.PEEK[])")
+    if typ != "OK":
+        raise IMAPClientError(f"FETCH failed: {data!r}")
+    out: dict[int, tuple[bytes, bytes | None]] = {}
+    meta = b""
+    raw = None
+    for item in data:
+        if isinstance(item, tuple):
+            if raw is not None:
+                _fetched(out, meta, raw)
+            meta, raw = item[0], item[1]
+        elif raw is not None and isinstance(item, bytes):
+            meta += b" " + item  # the part after the literal: ``)`` or more items
+            _fetched(out, meta, raw)
+            raw = None
+    if raw is not None:
+        _fetched(out, meta, raw)
+    return out
+
+
+def _fetched(out: dict, meta: bytes, raw: bytes) -> None:
+    uid = _UID.search(meta)
+    if uid:
+        idate = _IDATE.search(meta)
+        out[int(uid.group(1))] = (raw, idate.group(1) if idate else None)
+
+
+def _internal_date(value: bytes | None) -> datetime | None:
+    if not value:
         return None
-    return dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    try:
+        return datetime.strptime(value.decode(), "%d-%b-%Y %H:%M:%S %z").astimezone(timezone.utc)
+    except ValueError:
+        return None
 
 
 def sync_once(
@@ -192,15 +235,15 @@ def sync_once(
             progress(0, total)
         for start in range(0, total, batch):
             chunk = todo[start : start + batch]
-            fetched = client.fetch(chunk, [b"BODY.PEEK[]", b"INTERNALDATE"])
+            fetched = fetch_raw(client, chunk)
             items = []
             for uid in chunk:
-                data = fetched.get(uid)
-                if not data:
+                got = fetched.get(uid)
+                if got is None:
                     continue  # expunged between SEARCH and FETCH
-                raw = data.get(b"BODY[]") or b""
+                raw, idate = got
                 pm = parse_message(raw)
-                m = converter.convert(raw, pm, internal_date=_as_utc(data.get(b"INTERNALDATE")))
+                m = converter.convert(raw, pm, internal_date=_internal_date(idate) if pm.date is None else None)
                 m.folder, m.uidvalidity, m.uid = folder, uidvalidity, uid
                 items.append((m, list(pm.in_reply_to), list(pm.references)))
             last = chunk[-1]

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import bindparam, case, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.lifecycle import Status, customer_reply_reopens
@@ -76,7 +76,32 @@ class IngestResult:
     reopened: set[int] = field(default_factory=set)
 
 
+# Statements built once: SQLAlchemy's compiled cache then makes each executemany cheap.
+_BUMP_TICKET = (
+    update(T_TICKET)
+    .where(T_TICKET.c.id == bindparam("tid"))
+    .values(
+        message_count=T_TICKET.c.message_count + bindparam("n"),
+        updated_at=case((T_TICKET.c.updated_at < bindparam("u"), bindparam("u")), else_=T_TICKET.c.updated_at),
+        last_customer_at=func.coalesce(bindparam("lc"), T_TICKET.c.last_customer_at),
+        flagged=T_TICKET.c.flagged | bindparam("f"),
+    )
+)
+_REOPEN = (
+    update(T_TICKET)
+    .where(T_TICKET.c.id == bindparam("tid"))
+    .values(status=Status.OPEN.value, pending_since=None)
+)
+
+
 class Ingest:
+    """Collects a batch in memory and writes it with a handful of set-based statements.
+
+    New tickets and customers get their ids up front (the next free ids, safe
+    inside the write transaction that SQLite's BEGIN IMMEDIATE serialises), so
+    callers learn a ticket's id at once and the rows still go in as one insert.
+    """
+
     def __init__(self, conn: Connection, search, now: datetime):
         self.conn = conn
         self.search = search
@@ -90,9 +115,15 @@ class Ingest:
         self._pending_meta: list[tuple[int, str]] = []  # (ticket id, thread reason)
         self._locations: list[dict] = []
         self._dupe_locs: list[tuple[str, str, int, int]] = []
+        self._new_customers: list[dict] = []
+        self._new_tickets: list[dict] = []
+        self._tier_updates: list[dict] = []
+        self._next_ids: dict[str, int] = {}
+        self._explicit_ids = conn.dialect.name == "sqlite"
 
     # -- lookups, prefetched per batch -------------------------------------------------
-    def prefetch(self, message_ids: Iterable[str], hashes: Iterable[str], ticket_ids: Iterable[int]) -> None:
+    def prefetch(self, message_ids: Iterable[str], hashes: Iterable[str], ticket_ids: Iterable[int],
+                 addresses: Iterable[str] = ()) -> None:
         ids = [i for i in set(message_ids) if i not in self._ids]
         for chunk in _chunks(ids, 500):
             q = select(T_MESSAGE.c.message_id, T_MESSAGE.c.ticket_id).where(T_MESSAGE.c.message_id.in_(chunk))
@@ -103,6 +134,11 @@ class Ingest:
             q = select(T_MESSAGE.c.content_hash, T_MESSAGE.c.id).where(T_MESSAGE.c.content_hash.in_(chunk))
             for h, pk in self.conn.execute(q):
                 self._hashes[h] = pk
+        addrs = [a for a in set(addresses) if a not in self._customers]
+        for chunk in _chunks(addrs, 500):
+            q = select(T_CUSTOMER.c.address, T_CUSTOMER.c.id).where(T_CUSTOMER.c.address.in_(chunk))
+            for addr, cid in self.conn.execute(q):
+                self._customers[addr] = cid
         self._load_tickets(set(ticket_ids) | set(self._ids.values()))
 
     def _load_tickets(self, ids: set[int]) -> None:
@@ -127,7 +163,7 @@ class Ingest:
         self._locations.append({"message_pk": message_pk, "folder": folder, "uidvalidity": uidvalidity, "uid": uid})
 
     def add(self, m: NewMessage, ticket_id: int | None, thread_reason: str) -> int:
-        """Queue one message; creates its ticket now when it starts one. Returns the ticket id."""
+        """Queue one message; a message that starts a ticket gets its ticket id now."""
         if m.content_hash in self._hashes:
             pk = self._hashes[m.content_hash]
             self.result.duplicates += 1
@@ -144,10 +180,11 @@ class Ingest:
             ticket_id = self._create_ticket(m)
         state = self._tickets[ticket_id]
         state.count += 1
-        state.updated_at = max(filter(None, [state.updated_at, m.date]), default=m.date)
-        human_customer = m.direction == "in" and not m.automated_reason
-        if human_customer:
-            state.last_customer_at = max(filter(None, [state.last_customer_at, m.date]), default=m.date)
+        if state.updated_at is None or m.date > state.updated_at:
+            state.updated_at = m.date
+        if m.direction == "in" and not m.automated_reason:  # a human customer wrote
+            if state.last_customer_at is None or m.date > state.last_customer_at:
+                state.last_customer_at = m.date
             if not state.created and customer_reply_reopens(state.status):
                 state.reopen_reason = f"the customer replied ({m.from_addr}, {m.date:%Y-%m-%d %H:%M} UTC)"
         if m.defects:
@@ -164,41 +201,74 @@ class Ingest:
         self.result.new_messages += 1
         return ticket_id
 
+    def _next_id(self, table) -> int:
+        name = table.name
+        if name not in self._next_ids:
+            self._next_ids[name] = (self.conn.execute(select(func.max(table.c.id))).scalar() or 0) + 1
+        value = self._next_ids[name]
+        self._next_ids[name] = value + 1
+        return value
+
     def _customer_id(self, address: str, name: str, tier: str | None) -> int:
+        if address not in self._customers:
+            row = self.conn.execute(select(T_CUSTOMER.c.id).where(T_CUSTOMER.c.address == address)).first()
+            if row:
+                self._customers[address] = row[0]
         if address in self._customers:
-            return self._customers[address]
-        row = self.conn.execute(select(T_CUSTOMER.c.id).where(T_CUSTOMER.c.address == address)).first()
-        if row:
-            cid = row[0]
+            cid = self._customers[address]
             if tier:
-                self.conn.execute(update(T_CUSTOMER).where(T_CUSTOMER.c.id == cid).values(tier=tier))
-        else:
-            cid = self.conn.execute(
-                insert(T_CUSTOMER).values(address=address, name=name, first_seen_at=self.now, tier=tier)
-            ).inserted_primary_key[0]
+                self._tier_updates.append({"cid": cid, "tier": tier})
+            return cid
+        values = {"address": address, "name": name, "first_seen_at": self.now, "tier": tier}
+        if self._explicit_ids:
+            cid = values["id"] = self._next_id(T_CUSTOMER)
+            self._new_customers.append(values)
+        else:  # PostgreSQL: let the sequence pick
+            cid = self.conn.execute(insert(T_CUSTOMER).values(**values)).inserted_primary_key[0]
         self._customers[address] = cid
         return cid
 
     def _create_ticket(self, m: NewMessage) -> int:
         cid = self._customer_id(m.from_addr or "(unknown sender)", m.from_name, m.tier)
-        tid = self.conn.execute(
-            insert(T_TICKET).values(
-                subject=m.subject,
-                status=Status.NEW.value,
-                priority="normal",
-                customer_id=cid,
-                created_at=m.date,
-                updated_at=m.date,
-                message_count=0,
-                automated_reason=m.automated_reason,
-                vague_reason=m.vague_reason,
-            )
-        ).inserted_primary_key[0]
+        values = {
+            "subject": m.subject, "status": Status.NEW.value, "priority": "normal", "customer_id": cid,
+            "created_at": m.date, "updated_at": m.date, "message_count": 0,
+            "automated_reason": m.automated_reason, "vague_reason": m.vague_reason, "flagged": False,
+            "last_customer_at": None,
+        }
+        if self._explicit_ids:
+            tid = values["id"] = self._next_id(T_TICKET)
+            self._new_tickets.append(values)
+        else:
+            self._flush_customers()
+            tid = self.conn.execute(insert(T_TICKET).values(**values)).inserted_primary_key[0]
         self._tickets[tid] = _TicketState(status=Status.NEW.value, created=True)
         self.result.tickets_created.add(tid)
         return tid
 
+    def _flush_customers(self) -> None:
+        if self._new_customers:
+            self.conn.execute(insert(T_CUSTOMER), self._new_customers)
+            self._new_customers.clear()
+        if self._tier_updates:
+            self.conn.execute(
+                update(T_CUSTOMER).where(T_CUSTOMER.c.id == bindparam("cid")).values(tier=bindparam("tier")),
+                self._tier_updates,
+            )
+            self._tier_updates.clear()
+
     def flush(self) -> None:
+        self._flush_customers()
+        if self._new_tickets:
+            # New tickets go in complete (count, dates, flags), so they need no update below.
+            for row in self._new_tickets:
+                st = self._tickets[row["id"]]
+                row.update(message_count=st.count, updated_at=st.updated_at or row["updated_at"],
+                           last_customer_at=st.last_customer_at, flagged=st.flagged)
+                st.count = 0
+                st.created = False
+            self.conn.execute(insert(T_TICKET), self._new_tickets)
+            self._new_tickets.clear()
         if self._pending:
             rows = [
                 {
@@ -222,12 +292,20 @@ class Ingest:
                 }
                 for m, (tid, reason) in zip(self._pending, self._pending_meta)
             ]
-            pks = [
-                r[0]
-                for r in self.conn.execute(
-                    insert(T_MESSAGE).returning(T_MESSAGE.c.id, sort_by_parameter_order=True), rows
-                )
-            ]
+            if self._explicit_ids:
+                first = self._next_id(T_MESSAGE)
+                pks = list(range(first, first + len(rows)))
+                self._next_ids[T_MESSAGE.name] = first + len(rows)
+                for pk, row in zip(pks, rows):
+                    row["id"] = pk
+                self.conn.execute(insert(T_MESSAGE), rows)
+            else:
+                pks = [
+                    r[0]
+                    for r in self.conn.execute(
+                        insert(T_MESSAGE).returning(T_MESSAGE.c.id, sort_by_parameter_order=True), rows
+                    )
+                ]
             self.conn.execute(insert(T_RAW), [{"message_pk": pk, "raw": m.raw} for pk, m in zip(pks, self._pending)])
             for pk, m in zip(pks, self._pending):
                 self._hashes[m.content_hash] = pk
@@ -235,10 +313,7 @@ class Ingest:
                     self.add_location(pk, m.folder, m.uidvalidity, m.uid)
             self.search.add(
                 self.conn,
-                (
-                    (pk, m.subject, m.text, f"{m.from_name} {m.from_addr}")
-                    for pk, m in zip(pks, self._pending)
-                ),
+                ((pk, m.subject, m.text, f"{m.from_name} {m.from_addr}") for pk, m in zip(pks, self._pending)),
             )
             self._pending.clear()
             self._pending_meta.clear()
@@ -261,39 +336,26 @@ class Ingest:
         self._locations.clear()
 
     def _update_tickets(self) -> None:
+        bumps, reopens, events = [], [], []
         for tid, st in self._tickets.items():
-            if st.count == 0 and not st.reopen_reason:
-                continue
-            values: dict = {
-                "message_count": T_TICKET.c.message_count + st.count,
-            }
-            if st.updated_at:
-                values["updated_at"] = st.updated_at
-            if st.last_customer_at:
-                values["last_customer_at"] = st.last_customer_at
-            if st.flagged:
-                values["flagged"] = True
+            if st.count:
+                bumps.append({"tid": tid, "n": st.count, "u": st.updated_at, "lc": st.last_customer_at,
+                              "f": st.flagged})
             if st.reopen_reason:
-                values["status"] = Status.OPEN.value
-                values["pending_since"] = None
-                self.conn.execute(
-                    insert(T_EVENT).values(
-                        ticket_id=tid,
-                        at=self.now,
-                        actor=SYNC_ACTOR,
-                        kind="status",
-                        old=st.status,
-                        new=Status.OPEN.value,
-                        reason=st.reopen_reason,
-                    )
-                )
+                reopens.append({"tid": tid})
+                events.append({"ticket_id": tid, "at": self.now, "actor": SYNC_ACTOR, "kind": "status",
+                               "old": st.status, "new": Status.OPEN.value, "reason": st.reopen_reason})
                 self.result.reopened.add(tid)
                 st.status = Status.OPEN.value
-            self.conn.execute(update(T_TICKET).where(T_TICKET.c.id == tid).values(**values))
             st.count = 0
             st.reopen_reason = None
             st.updated_at = None
             st.last_customer_at = None
+        if bumps:
+            self.conn.execute(_BUMP_TICKET, bumps)
+        if reopens:
+            self.conn.execute(_REOPEN, reopens)
+            self.conn.execute(insert(T_EVENT), events)
 
     def set_cursor(self, folder: str, *, uidvalidity: int, last_uid: int, uidnext: int, highestmodseq: int | None) -> None:
         values = {
