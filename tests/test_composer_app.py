@@ -1,0 +1,201 @@
+"""The composer in a terminal (Textual pilot): write, review the tone, send, give the next state a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from datetime import datetime, timezone
+
+import pytest
+from textual.app import App
+from textual.widgets import Input, Static, TextArea
+
+from factories import add_ticket
+from storage import outbox as ob
+from storage.db import Store
+from storage.tickets import save_saved_reply, ticket_detail
+from test_send import make_config, smtp  # noqa: F401  (the fixture)
+from tui.compose import ComposeScreen, NextStateDialog, ReviewScreen
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+KEYS = {" ": "space", ",": "comma", ".": "full_stop", "\n": "enter", "{": "left_curly_bracket",
+        "}": "right_curly_bracket", "_": "underscore", "!": "exclamation_mark", "'": "apostrophe"}
+
+
+def sync(fn):
+    """Run an async pilot test with plain pytest (no async plugin needed)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        asyncio.run(fn(*args, **kwargs))
+
+    return run
+
+
+class Host(App):
+    """The smallest app that can hold the composer."""
+
+    def __init__(self, store, cfg, ticket_id):
+        super().__init__()
+        self.store, self.cfg, self.ticket_id = store, cfg, ticket_id
+        self.clock = lambda: NOW
+        self.result = "not dismissed"
+
+    def on_mount(self) -> None:
+        self.push_screen(ComposeScreen(self.store, self.cfg, self.ticket_id, self.clock), self.done)
+
+    def done(self, result) -> None:
+        self.result = result
+
+
+@pytest.fixture
+def env(tmp_path, smtp):  # noqa: F811
+    cfg = make_config(tmp_path, smtp_port=smtp.port)
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export fails", "ann@cust.example", "The CSV export fails.", from_name="Ann Lee")
+    yield cfg, store, tid
+    store.close()
+
+
+async def type_text(pilot, text: str) -> None:
+    await pilot.press(*[KEYS.get(ch, ch) for ch in text])
+
+
+def texts(screen) -> str:
+    return "\n".join(str(w.render()) for w in screen.query(Static))
+
+
+async def wait_for(pilot, predicate, timeout=10.0):
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached")
+
+
+@sync
+async def test_reply_review_send_and_reason(env, smtp):  # noqa: F811
+    cfg, store, tid = env
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ComposeScreen)
+        area = screen.query_one(TextArea)
+        assert area.text.startswith("Hi Ann,\n")
+        assert "> The CSV export fails." in area.text and "Zoë Martin" in area.text
+        await type_text(pilot, "Thank you, but the export works again.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        review = app.screen
+        assert isinstance(review, ReviewScreen)
+        shown = texts(review)
+        assert "thanks-but" in shown and "Thank you, but" in shown and "cancels it" in shown
+        await pilot.press("y")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, NextStateDialog) and dialog.chosen == "pending"
+        await pilot.press("enter")  # no reason: refused, the dialog stays
+        await pilot.pause()
+        assert app.screen is dialog and "reason is required" in texts(dialog)
+        await type_text(pilot, "asked Ann to retry the export")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.result, int))
+        await wait_for(pilot, lambda: len(smtp.messages) == 1)
+        await app.workers.wait_for_complete()
+    oid = app.result
+    with store.read() as s:
+        row = ob.outbox_row(s.connection(), oid)
+        t = ticket_detail(s.connection(), tid)
+    assert row["state"] == "sent"
+    assert t["status"] == "pending"
+    assert any(e["new"] == "pending" and e["reason"] == "asked Ann to retry the export" for e in t["events"])
+    assert b"Thank you, but the export works again." in smtp.messages[0].data
+
+
+@sync
+async def test_placeholder_blocks_review_and_saved_reply_fills_variables(env, smtp):  # noqa: F811
+    cfg, store, tid = env
+    save_saved_reply(store, "order", "Your order {order_number} left our store, {customer_first_name}.")
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        await pilot.press("enter")  # the first (only) saved reply
+        await pilot.pause()
+        area = app.screen.query_one(TextArea)
+        assert "left our store, Ann." in area.text and "{order_number}" in area.text
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ComposeScreen)  # blocked: no review
+        assert "{order_number}" in texts(app.screen)
+        area.text = area.text.replace("{order_number}", "#5521")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)
+        await pilot.press("q")  # cancel: nothing queued, the draft is kept
+        await pilot.pause()
+        assert app.result is None
+    with store.read() as s:
+        assert ob.outbox_rows(s.connection(), states=None) == []
+    app2 = Host(store, cfg, tid)
+    async with app2.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        assert "#5521" in app2.screen.query_one(TextArea).text
+
+
+@sync
+async def test_escape_then_e_runs_the_editor(env, monkeypatch, tmp_path):
+    cfg, store, tid = env
+    script = tmp_path / "fake-editor.sh"
+    script.write_text("#!/bin/sh\nprintf 'Hi Ann,\\n\\nWritten in my editor.\\n' > \"$1\"\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(script))
+    monkeypatch.delenv("VISUAL", raising=False)
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        app.suspend = _fake_suspend  # a headless test driver cannot hand over the terminal
+        await pilot.press("escape")
+        await pilot.press("e")
+        await pilot.pause()
+        assert app.screen.query_one(TextArea).text == "Hi Ann,\n\nWritten in my editor.\n"
+
+
+@sync
+async def test_r_on_a_ticket_in_the_app_opens_the_composer_and_sends(env, smtp):  # noqa: F811
+    from tui.app import HeardApp
+
+    cfg, store, tid = env
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.open_ticket(tid)
+        await pilot.pause()
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, ComposeScreen)
+        await type_text(pilot, "Actually, it works now.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen) and "actually" in texts(app.screen)
+        await pilot.press("y")
+        await pilot.pause()
+        await pilot.press("down")  # solved
+        await type_text(pilot, "fixed on our side")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(smtp.messages) == 1)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not isinstance(app.screen, ComposeScreen)
+    with store.read() as s:
+        assert ticket_detail(s.connection(), tid)["status"] == "solved"
+
+
+from contextlib import contextmanager  # noqa: E402
+
+
+@contextmanager
+def _fake_suspend():
+    yield
