@@ -414,6 +414,10 @@ def _leaf_text(
 
 def _decode_text(st: _State, params: dict[str, str], h: dict[str, str], body: bytes) -> str:
     cte = h.get("content-transfer-encoding", "").strip().lower()
+    if len(body) > 3 * MAX_TEXT_BYTES:  # never decode a huge part just to cut it
+        cut = body.rfind(b"\n", 0, 3 * MAX_TEXT_BYTES)  # at a line end: base64 stays whole
+        body = body[: cut if cut > 0 else 3 * MAX_TEXT_BYTES]
+        st.defects.append(f"text part over {MAX_TEXT_BYTES // (1024 * 1024)} MB truncated")
     if cte in ("", "7bit", "8bit", "binary"):
         data = body
     elif cte == "quoted-printable":
@@ -424,7 +428,9 @@ def _decode_text(st: _State, params: dict[str, str], h: dict[str, str], body: by
         st.defects.append(f"unknown transfer encoding {_clip(cte)}")
         data = body
     if len(data) > MAX_TEXT_BYTES:
-        st.defects.append(f"text part over {MAX_TEXT_BYTES // (1024 * 1024)} MB truncated")
+        msg = f"text part over {MAX_TEXT_BYTES // (1024 * 1024)} MB truncated"
+        if msg not in st.defects:
+            st.defects.append(msg)
         data = data[:MAX_TEXT_BYTES]
     text = _decode_bytes(data, params.get("charset", ""), st.defects, "")
     if "\r" in text:

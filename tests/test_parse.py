@@ -513,6 +513,10 @@ def test_huge_text_part_is_kept_but_capped():
     pm = parse_message(msg(*BASE, body=big, crlf=False))
     assert len(pm.text) == 4 * 1024 * 1024
     assert any("truncated" in d for d in pm.defects)
+    huge = base64.encodebytes(b"x" * (20 * 1024 * 1024))  # 27 MB of base64 text
+    pm = parse_message(msg(*BASE, "Content-Transfer-Encoding: base64", body=huge))
+    assert len(pm.text) == 4 * 1024 * 1024 and set(pm.text) == {"x"}
+    assert pm.defects == ["text part over 4 MB truncated"]
 
 
 def test_quoted_history_is_kept():
