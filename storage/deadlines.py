@@ -405,16 +405,17 @@ def jumper_rate(
     *,
     now: datetime,
     hours: BusinessHours,
-    windows: Sequence[timedelta] = (timedelta(days=14), timedelta(days=7), timedelta(days=2)),
+    windows: Sequence[timedelta] = (timedelta(days=14), timedelta(days=7)),
 ) -> float:
     """Queue-jumping tickets per business hour, for ``promise_deadline``.
 
     ``arrivals`` are the arrival times of recent tickets that the work order
     puts ahead of ordinary ones (premium customers). The rate is taken over
     each window (arrivals / business hours in it, at least one business day)
-    and the *largest* is used: a surge of premium mail over a weekend must
-    lengthen Friday's and Saturday's promises, and a calm stretch must not
-    shorten them below the two-week average.
+    and the *largest* is used: a busier last week lengthens promises at once,
+    and a calm week does not shorten them below the two-week average. (A
+    two-day window was tried in bench/deadline_sim.py: it made ordinary
+    Mondays pessimistic and still could not foresee a weekend outage.)
     """
     u_now = _utc(now)
     times = sorted(_utc(a) for a in arrivals if _utc(a) <= u_now)

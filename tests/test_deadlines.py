@@ -385,7 +385,7 @@ def test_jumper_rate_takes_the_busiest_window():
     base = jumper_rate(steady, now=now, hours=H)
     assert base == pytest.approx(5 / 40)  # five in the last week's 40 business hours
     surge = steady + [b(2026, 11, 28, h, 0) for h in range(0, 12)]
-    # last two days: Thu 12:00-17:00 + Fri = 13 business hours; Fri 10:00 + 12 surge mails
-    assert jumper_rate(surge, now=now, hours=H) == pytest.approx(13 / 13)
+    assert jumper_rate(surge, now=now, hours=H) == pytest.approx(17 / 40)  # the last 7 days
+    assert jumper_rate(steady[:5], now=now, hours=H) == pytest.approx(5 / 80)  # the 14 days
     assert jumper_rate([], now=now, hours=H) == 0.0
     assert jumper_rate([b(2026, 11, 29, 10)], now=now, hours=H) == 0.0  # the future does not count
