@@ -277,8 +277,11 @@ def _walk(
     body: bytes,
     depth: int,
     parent: str | None,
-) -> tuple[str | None, bool]:
-    """Walk one part. Returns (text, is_html) of its readable body, if any."""
+) -> tuple:
+    """Walk one part. Returns (text, is_html) of its readable body, or (None, False).
+
+    For HTML, ``text`` is a zero-argument callable returning the decoded HTML.
+    """
     st.parts += 1
     if st.parts > MAX_PARTS:
         if not st.stopped:
@@ -298,8 +301,11 @@ def _walk(
                 return _leaf_text(st, "text/plain", params, h, body)
             st.defects.append("multipart without boundary parameter")
             boundary = guessed
+        parts = _split_multipart(body, boundary.encode("utf-8", "replace"), st.defects)
+        if parts is None:  # not one delimiter line: the body is all there is
+            return _leaf_text(st, "text/plain", params, h, body) if body.strip() else (None, False)
         results = []
-        for part in _split_multipart(body, boundary.encode("utf-8", "replace"), st.defects):
+        for part in parts:
             ph_bytes, pbody = _split_head(part)
             ph = _parse_headers(_decode_head(ph_bytes, st.defects))[0] if ph_bytes else {}
             default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
@@ -310,7 +316,7 @@ def _walk(
         return _combine(ctype, results)
 
     disp, dparams = _disposition(h.get("content-disposition"))
-    if ctype == "message/delivery-status" or ctype == "message/disposition-notification":
+    if ctype in ("message/delivery-status", "message/global-delivery-status", "message/disposition-notification"):
         # The machine-readable half of a report: useful to read, short, ASCII.
         return _leaf_text(st, "text/plain", params, h, body)
     if ctype == "text/rfc822-headers" and parent == "multipart/report":
@@ -347,7 +353,7 @@ def _combine(ctype: str, results: list[tuple]) -> tuple:
     return "\n".join(html_to_text(t()) if is_html else t.rstrip("\n") for t, is_html in found), False
 
 
-def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> list[bytes]:
+def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> list[bytes] | None:
     delim = b"--" + boundary
     dlen = len(delim)
     nl_delim = b"\n" + delim
@@ -371,7 +377,7 @@ def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> list[b
     i = find(0)
     if i == -1:
         defects.append("multipart without any boundary line")
-        return [body] if body.strip() else []
+        return None
     while True:
         if body[i + dlen : i + dlen + 2] == b"--":
             return parts  # closing delimiter

@@ -415,6 +415,12 @@ def test_missing_boundary_and_nothing_to_guess():
     assert pm.text == "just words\n"
 
 
+def test_boundary_never_appears_in_the_body():
+    pm = parse_message(msg(*BASE, "Content-Type: multipart/mixed; boundary=nope", body="Hello,\nplain words\n"))
+    assert "multipart without any boundary line" in pm.defects
+    assert pm.text == "Hello,\nplain words\n"
+
+
 def test_boundary_that_is_a_prefix_of_another_line():
     body = "--b\nContent-Type: text/plain\n\none\n--bb not a delimiter\ntwo\n--b--\n"
     pm = parse_message(msg(*BASE, "Content-Type: multipart/mixed; boundary=b", body=body))
