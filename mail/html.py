@@ -62,6 +62,9 @@ def _replacements() -> dict[str, str]:
 
 
 _REPL = _replacements()
+# Outlook writes every line as <p class=MsoNormal> with no margin, and a blank
+# line as an empty one: there a paragraph is a line, not a gap.
+_REPL_OUTLOOK = dict(_REPL, p="\n", P="\n", **{"/p": "\x08\n", "/P": "\x08\n"})
 
 
 def html_to_text(markup: str) -> str:
@@ -83,7 +86,7 @@ def html_to_text(markup: str) -> str:
     if "<!" in s or "<?" in s:
         s = _DECL.sub("", s)
     parts = _SPLIT.split(_squeeze(s))
-    get = _REPL.get
+    get = (_REPL_OUTLOOK if "MsoNormal" in s else _REPL).get
     for i in range(1, len(parts), 3):
         name = parts[i]
         r = get(name)

@@ -544,6 +544,9 @@ def test_html_to_text_line_breaks_like_a_mail_client():
     gmail = "<div dir=ltr>Hi,<div><br></div><div>first line</div><div>second<br></div></div>"
     assert html_to_text(gmail) == "Hi,\n\nfirst line\nsecond"
     assert html_to_text("<p>one</p><p>two</p><h2>Title</h2>a<br><br>b") == "one\n\ntwo\n\nTitle\n\na\n\nb"
+    outlook = ('<p class=MsoNormal>Hi,<o:p></o:p></p>\n<p class=MsoNormal><o:p>&nbsp;</o:p></p>\n'
+               '<p class=MsoNormal>line one<o:p></o:p></p>\n<p class=MsoNormal>line two<o:p></o:p></p>')
+    assert html_to_text(outlook) == "Hi,\n\nline one\nline two"
 
 
 def test_html_to_text_malformed_is_fine():
