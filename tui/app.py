@@ -138,6 +138,7 @@ class HeardApp(App[int]):
 
     # -- start and stop ----------------------------------------------------------------
     def on_mount(self) -> None:
+        self.install_screen(TicketScreen(), name="ticket")
         self.push_screen(QueueScreen())
         self.load_header()
         if self.start_sync:
@@ -222,10 +223,12 @@ class HeardApp(App[int]):
         if not exists:
             self.toast(f"no ticket #{ticket_id}", severity="warning")
             return
-        # One ticket screen at a time: opening another replaces it.
+        # One ticket screen at a time: opening another replaces what it shows.
         while isinstance(self.screen, (TicketScreen, CustomerTicketsScreen)):
             self.pop_screen()
-        self.push_screen(TicketScreen(ticket_id))
+        screen = self.get_screen("ticket")
+        screen.show_ticket(ticket_id)
+        self.push_screen(screen)
 
     def show_customer_tickets(self, address: str, exclude: int) -> None:
         with self.db() as conn:

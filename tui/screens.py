@@ -229,17 +229,17 @@ class TicketScreen(Screen):
 
     show_quotes: reactive[bool] = reactive(False, init=False)
 
-    def __init__(self, ticket_id: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.ticket_id = ticket_id
+        self.ticket_id: int | None = None
         self.detail: dict = {}
+        self._composed = False
 
     @property
     def heard(self) -> HeardApp:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        self.detail = self.heard.ticket_detail(self.ticket_id)
         yield StatusHeader(id="status")
         yield Static(id="ticket-summary")
         with Horizontal(id="ticket-body"):
@@ -249,14 +249,29 @@ class TicketScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.heard.refresh_header(self)
-        self._redraw()
-        conversation = self.query_one("#conversation")
-        conversation.focus()
+        # One instance serves every ticket (installed on the app): opening a ticket redraws it.
+        self._composed = True
         if self.app.size.width < 110:
             self.query_one("#timeline").display = False
+        if self.ticket_id is not None:
+            self.show_ticket(self.ticket_id)
+
+    def show_ticket(self, ticket_id: int) -> None:
+        self.ticket_id = ticket_id
+        self.detail = self.heard.ticket_detail(ticket_id)
+        if not self._composed:
+            return
+        self.heard.refresh_header(self)
+        self.set_reactive(TicketScreen.show_quotes, False)
+        self._redraw()
+        conversation = self.query_one("#conversation", VerticalScroll)
+        conversation.scroll_home(animate=False, immediate=True)
+        conversation.focus()
+        self.refresh_bindings()
 
     def data_changed(self) -> None:
+        if self.ticket_id is None or not self._composed:
+            return
         self.detail = self.heard.ticket_detail(self.ticket_id)
         self._redraw()
         self.refresh_bindings()

@@ -188,8 +188,18 @@ def split_quotes(text: str) -> list[Block]:
         i += 1
     if current:
         blocks.append(Block(quoted, tuple(current)))
-    # Trailing blank lines of new text before a quote are noise.
-    return [b for b in blocks if b.quoted or any(s.strip() for s in b.lines)]
+    # Blank lines at the end of new text (before a quote) are noise.
+    out = []
+    for b in blocks:
+        if not b.quoted:
+            lines = list(b.lines)
+            while lines and not lines[-1].strip():
+                lines.pop()
+            if not lines:
+                continue
+            b = Block(False, tuple(lines))
+        out.append(b)
+    return out
 
 
 # -- the header bar ------------------------------------------------------------------------

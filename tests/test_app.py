@@ -1,0 +1,632 @@
+"""The app, driven by keys through Textual's pilot, on a real SQLite store filled by the real ingest path."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import json
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from mail.config import parse_config
+from storage.db import Store
+from storage.ingest import Ingest
+from storage.models import Event, Outbox, Ticket
+from storage.tickets import set_status, take_ticket
+from tests.factories import new_message
+from tui.app import HeardApp
+from tui.dialogs import ConfirmDialog, CustomerTicketsScreen, HelpScreen, ReasonDialog
+from tui.queue_view import QueueTable
+from tui.screens import QueueScreen, TicketScreen
+from tui.widgets import split_quotes
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=timezone.utc)
+AGENT = "Ana"
+SIZE = (120, 36)
+
+HOSTILE_SUBJECT = "[@click=app.quit]x[/]"
+HOSTILE_BODY = "\x1b[31mred\x1b[0m [b]bold?[/b] [link=https://evil.example]click[/link] \u202eexe.pdf \x07bell"
+
+# (subject, sender, name, hours ago, body, extra NewMessage fields)
+BACKLOG = [
+    ("Printer on fire since the update", "jane@acme.example", "Jane Doe", 50,
+     "Hi,\n\nSince your update the driver crashes.\n\nOn Mon, 23 Nov 2026 at 10:00, Support <s@x> wrote:\n"
+     "> Thanks for writing.\n> We will look at it.\n\nJane",
+     {"attachments_json": json.dumps([{"name": "crash.log", "content_type": "text/plain", "size": 18234}])}),
+    ("Invoice 2291 charged twice", "bob@shop.example", "Bob Martin", 30, "Charged twice for invoice 2291.", {}),
+    ("nothing works!!!", "carl@corp.example", "", 20, "nothing works", {"vague_reason": "no details: what fails?"}),
+    (HOSTILE_SUBJECT, "mallory@evil.example", "[b]Mallory[/b]", 10, HOSTILE_BODY, {}),
+    ("Out of office: back Monday", "robot@corp.example", "Auto", 5, "I am away.",
+     {"automated_reason": "Auto-Submitted: auto-replied"}),
+    ("Second question about invoices", "bob@shop.example", "Bob Martin", 2, "Also, the VAT number is wrong.", {}),
+]
+
+
+def seed(store: Store, backlog=BACKLOG, now: datetime = NOW) -> list[int]:
+    """One ticket per entry, through storage.ingest like the sync does."""
+    ids = []
+    with store.write_conn() as conn:
+        ing = Ingest(conn, store.search, now)
+        for subject, sender, name, hours, body, extra in backlog:
+            m = new_message(subject, sender, body, from_name=name, date=now - timedelta(hours=hours), **extra)
+            ids.append(ing.add(m, None, "new ticket"))
+        ing.flush()
+    return ids
+
+
+def pilot_test(fn):
+    """Run an async pilot test to completion (no asyncio plugin needed)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        asyncio.run(fn(*args, **kwargs))
+
+    return run
+
+
+def make_config(db: str, *, keys: dict | None = None, imap: dict | None = None, smtp: bool = False):
+    data = {
+        "account": {"address": "support@example.com"},
+        "imap": imap or {"host": "127.0.0.1", "port": 1, "security": "none", "username": "support",
+                         "password_command": "printf x"},
+        "storage": {"database": db},
+        "agent": {"name": AGENT},
+    }
+    if smtp:
+        data["smtp"] = {"host": "127.0.0.1", "port": 2, "security": "none", "username": "s", "password_command": "printf x"}
+    if keys:
+        data["keys"] = keys
+    return parse_config(data, Path("/nonexistent/config.toml"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "heard.db"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ids(store):
+    return seed(store)
+
+
+def make_app(store: Store, **kw) -> HeardApp:
+    cfg = make_config(store.url.removeprefix("sqlite:///"), **{k: kw.pop(k) for k in ("keys", "smtp") if k in kw})
+    return HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc, **kw)
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def queue(app: HeardApp) -> QueueTable:
+    return app.screen.query_one(QueueTable)
+
+
+def toasts(app: HeardApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def screen_text(app: HeardApp) -> str:
+    """What a person sees: the screenshot's text, tags and entities removed."""
+    svg = app.export_screenshot()
+    lines = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
+    return html.unescape("".join(re.sub(r"<[^>]+>", "", line) for line in lines)).replace("\xa0", " ")
+
+
+def events(store: Store, tid: int) -> list[dict]:
+    with store.read() as s:
+        rows = s.connection().execute(select(Event.__table__).where(Event.__table__.c.ticket_id == tid))
+        return [dict(r._mapping) for r in rows]
+
+
+def ticket(store: Store, tid: int) -> dict:
+    with store.read() as s:
+        return dict(s.connection().execute(select(Ticket.__table__).where(Ticket.__table__.c.id == tid)).one()._mapping)
+
+
+# -- the queue -----------------------------------------------------------------------------
+@pilot_test
+async def test_queue_lists_work_in_take_next_order_with_the_counts(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # Oldest first among equals; the automated one is listed (muted) but never acknowledged.
+        assert queue(app).ids == ids
+        text = screen_text(app)
+        assert "Jane Doe" in text and "Printer on fire" in text and "not yet" in text
+        assert "6 open" in text and "5 unacknowledged" in text and "sync off" in text
+
+
+@pilot_test
+async def test_take_next_claims_the_most_urgent_ticket_and_opens_it(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[0]
+        assert ticket(store, ids[0])["holder"] == AGENT
+        assert [(e["kind"], e["actor"]) for e in events(store, ids[0])] == [("holder", AGENT), ("status", AGENT)]
+        assert f"holding #{ids[0]}" in screen_text(app)
+
+
+@pilot_test
+async def test_an_agent_holds_one_ticket_at_a_time(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.press("escape", "n")
+        await settle(pilot)
+        assert isinstance(app.screen, QueueScreen)
+        assert f"you hold #{ids[0]}: solve, park or release it before taking another" in toasts(app)
+        assert [ticket(store, t)["holder"] for t in ids[1:]] == [None] * 5
+        # Parking the held one frees the agent.
+        await pilot.press("enter", "p")
+        await pilot.press(*"customer will test tonight", "enter")
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert app.screen.ticket_id == ids[1]
+
+
+@pilot_test
+async def test_reason_dialog_refuses_an_empty_reason_and_records_a_real_one(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter", "s")
+        await pilot.pause()
+        assert isinstance(app.screen, ReasonDialog)
+        assert "new → solved" in screen_text(app)
+        await pilot.press("space", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ReasonDialog), "an empty reason must not close the dialog"
+        assert "a reason is required" in screen_text(app)
+        assert ticket(store, ids[0])["status"] == "new"
+        await pilot.press(*"driver 2.4.1 fixes the crash", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen)
+        assert ticket(store, ids[0])["status"] == "solved"
+        last = events(store, ids[0])[-1]
+        assert (last["kind"], last["new"], last["actor"], last["reason"]) == (
+            "status", "solved", AGENT, "driver 2.4.1 fixes the crash")
+        assert "driver 2.4.1 fixes the crash" in screen_text(app)  # in the timeline
+
+
+@pilot_test
+async def test_recent_reasons_are_picked_with_the_keyboard(store, ids):
+    set_status(store, ids[1], "pending", reason="asked for the invoice PDF", actor=AGENT, now=NOW)
+    set_status(store, ids[2], "on_hold", reason="waiting for the vendor", actor=AGENT, now=NOW + timedelta(minutes=1))
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("s", "alt+2", "enter")  # the second most recent
+        await settle(pilot)
+        assert events(store, ids[0])[-1]["reason"] == "asked for the invoice PDF"
+        await pilot.press("6")
+        await settle(pilot)
+        queue(app).cursor = queue(app).ids.index(ids[5])
+        await pilot.press("h", "down", "enter", "enter")  # into the list, choose the first, save
+        await settle(pilot)
+        assert events(store, ids[5])[-1]["reason"] == "waiting for the vendor"  # the most recent one
+        assert ticket(store, ids[5])["status"] == "on_hold"
+
+
+@pilot_test
+async def test_bulk_change_applies_one_reason_to_every_marked_ticket(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("space", "space", "p")
+        await pilot.pause()
+        assert "2 marked tickets" in screen_text(app)
+        await pilot.press(*"sent the FAQ link", "enter")
+        await settle(pilot)
+        for tid in ids[:2]:
+            assert ticket(store, tid)["status"] == "pending"
+            assert events(store, tid)[-1]["reason"] == "sent the FAQ link"
+        assert ticket(store, ids[2])["status"] == "new"
+        assert queue(app).marked == set()
+        assert ids[0] not in queue(app).ids  # waiting tickets leave the open view
+
+
+@pytest.mark.parametrize(
+    ("key", "expect"),
+    [
+        ("1", lambda ids: ids[:1] + ids[2:]),  # open: everything not solved
+        ("2", lambda ids: []),  # mine: nothing held
+        ("3", lambda ids: []),  # waiting on customer
+        ("4", lambda ids: [ids[0], ids[2], ids[3], ids[5]]),  # unacknowledged: no automated, no solved
+        ("5", lambda ids: [ids[1]]),  # solved
+        ("6", lambda ids: ids),  # all
+    ],
+)
+@pilot_test
+async def test_filters(store, ids, key, expect):
+    set_status(store, ids[1], "solved", reason="refunded", actor=AGENT, now=NOW)
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press(key)
+        await settle(pilot)
+        assert sorted(queue(app).ids) == sorted(expect(ids))
+
+
+@pilot_test
+async def test_f_cycles_the_filters(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        seen = []
+        for _ in range(6):
+            await pilot.press("f")
+            await settle(pilot)
+            seen.append(app.screen.view)
+        assert seen == ["mine", "waiting", "unacknowledged", "solved", "all", "open"]
+
+
+@pilot_test
+async def test_slash_searches_subjects_bodies_and_customers(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"invoice")
+        await settle(pilot)
+        assert sorted(queue(app).ids) == [ids[1], ids[5]]
+        await pilot.press("enter")  # back to the list, search kept
+        await settle(pilot)
+        assert app.screen.focused is queue(app)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert queue(app).ids == ids
+        await pilot.press("slash", *"VAT")  # a word only in a body
+        await settle(pilot)
+        assert queue(app).ids == [ids[5]]
+        await pilot.press("escape", "slash", *"mallory")  # a customer
+        await settle(pilot)
+        assert queue(app).ids == [ids[3]]
+
+
+@pilot_test
+async def test_cursor_keys_and_enter(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("G")
+        assert queue(app).cursor == len(ids) - 1
+        await pilot.press("k", "k", "up")
+        assert queue(app).cursor == len(ids) - 4
+        await pilot.press("g", "j", "down")
+        assert queue(app).cursor == 2
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen.ticket_id == ids[2]
+        assert "vague: no details: what fails?" in screen_text(app)
+
+
+@pilot_test
+async def test_mouse_click_moves_the_cursor_and_double_click_opens(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = queue(app)
+        await pilot.click(QueueTable, offset=(40, 2))
+        assert table.cursor == 2
+        await pilot.click(QueueTable, offset=(40, 2), times=2)
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[2]
+
+
+# -- hostile mail ----------------------------------------------------------------------------
+@pilot_test
+async def test_hostile_subjects_names_and_bodies_are_inert_text(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        assert HOSTILE_SUBJECT in text and "[b]Mallory[/b]" in text
+        # Clicking the subject must not run the action it pretends to carry.
+        row = queue(app).ids.index(ids[3])
+        await pilot.click(QueueTable, offset=(60, row))
+        await pilot.click(QueueTable, offset=(60, row), times=2)
+        await settle(pilot)
+        assert app.is_running and isinstance(app.screen, TicketScreen)
+        text = screen_text(app)
+        assert "red [b]bold?[/b] [link=https://evil.example]click[/link] exe.pdf bell" in text
+        assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+        for y in range(3):
+            await pilot.click(offset=(10, 5 + y))
+        assert app.is_running
+
+
+@pilot_test
+async def test_hostile_subject_in_the_reason_dialog_and_palette_is_inert(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        queue(app).cursor = queue(app).ids.index(ids[3])
+        await pilot.press("s")
+        await pilot.pause()
+        assert HOSTILE_SUBJECT in screen_text(app)
+        await pilot.press("escape", "ctrl+p", *f"#{ids[3]}")
+        await pilot.pause(0.3)
+        assert HOSTILE_SUBJECT in screen_text(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.is_running and app.screen.ticket_id == ids[3]
+
+
+# -- the ticket screen ----------------------------------------------------------------------
+@pilot_test
+async def test_ticket_shows_the_conversation_folds_quotes_and_lists_attachments(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Since your update the driver crashes." in text
+        assert "3 quoted lines folded" in text and "Thanks for writing." not in text
+        assert "crash.log" in text and "text/plain" in text and "18 KB" in text
+        assert "joined: new ticket" in text
+        await pilot.press("z")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "> Thanks for writing." in text and "folded" not in text
+
+
+@pilot_test
+async def test_customer_tickets_are_one_key_away(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("6")
+        await settle(pilot)
+        queue(app).cursor = queue(app).ids.index(ids[1])
+        await pilot.press("enter", "c")
+        await pilot.pause()
+        assert isinstance(app.screen, CustomerTicketsScreen)
+        assert "Second question about invoices" in screen_text(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[5]
+        assert len([s for s in app.screen_stack if isinstance(s, TicketScreen)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "field", "value", "kind"),
+    [
+        (["plus"], "priority", "high", "priority"),
+        (["minus"], "priority", "low", "priority"),
+        (["h"], "status", "on_hold", "status"),
+        (["A", *"Ben", "enter"], "holder", "Ben", "holder"),
+    ],
+)
+@pilot_test
+async def test_every_change_asks_why(store, ids, keys, field, value, kind):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter", *keys)
+        await pilot.pause()
+        assert isinstance(app.screen, ReasonDialog)
+        await pilot.press(*"because", "enter")
+        await settle(pilot)
+        assert ticket(store, ids[0])[field] == value
+        last = events(store, ids[0])[-1]
+        assert (last["kind"], last["actor"], last["reason"]) == (kind, AGENT, "because")
+
+
+@pilot_test
+async def test_release_and_reopen(store, ids):
+    take_ticket(store, ids[0], agent=AGENT, now=NOW)
+    set_status(store, ids[1], "solved", reason="done", actor=AGENT, now=NOW)
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter", "x", *"someone who knows drivers", "enter")
+        await settle(pilot)
+        assert ticket(store, ids[0])["holder"] is None
+        await pilot.press("x")  # nobody holds it now: the key is disabled
+        await pilot.pause()
+        assert not isinstance(app.screen, ReasonDialog)
+        await pilot.press("escape", "5", "enter", "o", *"customer says it broke again", "enter")
+        await settle(pilot)
+        assert ticket(store, ids[1])["status"] == "open"
+
+
+@pilot_test
+async def test_reply_without_smtp_says_what_is_missing(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter", "r")
+        await pilot.pause()
+        assert "replies need [smtp] in the config" in toasts(app)
+
+
+# -- keys, palette, help, quit ------------------------------------------------------------
+@pilot_test
+async def test_keymap_from_the_config_remaps_bindings_by_id(store, ids):
+    app = make_app(store, keys={"app.take_next": "N", "change.solve": "S"})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert ticket(store, ids[0])["holder"] is None
+        await pilot.press("N")
+        await settle(pilot)
+        assert ticket(store, ids[0])["holder"] == AGENT
+        await pilot.press("s")
+        assert not isinstance(app.screen, ReasonDialog)
+        await pilot.press("S")
+        assert isinstance(app.screen, ReasonDialog)
+        await pilot.press("escape", "question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert re.search(r"N\s+Take next", screen_text(app))
+
+
+@pilot_test
+async def test_palette_jumps_to_a_ticket_by_number_and_runs_actions(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p", *str(ids[4]))
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[4]
+        await pilot.press("escape", "ctrl+p", *"take next")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert ticket(store, ids[0])["holder"] == AGENT
+
+
+@pilot_test
+async def test_help_lists_every_binding(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = screen_text(app)
+        for words in ("Take next", "Filter: unacknowledged", "Search", "Solve", "Waiting", "Release", "Assign",
+                      "Quotes", "Timeline", "Their tickets", "Reply", "Pick a recent reason"):
+            assert words in text, words
+        await pilot.press("escape")
+        assert isinstance(app.screen, QueueScreen)
+
+
+@pilot_test
+async def test_q_quits_but_asks_first_while_mail_is_being_sent(store, ids):
+    with store.write_conn() as conn:
+        conn.execute(insert(Outbox.__table__).values(
+            ticket_id=ids[0], message_id="<o1@example.com>", mail_from="support@example.com",
+            recipients="jane@acme.example", raw=b"x", state="sending", created_at=NOW))
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        assert "1 message is still waiting to be sent" in screen_text(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and isinstance(app.screen, QueueScreen)
+        await pilot.press("q", "y")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+@pilot_test
+async def test_q_quits_at_once_when_nothing_is_being_sent(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0 and not app.is_running
+
+
+# -- scale: the queue is a window, not a table of every row --------------------------------
+@pilot_test
+async def test_only_the_rows_on_screen_are_fetched(store):
+    seed(store, [(f"Question {n}", f"c{n}@example.com", "", 1000 - n, "text", {}) for n in range(1000)])
+    app = make_app(store)
+    fetched = []
+    real = app.fetch_rows
+    app.fetch_rows = lambda ids: fetched.extend(ids) or real(ids)  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert len(queue(app).ids) == 1000
+        assert len(fetched) <= 100  # one page
+        await pilot.press("G")
+        await pilot.pause()
+        assert len(fetched) <= 200
+        assert "Question 999" in screen_text(app)
+
+
+# -- live mail -------------------------------------------------------------------------------
+def _raw(n: int, subject: str) -> bytes:
+    return (f"From: Dee Customer <dee{n}@cust.example>\r\nTo: support@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <live{n}@cust.example>\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\nPlease help with {subject}.\r\n").encode()
+
+
+async def _wait_for(pilot, condition, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await pilot.pause(0.1)
+    return condition()
+
+
+@pytest.mark.slow
+@pilot_test
+async def test_new_mail_shows_up_while_the_app_is_open(store, pymap_server):
+    seed(store)
+    imap = {"host": pymap_server.host, "port": pymap_server.port, "security": "none",
+            "username": pymap_server.username, "password_command": f"printf '%s' '{pymap_server.password}'"}
+    cfg = make_config(store.url.removeprefix("sqlite:///"), imap=imap)
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=True, tz=timezone.utc)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await _wait_for(pilot, lambda: app.sync.mode == "idle"), app.sync
+        before = len(queue(app).ids)
+        pymap_server.append("INBOX", [_raw(1, "Webhook retries flood us")])
+        assert await _wait_for(pilot, lambda: len(queue(app).ids) == before + 1)
+        await pilot.press("j")  # input still answers
+        await pilot.pause(0.2)
+        assert "Webhook retries flood us" in screen_text(app)
+        assert "live (IDLE)" in screen_text(app)
+
+
+@pytest.mark.slow
+@pilot_test
+async def test_a_sync_error_is_a_toast_and_a_header_state_never_a_crash(store):
+    from mail.localservers import free_port
+
+    seed(store)
+    imap = {"host": "127.0.0.1", "port": free_port(), "security": "none", "username": "support",
+            "password_command": "printf x"}
+    cfg = make_config(store.url.removeprefix("sqlite:///"), imap=imap)
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=True, tz=timezone.utc)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await _wait_for(pilot, lambda: app.sync.mode == "offline")
+        await pilot.pause(0.2)
+        assert any(t.startswith("sync: ") for t in toasts(app))
+        assert "offline" in screen_text(app)
+        await pilot.press("j", "enter")
+        await pilot.pause(0.2)
+        assert app.is_running and isinstance(app.screen, TicketScreen)
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "shape"),
+    [
+        ("just text", [(False, 1)]),
+        ("answer\n\nOn Mon, 1 Jan 2024, Bo <b@x> wrote:\n> old\n> older", [(False, 1), (True, 3)]),
+        ("answer\nOn Mon, 1 Jan 2024 at 10:00, Bo Example\n<b@x> wrote:\n> old", [(False, 1), (True, 3)]),
+        ("top\n> quoted\n\n> still quoted\nbottom", [(False, 1), (True, 3), (False, 1)]),
+        ("reply\n-----Original Message-----\nFrom: x\nold text", [(False, 1), (True, 3)]),
+        ("I said > 5 items", [(False, 1)]),
+    ],
+)
+def test_split_quotes(body, shape):
+    assert [(b.quoted, len(b.lines)) for b in split_quotes(body)] == shape
