@@ -588,8 +588,10 @@ async def test_new_mail_shows_up_while_the_app_is_open(store, pymap_server):
     async with app.run_test(size=SIZE) as pilot:
         assert await _wait_for(pilot, lambda: app.sync.mode == "idle"), app.sync
         before = len(queue(app).ids)
-        pymap_server.append("INBOX", [_raw(1, "Webhook retries flood us")])
+        started = time.monotonic()
+        await asyncio.to_thread(pymap_server.append, [_raw(1, "Webhook retries flood us")])
         assert await _wait_for(pilot, lambda: len(queue(app).ids) == before + 1)
+        assert time.monotonic() - started < 5  # IDLE, not a 30 s poll
         await pilot.press("j")  # input still answers
         await pilot.pause(0.2)
         assert "Webhook retries flood us" in screen_text(app)
