@@ -1,0 +1,868 @@
+"""Acknowledgements, promise updates, check-ins and auto-close: the automatic mail that keeps customers heard.
+
+While an agent works one ticket, every other waiting customer gets a personal
+"I will handle this by <deadline>" from that agent (seed 001), the deadline
+is honest (:mod:`storage.deadlines`), and the promise is tracked
+(:mod:`storage.ledger`). Every message here is *automatic mail* (brief,
+section 4): never to an automated sender, a list, a bounce or ourselves, at
+most one per customer per ``[ack] window``, threaded to the customer's mail,
+carrying ``Auto-Submitted: auto-replied`` and ``X-Auto-Response-Suppress: All``
+(``mail.send.queue_message`` adds them for every automatic kind).
+
+Nothing here speaks SMTP: each message is written to the outbox in one
+transaction per ticket, together with its promise and event, and
+``mail.send.drain_outbox`` sends later. A crash between the two sends nobody
+twice: a ticket is acknowledged in the same transaction as its outbox row.
+
+Public API (plain values, explicit ``now``):
+
+- :func:`ack_settings` -- the ``[ack]``, ``[hours]``, ``[tiers]``, ``[pending]``
+  config as one typed value; one ConfigError line naming the key on a bad value.
+- :func:`plan_acknowledgements` -- who would be acknowledged, with which
+  deadline, and who is skipped by which rule (read-only).
+- :func:`send_acknowledgements` -- queue them (the batch, after review).
+- :func:`render_ack`, :func:`ack_tone_warnings` -- the message and its tone check.
+- :func:`send_update` -- one short "I need until <new deadline> because ..." for an at-risk promise.
+- :func:`housekeeping` -- after each sync: settle handled promises, check in
+  with / auto-close tickets waiting on the customer, auto-acknowledge new
+  tickets when ``[ack] auto = true``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mail.autoreply import OWN_ADDRESS, OWN_MESSAGE_ID, RATE_WINDOW_REASON, automatic_mail_allowed, is_bounce, is_list_mail
+from mail.compose import ComposeError, first_name, require_no_placeholders
+from mail.config import Config, ConfigError
+from mail.send import queue_message
+from mail.tone import ToneWarning, check_tone
+from storage import ledger
+from storage.db import Store
+from storage.deadlines import (
+    WEEKDAYS,
+    BusinessHours,
+    HandlingModel,
+    TierSpec,
+    format_deadline,
+    format_deadline_short,
+    jumper_rate,
+    parse_duration,
+    parse_tiers,
+    promise_deadline,
+    tier_for,
+)
+from storage.lifecycle import Change, Status
+from storage.tickets import append_event, change_status_in, iso, queue_ids
+
+__all__ = [
+    "AckSettings",
+    "AckCandidate",
+    "Skipped",
+    "AckPlan",
+    "AckResult",
+    "UpdateResult",
+    "HousekeepingSummary",
+    "AckError",
+    "DEFAULT_TEMPLATE",
+    "TEMPLATE_PLACEHOLDERS",
+    "ack_settings",
+    "plan_acknowledgements",
+    "send_acknowledgements",
+    "render_ack",
+    "ack_tone_warnings",
+    "check_template",
+    "send_update",
+    "update_body",
+    "parse_when",
+    "pending_action",
+    "housekeeping",
+    "auto_acknowledge",
+]
+
+
+class AckError(ValueError):
+    """A refused acknowledgement or update: one line saying what to do."""
+
+
+# -- the message ------------------------------------------------------------------------------
+# First person, the agent's name, one sincere apology, the customer's first name, their
+# subject in their words, the deadline, and an easy way to add details. No "we".
+DEFAULT_TEMPLATE = """\
+{greeting}
+
+I'm sorry you have had to wait for an answer about "{subject}". I have read your message, and I will personally get back to you by {deadline}.
+
+If you think of anything to add in the meantime (details, a screenshot, an error message), just reply to this email: it comes straight to me.
+
+{signature}
+"""
+
+TEMPLATE_PLACEHOLDERS = {
+    "greeting": '"Hi Ann," (or "Hello," when the first name is unknown)',
+    "customer_first_name": "the customer's first name (may be empty)",
+    "subject": "the subject of their request, in their words",
+    "deadline": "the promised deadline, in the customer's time zone when known",
+    "agent_name": "your name",
+    "agent_first_name": "your first name",
+    "signature": "[agent] signature, or your name",
+    "ticket_id": "the ticket number",
+}
+
+UPDATE_TEMPLATE = """\
+{greeting}
+
+I promised you an answer about "{subject}" by {old_deadline}. I need until {deadline}, because {reason}.
+
+If anything has changed on your side in the meantime, just reply to this email.
+
+{signature}
+"""
+
+CHECKIN_TEMPLATE = """\
+{greeting}
+
+I wanted to check in on "{subject}": did my last message sort it out for you, or is there anything still open? Just reply to this email and I will pick it up.
+
+If I don't hear back by {close_day}, I will close this request; a reply at any time opens it again.
+
+{signature}
+"""
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SUBJECT_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|wg|sv|tr|antw|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
+_SUBJECT_TAG = re.compile(r"\s*\[#\d+\]\s*")
+MAX_SUBJECT = 120
+
+
+def their_subject(subject: str) -> str:
+    """The subject as the customer wrote it: no Re:/Fwd: chains, no [#N] tag, one line."""
+    s = " ".join((subject or "").split())
+    s = _SUBJECT_PREFIX.sub("", s)
+    s = _SUBJECT_TAG.sub(" ", s).strip()
+    if len(s) > MAX_SUBJECT:
+        s = s[: MAX_SUBJECT - 1].rstrip() + "…"
+    return s or "your request"
+
+
+def check_template(template: str, *, key: str = "[ack] template") -> str:
+    """``template`` if it can be used; ConfigError naming ``key`` otherwise."""
+    names = set(_PLACEHOLDER.findall(template or ""))
+    unknown = sorted(names - set(TEMPLATE_PLACEHOLDERS))
+    if unknown:
+        raise ConfigError(f"{key} uses {{{unknown[0]}}}: the placeholders are "
+                          + ", ".join("{" + n + "}" for n in TEMPLATE_PLACEHOLDERS))
+    if "deadline" not in names:
+        raise ConfigError(f"{key} must contain {{deadline}}: the promise is the point of the message")
+    return template
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+# -- settings --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AckSettings:
+    hours: BusinessHours
+    tiers: dict[str, TierSpec] = field(default_factory=dict)
+    auto: bool = False
+    window: timedelta = timedelta(hours=24)
+    at_risk_margin: timedelta = timedelta(hours=2)
+    minimum: timedelta = timedelta(hours=1)
+    handling_time: timedelta = timedelta(minutes=30)
+    agents: int = 1
+    template: str = DEFAULT_TEMPLATE
+    min_history: int = 20
+    close_after_days: int = 5
+    checkin_after_days: int = 3
+
+
+_ACK_KEYS = {"auto", "window", "at_risk_margin", "minimum", "handling_time", "agents", "template", "min_history"}
+_HOURS_KEYS = {"days", "hours", "timezone", "holidays", "country"}
+_PENDING_KEYS = {"close_after_days", "checkin_after_days"}
+
+
+def _unknown_keys(section: str, table: Any, known: set[str]) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table of keys (see README, Configuration)")
+    extra = sorted(set(table) - known)
+    if extra:
+        raise ConfigError(f"[{section}] {extra[0]} is not a known key: use one of {', '.join(sorted(known))}")
+    return table
+
+
+def _duration(table: dict, section: str, key: str, default: timedelta, *, day: timedelta) -> timedelta:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, str):
+        raise ConfigError(f'[{section}] {key} = {value!r}: write a duration in quotes, e.g. "2h" or "30m"')
+    try:
+        d = parse_duration(value, day=day)
+    except ValueError as exc:
+        raise ConfigError(f'[{section}] {key} = {value!r}: {exc}; write e.g. "2h", "90m" or "1d"') from None
+    if d <= timedelta(0):
+        raise ConfigError(f"[{section}] {key} = {value!r}: must be longer than zero")
+    return d
+
+
+def _int(table: dict, section: str, key: str, default: int, *, low: int = 1) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"[{section}] {key} = {value!r}: must be a whole number, at least {low}")
+    return value
+
+
+def business_hours(table: dict, *, now: datetime | None = None) -> BusinessHours:
+    """``[hours]`` as BusinessHours; each bad value is one line naming its key."""
+    t = _unknown_keys("hours", table, _HOURS_KEYS)
+    days = t.get("days", ["mon", "tue", "wed", "thu", "fri"])
+    if not isinstance(days, list) or not days or any(not isinstance(d, str) or d.strip().lower()[:3] not in WEEKDAYS
+                                                     for d in days):
+        raise ConfigError(f'[hours] days = {days!r}: a list of weekdays, e.g. ["mon", "tue", "wed", "thu", "fri"]')
+    hours = t.get("hours", "09:00-17:00")
+    if not isinstance(hours, str) or not re.fullmatch(r"\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*", hours):
+        raise ConfigError(f'[hours] hours = {hours!r}: write opening and closing time, e.g. "09:00-17:00"')
+    tz = t.get("timezone", "UTC")
+    try:
+        ZoneInfo(str(tz))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f'[hours] timezone = {tz!r}: use an IANA zone name, e.g. "Europe/Berlin"') from None
+    holidays = t.get("holidays", [])
+    if not isinstance(holidays, list):
+        raise ConfigError(f'[hours] holidays = {holidays!r}: a list of dates, e.g. ["2026-12-25"]')
+    for h in holidays:
+        try:
+            date.fromisoformat(str(h))
+        except ValueError:
+            raise ConfigError(f'[hours] holidays: {h!r} is not a date like "2026-12-25"') from None
+    country = t.get("country")
+    if country is not None and not isinstance(country, str):
+        raise ConfigError(f'[hours] country = {country!r}: a country code in quotes, e.g. "DE" or "US-CA"')
+    try:
+        bh = BusinessHours.from_config(days=days, hours=hours, timezone=str(tz), holidays=holidays, now=now)
+    except ValueError as exc:
+        raise ConfigError(f"[hours] hours = {hours!r}: {exc}") from None
+    if country:
+        try:
+            with_country = BusinessHours.from_config(days=days, hours=hours, timezone=str(tz), holidays=holidays,
+                                                     country=country, now=now)
+        except Exception:
+            raise ConfigError(f'[hours] country = {country!r}: not a known country code; use e.g. "DE", "FR" or '
+                              '"US-CA"') from None
+        bh = with_country
+    return bh
+
+
+def ack_settings(cfg: Config, *, now: datetime | None = None) -> AckSettings:
+    """Every setting this module uses, validated; ConfigError (one line naming the key) otherwise."""
+    hours = business_hours(cfg.hours or {}, now=now)
+    day = hours.day_length
+    wall_day = timedelta(days=1)
+    a = _unknown_keys("ack", cfg.ack or {}, _ACK_KEYS)
+    auto = a.get("auto", False)
+    if not isinstance(auto, bool):
+        raise ConfigError(f"[ack] auto = {auto!r}: write true or false")
+    template = a.get("template", DEFAULT_TEMPLATE)
+    if not isinstance(template, str) or not template.strip():
+        raise ConfigError("[ack] template must be text with {deadline} in it (see README, Acknowledgements)")
+    check_template(template)
+    tiers_cfg = cfg.tiers or {}
+    if not isinstance(tiers_cfg, dict):
+        raise ConfigError("[tiers] must hold tables such as [tiers.premium]")
+    for name, spec in tiers_cfg.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"[tiers.{name}] must be a table with max_response and members")
+        extra = sorted(set(spec) - {"max_response", "members"})
+        if extra:
+            raise ConfigError(f"[tiers.{name}] {extra[0]} is not a known key: use max_response and members")
+        if "max_response" not in spec:
+            raise ConfigError(f'[tiers.{name}] max_response is missing: e.g. max_response = "2h"')
+        _duration(spec, f"tiers.{name}", "max_response", timedelta(0), day=day)
+        members = spec.get("members", [])
+        if not isinstance(members, list) or any(not isinstance(m, str) for m in members):
+            raise ConfigError(f'[tiers.{name}] members = {members!r}: a list of addresses or domains, '
+                              'e.g. ["ceo@bigco.example", "bigco.example"]')
+    tiers = parse_tiers(tiers_cfg, day=day)
+    p = _unknown_keys("pending", cfg.pending or {}, _PENDING_KEYS)
+    close_after = _int(p, "pending", "close_after_days", 5)
+    checkin_after = _int(p, "pending", "checkin_after_days", max(1, close_after - 2))
+    if checkin_after >= close_after:
+        raise ConfigError(f"[pending] checkin_after_days = {checkin_after}: must be less than close_after_days "
+                          f"({close_after}), so the customer has time to answer the check-in")
+    return AckSettings(
+        hours=hours,
+        tiers=tiers,
+        auto=auto,
+        window=_duration(a, "ack", "window", timedelta(hours=24), day=wall_day),
+        at_risk_margin=_duration(a, "ack", "at_risk_margin", timedelta(hours=2), day=wall_day),
+        minimum=_duration(a, "ack", "minimum", timedelta(hours=1), day=day),
+        handling_time=_duration(a, "ack", "handling_time", timedelta(minutes=30), day=day),
+        agents=_int(a, "ack", "agents", 1),
+        template=template,
+        min_history=_int(a, "ack", "min_history", 20),
+        close_after_days=close_after,
+        checkin_after_days=checkin_after,
+    )
+
+
+def _agent_name(cfg: Config) -> str:
+    return cfg.agent_name or cfg.agent
+
+
+def _signature(cfg: Config) -> str:
+    return (cfg.signature or "").strip("\n") if (cfg.signature or "").strip() else _agent_name(cfg)
+
+
+# -- candidates ------------------------------------------------------------------------------
+@dataclass
+class AckCandidate:
+    """One waiting customer the batch would acknowledge."""
+
+    ticket_id: int
+    customer: str  # address
+    customer_name: str
+    subject: str  # in their words
+    deadline: datetime  # aware, in [hours] timezone
+    offset_minutes: int | None  # the customer's UTC offset (their last mail's Date header)
+    position: int  # place in the work order among waiting tickets, 0 = next
+    tier: str | None = None
+    include: bool = True  # the agent can leave it out
+    deadline_edited: bool = False
+
+    @property
+    def first_name(self) -> str:
+        return first_name(self.customer_name, self.customer)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A waiting ticket the batch will not acknowledge, and the rule that stopped it."""
+
+    ticket_id: int
+    customer: str
+    subject: str
+    rule: str
+
+
+@dataclass
+class AckPlan:
+    candidates: list[AckCandidate]
+    skipped: list[Skipped]
+    handling: HandlingModel
+    now: datetime
+
+    @property
+    def included(self) -> list[AckCandidate]:
+        return [c for c in self.candidates if c.include]
+
+
+def deadline_words(deadline: datetime, offset_minutes: int | None, settings: AckSettings) -> str:
+    """The deadline as the customer reads it: their clock when known, else ours with the zone named."""
+    return format_deadline(deadline, customer_offset_minutes=offset_minutes, agent_tz=settings.hours.tz)
+
+
+def render_ack(c: AckCandidate, cfg: Config, settings: AckSettings, template: str | None = None) -> str:
+    """The acknowledgement body for one candidate (``template`` defaults to the configured one)."""
+    agent = _agent_name(cfg)
+    first = c.first_name
+    values = {
+        "greeting": f"Hi {first}," if first else "Hello,",
+        "customer_first_name": first,
+        "subject": c.subject,
+        "deadline": deadline_words(c.deadline, c.offset_minutes, settings),
+        "agent_name": agent,
+        "agent_first_name": first_name(agent) or agent,
+        "signature": _signature(cfg),
+        "ticket_id": str(c.ticket_id),
+    }
+    return _fill(template if template is not None else settings.template, values)
+
+
+def ack_tone_warnings(body: str, *, now: datetime) -> list[ToneWarning]:
+    """The composer's tone checks, for a message that starts the conversation from our side."""
+    return check_tone(body, thread_texts_ours=[], customer_texts=[], saved_replies_used_in_thread=[],
+                      saved_reply_used=None, channel="email", now=now)
+
+
+def handling_model(conn, settings: AckSettings, *, now: datetime) -> HandlingModel:
+    """Configured ``[ack] handling_time``, or learned from recent take-to-solve times once there are enough."""
+    spans = ledger.take_to_solve_spans(conn, since=now - timedelta(days=60))
+    durations = [settings.hours.business_time_between(a, b) for a, b in spans]
+    durations = [d for d in durations if d > timedelta(0)]
+    return HandlingModel.from_history(durations, settings.handling_time, settings.min_history)
+
+
+def _automated_rule(reason: str) -> str:
+    if is_bounce(reason):
+        return f"bounce ({reason})"
+    if is_list_mail(reason):
+        return f"mailing list ({reason})"
+    if reason in (OWN_ADDRESS, OWN_MESSAGE_ID):
+        return f"our own address ({reason})"
+    return f"automated sender ({reason})"
+
+
+def window_rule(last: datetime, settings: AckSettings) -> str:
+    return (f"customer already acknowledged within the window ({RATE_WINDOW_REASON}: automatic mail "
+            f"{format_deadline_short(last, settings.hours.tz)}, [ack] window = {_span(settings.window)})")
+
+
+def skip_rule(row: dict, cfg: Config, settings: AckSettings, *, now: datetime) -> str | None:
+    """Why this waiting ticket gets no automatic mail now, or None. Pure."""
+    if row.get("automated_reason"):
+        return _automated_rule(row["automated_reason"])
+    address = (row.get("customer") or "").lower()
+    if "@" not in address:
+        return "no sender address to answer"
+    if address in {a.lower() for a in cfg.own_addresses}:
+        return f"our own address ({OWN_ADDRESS})"
+    last = row.get("last_automatic_at")
+    if not automatic_mail_allowed(last, now, settings.window):
+        return window_rule(last, settings)
+    return None
+
+
+def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings: AckSettings | None = None,
+                          ticket_ids: list[int] | None = None) -> AckPlan:
+    """Every waiting ticket whose customer had no acknowledgement and no reply yet: the deadline each
+    would be promised, and the tickets skipped with the rule that stopped them. Reads only."""
+    settings = settings or ack_settings(cfg, now=now)
+    with store.read() as s:
+        conn = s.connection()
+        order = queue_ids(conn, view="open", now=now)
+        rows = {r["id"]: r for r in ledger.waiting_rows(conn)}
+        model = handling_model(conn, settings, now=now)
+        jumpers = jumper_rate(ledger.tier_arrivals(conn, since=now - timedelta(days=14)), now=now,
+                              hours=settings.hours)
+    candidates: list[AckCandidate] = []
+    skipped: list[Skipped] = []
+    wanted = set(ticket_ids) if ticket_ids is not None else None
+    seen_customers: dict[int, int] = {}
+    position = 0
+    for tid in order:
+        r = rows.get(tid)
+        if r is None:
+            continue
+        waiting = not r["holder"] and not r["automated_reason"]
+        eligible = r["acknowledged_at"] is None and r["last_reply_at"] is None
+        here = position
+        if waiting:
+            position += 1
+        if not eligible or (wanted is not None and tid not in wanted):
+            continue
+        subject = their_subject(r["last_subject"] or r["subject"])
+        rule = skip_rule(r, cfg, settings, now=now)
+        if rule is None and r["holder"]:
+            rule = f"held by {r['holder']}: being worked on now"
+        if rule is None and r["customer_id"] in seen_customers:
+            rule = (f"customer already acknowledged within the window (ticket #{seen_customers[r['customer_id']]} "
+                    "in this batch)")
+        if rule is not None:
+            skipped.append(Skipped(tid, r["customer"], subject, rule))
+            continue
+        seen_customers[r["customer_id"]] = tid
+        spec = settings.tiers.get(r["tier"]) if r["tier"] else None
+        spec = spec or (tier_for(r["customer"], settings.tiers) if settings.tiers else None)
+        deadline = promise_deadline(
+            now=now, position=here, agents=settings.agents, handling=model, hours=settings.hours,
+            minimum=settings.minimum, tier_max=spec.max_response if spec else None,
+            jumpers_per_hour=0.0 if spec else jumpers,
+        )
+        candidates.append(AckCandidate(
+            ticket_id=tid, customer=r["customer"], customer_name=r["customer_name"] or "", subject=subject,
+            deadline=deadline, offset_minutes=r["date_offset_minutes"], position=here,
+            tier=spec.name if spec else None,
+        ))
+    return AckPlan(candidates=candidates, skipped=skipped, handling=model, now=now)
+
+
+# -- sending the batch --------------------------------------------------------------------------
+@dataclass
+class AckResult:
+    queued: list[tuple[int, int]] = field(default_factory=list)  # (ticket id, outbox id)
+    skipped: list[Skipped] = field(default_factory=list)  # changed since the review
+
+    @property
+    def outbox_ids(self) -> list[int]:
+        return [oid for _, oid in self.queued]
+
+
+def ack_event_reason(agent: str, deadline: datetime, settings: AckSettings) -> str:
+    return f"acknowledged by {agent}; promised by {format_deadline_short(deadline, settings.hours.tz)}"
+
+
+def send_acknowledgements(
+    store: Store,
+    cfg: Config,
+    candidates: list[AckCandidate],
+    *,
+    now: datetime,
+    agent: str | None = None,
+    settings: AckSettings | None = None,
+    template: str | None = None,
+) -> AckResult:
+    """Queue one acknowledgement per included candidate, each in its own transaction.
+
+    Each transaction re-checks the ticket (still waiting, still unacknowledged,
+    no reply, the customer outside the window), then writes the outbox row,
+    the promise, the ticket's acknowledged_at / promise_deadline, the
+    customer's last_automatic_at and the event, together. Nothing is sent:
+    ``drain_outbox`` does that.
+    """
+    settings = settings or ack_settings(cfg, now=now)
+    agent = agent or cfg.agent
+    if template is not None:
+        check_template(template, key="the message")
+    result = AckResult()
+    for c in candidates:
+        if not c.include:
+            continue
+        body = render_ack(c, cfg, settings, template)
+        try:
+            require_no_placeholders(body)
+        except ComposeError as exc:
+            raise AckError(str(exc)) from None
+        if c.deadline <= now:
+            raise AckError(f"#{c.ticket_id}: the deadline {format_deadline_short(c.deadline, settings.hours.tz)} "
+                           "is already past: pick a later one")
+        with store.write_conn() as conn:
+            rows = ledger.waiting_rows(conn, [c.ticket_id])
+            row = rows[0] if rows else None
+            rule = None
+            if row is None:
+                rule = "no longer waiting (solved, closed or parked meanwhile)"
+            elif row["acknowledged_at"] is not None or row["last_reply_at"] is not None:
+                rule = "already acknowledged or answered meanwhile"
+            else:
+                rule = skip_rule(row, cfg, settings, now=now)
+            if rule is not None:
+                result.skipped.append(Skipped(c.ticket_id, c.customer, c.subject, rule))
+                continue
+            q = queue_message(store, cfg, c.ticket_id, body, kind="ack", agent=agent, now=now, conn=conn)
+            ledger.record_promise(
+                conn, c.ticket_id, agent=agent, deadline=c.deadline.astimezone(timezone.utc), outbox_id=q.outbox_id,
+                now=now,
+                event=Change("ack", None, iso(c.deadline.astimezone(timezone.utc)),
+                             ack_event_reason(agent, c.deadline, settings), agent, now),
+            )
+        result.queued.append((c.ticket_id, q.outbox_id))
+    return result
+
+
+def auto_acknowledge(store: Store, cfg: Config, ticket_ids: list[int], *, now: datetime,
+                     settings: AckSettings | None = None) -> AckResult:
+    """``[ack] auto = true``: acknowledge these new tickets without review (nothing when off)."""
+    settings = settings or ack_settings(cfg, now=now)
+    if not settings.auto or not ticket_ids:
+        return AckResult()
+    plan = plan_acknowledgements(store, cfg, now=now, settings=settings, ticket_ids=ticket_ids)
+    return send_acknowledgements(store, cfg, plan.candidates, now=now, settings=settings)
+
+
+# -- updating an at-risk promise -----------------------------------------------------------------
+_WEEKDAY_WORD = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?(?:\s+(\d{1,2}):(\d{2}))?$", re.I)
+
+
+def parse_when(text: str, *, now: datetime, hours: BusinessHours) -> datetime:
+    """A new deadline as the agent types it, in the business time zone.
+
+    "2026-11-26 14:00" (or with a T), "2026-11-26" (closing time that day),
+    "thu" / "thursday 14:00" (the next such day, closing time unless given),
+    or business time from now: "4h", "2d", "1d 4h".
+    """
+    s = " ".join((text or "").split())
+    if not s:
+        raise AckError("say when: e.g. \"thu 14:00\", \"2026-11-26 14:00\" or \"1d\"")
+    local_now = now.astimezone(hours.tz)
+    m = _WEEKDAY_WORD.match(s)
+    if m:
+        target = WEEKDAYS.index(m.group(1).lower())
+        ahead = (target - local_now.weekday()) % 7 or 7
+        day = local_now.date() + timedelta(days=ahead)
+        at = time(int(m.group(2)), int(m.group(3))) if m.group(2) else hours.end
+        return datetime.combine(day, at, hours.tz)
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+            return datetime.combine(date.fromisoformat(s), hours.end, hours.tz)
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}", s):
+            return datetime.fromisoformat(s.replace(" ", "T")).replace(tzinfo=hours.tz)
+    except ValueError:
+        raise AckError(f"{text!r} is not a date: write e.g. 2026-11-26 14:00") from None
+    try:
+        return hours.add_business_time(now, parse_duration(s, day=hours.day_length))
+    except ValueError:
+        raise AckError(f"cannot read {text!r} as a deadline: write e.g. \"thu 14:00\", \"2026-11-26 14:00\" "
+                       "or \"1d\" (business time from now)") from None
+
+
+@dataclass
+class UpdateResult:
+    ticket_id: int
+    outbox_id: int
+    deadline: datetime
+    old_deadline: datetime
+
+
+def _clean_reason(reason: str) -> str:
+    r = " ".join((reason or "").split()).rstrip(".")
+    r = re.sub(r"^because\s+", "", r, flags=re.I)
+    return r
+
+
+def update_body(*, cfg: Config, settings: AckSettings, customer_name: str, customer: str, subject: str,
+                old_deadline: datetime, deadline: datetime, offset_minutes: int | None, reason: str) -> str:
+    first = first_name(customer_name, customer)
+    return _fill(UPDATE_TEMPLATE, {
+        "greeting": f"Hi {first}," if first else "Hello,",
+        "subject": their_subject(subject),
+        "old_deadline": deadline_words(old_deadline, offset_minutes, settings),
+        "deadline": deadline_words(deadline, offset_minutes, settings),
+        "reason": _clean_reason(reason),
+        "signature": _signature(cfg),
+    })
+
+
+def update_refusal(row: dict | None, promise: dict | None, updates: int, *, force: bool, cfg: Config,
+                   settings: AckSettings, now: datetime) -> str | None:
+    """Why an update cannot go out now, or None. ``force`` overrides only the agent's own limits
+    (a second update, a promise not yet at risk), never the mail-loop rules."""
+    if row is None:
+        return "the ticket is not in the queue (solved, closed or waiting on the customer): nothing to update"
+    if promise is None:
+        return f"#{row['id']} has no promise yet: acknowledge it first (a in the queue, or `heard ack`)"
+    short = format_deadline_short(promise["deadline"], settings.hours.tz)
+    if promise["handled_at"] is not None:
+        return f"#{row['id']} was already answered after the promise (by {short}): no update needed"
+    rule = skip_rule(row, cfg, settings, now=now)
+    if rule is not None:
+        if rule.startswith("customer already acknowledged"):
+            return (f"the customer got automatic mail less than {_span(settings.window)} ago ([ack] window): "
+                    "another could feed a mail loop; write them a personal reply instead (r, or `heard reply`)")
+        return f"no automatic mail to this customer: {rule}"
+    if updates >= 1 and not force:
+        return (f"#{row['id']} already had an update (promise now by {short}): a second one needs "
+                "--force (or confirming in the app)")
+    if promise["state"] == ledger.OPEN and not force:
+        return (f"the promise (by {short}) is not at risk yet: updates are for promises about to break; "
+                "--force sends one anyway")
+    return None
+
+
+def send_update(
+    store: Store,
+    cfg: Config,
+    ticket_id: int,
+    *,
+    deadline: datetime,
+    reason: str,
+    now: datetime,
+    agent: str | None = None,
+    force: bool = False,
+    settings: AckSettings | None = None,
+) -> UpdateResult:
+    """Queue one short update ("I need until <deadline>, because <reason>") and make it the promise in force."""
+    settings = settings or ack_settings(cfg, now=now)
+    agent = agent or cfg.agent
+    reason_text = _clean_reason(reason)
+    if not reason_text:
+        raise AckError("an update needs a reason: say why you need more time (it goes to the customer)")
+    if deadline.tzinfo is None:
+        raise AckError("the new deadline needs a time zone")
+    if deadline <= now:
+        raise AckError("the new deadline is already past: pick a later one")
+    with store.write_conn() as conn:
+        rows = ledger.waiting_rows(conn, [ticket_id])
+        row = rows[0] if rows else None
+        promise = ledger.promise_in_force(conn, ticket_id, now=now, at_risk_margin=settings.at_risk_margin)
+        updates = ledger.updates_sent(conn, ticket_id)
+        problem = update_refusal(row, promise, updates, force=force, cfg=cfg, settings=settings, now=now)
+        if problem:
+            raise AckError(problem)
+        if deadline <= promise["deadline"]:
+            raise AckError("the new deadline is not later than the promise in force: no update needed")
+        body = update_body(cfg=cfg, settings=settings, customer_name=row["customer_name"] or "",
+                           customer=row["customer"], subject=row["last_subject"] or row["subject"],
+                           old_deadline=promise["deadline"], deadline=deadline,
+                           offset_minutes=row["date_offset_minutes"], reason=reason_text)
+        q = queue_message(store, cfg, ticket_id, body, kind="update", agent=agent, now=now, conn=conn)
+        old_short = format_deadline_short(promise["deadline"], settings.hours.tz)
+        new_short = format_deadline_short(deadline, settings.hours.tz)
+        forced = " (sent with an override)" if force and (updates or promise["state"] == ledger.OPEN) else ""
+        ledger.record_promise(
+            conn, ticket_id, agent=agent, deadline=deadline.astimezone(timezone.utc), outbox_id=q.outbox_id,
+            now=now, update_reason=reason_text,
+            event=Change("promise", old_short, new_short,
+                         f"update sent by {agent}: needs until {new_short} because {reason_text}{forced}", agent, now),
+        )
+    return UpdateResult(ticket_id, q.outbox_id, deadline, promise["deadline"])
+
+
+# -- waiting on the customer: check in once, then close ---------------------------------------------
+def business_days(hours: BusinessHours, start: datetime, end: datetime) -> float:
+    return hours.business_time_between(start, end) / hours.day_length
+
+
+def pending_action(*, pending_since: datetime, checkin_at: datetime | None, now: datetime, hours: BusinessHours,
+                   close_after_days: int, checkin_after_days: int, checkin_allowed: bool) -> str | None:
+    """"checkin", "close" or None for a ticket waiting on the customer. Pure.
+
+    One polite check-in after ``checkin_after_days`` business days; closed
+    after ``close_after_days`` business days of silence, and never sooner
+    than the rest of that grace after the check-in (a late check-in still
+    gives the customer time to answer). When no check-in can go out (an
+    automated sender, the per-customer window), it closes on time without one.
+    """
+    waited = business_days(hours, pending_since, now)
+    if checkin_at is None:
+        if checkin_allowed and waited >= checkin_after_days:
+            return "checkin"
+        if waited >= close_after_days and not checkin_allowed:
+            return "close"
+        return None
+    grace = max(1, close_after_days - checkin_after_days)
+    if waited >= close_after_days and business_days(hours, checkin_at, now) >= grace:
+        return "close"
+    return None
+
+
+def close_reason(days: int) -> str:
+    return f"no reply from the customer in {days} days"
+
+
+@dataclass
+class HousekeepingSummary:
+    settled: list[int] = field(default_factory=list)  # promise handled: no longer shown at risk
+    checkins: list[tuple[int, int]] = field(default_factory=list)  # (ticket, outbox id)
+    closed: list[int] = field(default_factory=list)
+    acknowledged: list[tuple[int, int]] = field(default_factory=list)  # [ack] auto
+    skipped: list[Skipped] = field(default_factory=list)
+    planned: list[tuple[int, str]] = field(default_factory=list)  # dry run: (ticket, action)
+
+    @property
+    def outbox_ids(self) -> list[int]:
+        return [oid for _, oid in self.checkins] + [oid for _, oid in self.acknowledged]
+
+    def line(self) -> str:
+        parts = [f"{len(self.checkins)} check-ins queued", f"{len(self.closed)} closed after no reply"]
+        if self.acknowledged:
+            parts.append(f"{len(self.acknowledged)} acknowledged")
+        if self.settled:
+            parts.append(f"{len(self.settled)} promises settled by a reply")
+        return ", ".join(parts)
+
+
+def _checkin_body(cfg: Config, settings: AckSettings, row: dict, close_at: datetime) -> str:
+    first = first_name(row["customer_name"] or "", row["customer"])
+    local = close_at.astimezone(settings.hours.tz)
+    close_day = f"{local:%A} {local.day} {local:%B}"
+    return _fill(CHECKIN_TEMPLATE, {
+        "greeting": f"Hi {first}," if first else "Hello,",
+        "subject": their_subject(row["subject"]),
+        "close_day": close_day,
+        "signature": _signature(cfg),
+    })
+
+
+def housekeeping(
+    store: Store,
+    cfg: Config,
+    now: datetime,
+    *,
+    new_ticket_ids: list[int] | None = None,
+    settings: AckSettings | None = None,
+    dry_run: bool = False,
+) -> HousekeepingSummary:
+    """What runs after each sync (the app's sync worker) and from `heard housekeeping`.
+
+    - promises handled by a human reply stop showing as at risk / broken;
+    - tickets waiting on the customer get one polite check-in, then are
+      closed with the reason "no reply from the customer in N days";
+    - with ``[ack] auto = true``, ``new_ticket_ids`` are acknowledged.
+
+    Queues mail only; call ``mail.send.drain_outbox`` when ``outbox_ids`` is non-empty.
+    """
+    settings = settings or ack_settings(cfg, now=now)
+    summary = HousekeepingSummary()
+    actor = ledger.HOUSEKEEPING_ACTOR
+    if not dry_run:
+        with store.write_conn() as conn:
+            summary.settled = ledger.settle_replied(conn, now=now)
+    with store.read() as s:
+        pending = ledger.pending_rows(s.connection())
+    for row in pending:
+        allowed = skip_rule(row, cfg, settings, now=now) is None
+        action = pending_action(
+            pending_since=row["pending_since"], checkin_at=row["checkin_at"], now=now, hours=settings.hours,
+            close_after_days=settings.close_after_days, checkin_after_days=settings.checkin_after_days,
+            checkin_allowed=allowed,
+        )
+        if action is None:
+            continue
+        if dry_run:
+            summary.planned.append((row["id"], action))
+            continue
+        with store.write_conn() as conn:
+            fresh = {r["id"]: r for r in ledger.pending_rows(conn)}.get(row["id"])
+            if fresh is None or fresh["pending_since"] != row["pending_since"] or fresh["checkin_at"] != row["checkin_at"]:
+                continue  # the customer answered, or someone acted, meanwhile
+            if action == "close":
+                change_status_in(conn, row["id"], Status.CLOSED.value, reason=close_reason(settings.close_after_days),
+                                 actor=actor, now=now)
+                summary.closed.append(row["id"])
+                continue
+            left = max(1, settings.close_after_days - settings.checkin_after_days)
+            grace = settings.hours.day_length * left
+            close_at = max(settings.hours.add_business_time(row["pending_since"],
+                                                            settings.hours.day_length * settings.close_after_days),
+                           settings.hours.add_business_time(now, grace))
+            body = _checkin_body(cfg, settings, row, close_at)
+            q = queue_message(store, cfg, row["id"], body, kind="checkin", agent=actor, now=now, conn=conn)
+            ledger.stamp_automatic_mail(conn, row["id"], now=now)
+            waited = int(business_days(settings.hours, row["pending_since"], now))
+            append_event(conn, row["id"], Change(
+                "checkin", None, f"outbox #{q.outbox_id}",
+                f"checked in with the customer after {waited} business days without a reply", actor, now))
+            summary.checkins.append((row["id"], q.outbox_id))
+    if new_ticket_ids and settings.auto and not dry_run:
+        res = auto_acknowledge(store, cfg, list(new_ticket_ids), now=now, settings=settings)
+        summary.acknowledged = res.queued
+        summary.skipped = res.skipped
+    return summary
+
+
+# -- words -------------------------------------------------------------------------------------
+def _span(d: timedelta) -> str:
+    """A duration for people: "24h", "2h 30m", "3d"."""
+    minutes = int(d.total_seconds() // 60)
+    if minutes and minutes % (24 * 60) == 0 and minutes >= 48 * 60:
+        return f"{minutes // (24 * 60)}d"
+    h, m = divmod(minutes, 60)
+    if h and m:
+        return f"{h}h {m}m"
+    return f"{h}h" if h else f"{m}m"
+
+
+def human_delay(d: timedelta | None) -> str:
+    """"1 h 20 min", "2 days 3 h" for reports."""
+    if d is None:
+        return "-"
+    minutes = int(round(d.total_seconds() / 60))
+    days, rest = divmod(minutes, 24 * 60)
+    h, m = divmod(rest, 60)
+    parts = []
+    if days:
+        parts.append(f"{days} day{'s' if days != 1 else ''}")
+    if h:
+        parts.append(f"{h} h")
+    if m and not days:
+        parts.append(f"{m} min")
+    return " ".join(parts) or "0 min"
+
+
+span = _span

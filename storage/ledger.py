@@ -1,0 +1,383 @@
+"""The promise ledger: every acknowledgement is a promise, and the ledger says whether it was kept.
+
+A promise (a ``promises`` row) is made when an acknowledgement or an update is
+queued, in the same transaction as its outbox row. Its state is computed, never
+stored, from the first time the ticket was *handled* after the promise was
+made: the first human reply we sent (an outgoing message that is not one of
+our automatic ones, and not cancelled or failed in the outbox), or the ticket
+being solved or closed by a person.
+
+    kept      handled before the deadline
+    broken    the deadline passed first (handled late, or not at all yet)
+    at_risk   not handled, and the deadline is within the at-risk margin
+    open      not handled, and the deadline is further away
+    updated   replaced by an update (a new deadline) before it was due
+
+``tickets.promise_deadline`` mirrors the promise in force (the queue sorts and
+counts from it); :func:`settle_replied` clears it once the ticket is handled.
+
+Callers get plain dicts; every function taking ``now`` uses it, never a clock.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from storage.lifecycle import ACTIVE, Change, Status
+from storage.models import Customer, Event, Message, Outbox, Promise, Ticket
+from storage.tickets import append_event
+
+T = Ticket.__table__
+C = Customer.__table__
+M = Message.__table__
+E = Event.__table__
+O = Outbox.__table__
+P = Promise.__table__
+
+KEPT, BROKEN, AT_RISK, OPEN, UPDATED = "kept", "broken", "at_risk", "open", "updated"
+STATES = (KEPT, BROKEN, AT_RISK, OPEN, UPDATED)
+AUTOMATIC_KINDS = ("ack", "update", "checkin", "close")
+# Statuses a person sets when the work is done: they count as handling the promise.
+HANDLED_STATUSES = (Status.SOLVED.value, Status.CLOSED.value)
+HOUSEKEEPING_ACTOR = "heard housekeeping"
+
+
+def as_utc(dt: datetime | None) -> datetime | None:
+    """Datetimes come back from SQLite naive (they are stored in UTC)."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+# -- the pure rule -------------------------------------------------------------------------
+def promise_state(
+    *,
+    made_at: datetime,
+    deadline: datetime,
+    handled_at: datetime | None,
+    superseded_at: datetime | None,
+    now: datetime,
+    at_risk_margin: timedelta,
+) -> str:
+    """One promise's state (see the module docstring); all datetimes aware."""
+    if handled_at is not None and handled_at < made_at:
+        handled_at = None
+    if superseded_at is not None and (handled_at is None or superseded_at <= handled_at):
+        # Replaced by an update: honest if that happened before the deadline.
+        return UPDATED if superseded_at <= deadline else BROKEN
+    if handled_at is not None:
+        return KEPT if handled_at <= deadline else BROKEN
+    if now >= deadline:
+        return BROKEN
+    if now >= deadline - at_risk_margin:
+        return AT_RISK
+    return OPEN
+
+
+def broken_delay(*, deadline: datetime, handled_at: datetime | None, superseded_at: datetime | None,
+                 now: datetime) -> timedelta:
+    """How late a broken promise is (still counting when nothing happened yet)."""
+    end = handled_at or superseded_at or now
+    return max(end - deadline, timedelta(0))
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _human_replies(conn: Connection, ticket_ids: Iterable[int]) -> dict[int, list[datetime]]:
+    """Times of the human replies we sent, per ticket, oldest first."""
+    ids = sorted(set(ticket_ids))
+    out: dict[int, list[datetime]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        q = (
+            select(M.c.ticket_id, M.c.date)
+            .select_from(M.outerjoin(O, O.c.message_id == M.c.message_id))
+            .where(M.c.ticket_id.in_(chunk), M.c.direction == "out", M.c.automated_reason.is_(None))
+            .where(or_(O.c.id.is_(None), and_(O.c.kind == "reply", O.c.state.not_in(("cancelled", "failed")))))
+        )
+        for tid, date in conn.execute(q):
+            out.setdefault(tid, []).append(as_utc(date))
+        q = (
+            select(E.c.ticket_id, E.c.at)
+            .where(E.c.ticket_id.in_(chunk), E.c.kind == "status", E.c.new.in_(HANDLED_STATUSES))
+            .where(E.c.actor != HOUSEKEEPING_ACTOR)
+        )
+        for tid, at in conn.execute(q):
+            out.setdefault(tid, []).append(as_utc(at))
+    for times in out.values():
+        times.sort()
+    return out
+
+
+def _first_after(times: list[datetime], after: datetime) -> datetime | None:
+    return next((t for t in times if t >= after), None)
+
+
+_PROMISE_COLUMNS = [P.c.id, P.c.ticket_id, P.c.agent, P.c.made_at, P.c.deadline, P.c.outbox_id,
+                    P.c.superseded_by, P.c.update_reason]
+
+
+def _with_states(conn: Connection, rows: list[dict], *, now: datetime, at_risk_margin: timedelta) -> list[dict]:
+    handled = _human_replies(conn, (r["ticket_id"] for r in rows))
+    made_by_id: dict[int, datetime] = {}
+    successors = [r["superseded_by"] for r in rows if r["superseded_by"]]
+    for start in range(0, len(successors), 500):
+        q = select(P.c.id, P.c.made_at).where(P.c.id.in_(successors[start:start + 500]))
+        made_by_id.update({pid: as_utc(at) for pid, at in conn.execute(q)})
+    out = []
+    for r in rows:
+        r = dict(r)
+        r["made_at"], r["deadline"] = as_utc(r["made_at"]), as_utc(r["deadline"])
+        r["handled_at"] = _first_after(handled.get(r["ticket_id"], []), r["made_at"])
+        r["superseded_at"] = made_by_id.get(r["superseded_by"]) if r["superseded_by"] else None
+        r["state"] = promise_state(made_at=r["made_at"], deadline=r["deadline"], handled_at=r["handled_at"],
+                                   superseded_at=r["superseded_at"], now=now, at_risk_margin=at_risk_margin)
+        r["delay"] = (broken_delay(deadline=r["deadline"], handled_at=r["handled_at"],
+                                   superseded_at=r["superseded_at"], now=now) if r["state"] == BROKEN else None)
+        out.append(r)
+    return out
+
+
+def promises_of(conn: Connection, ticket_id: int, *, now: datetime,
+                at_risk_margin: timedelta = timedelta(hours=2)) -> list[dict]:
+    """Every promise made on a ticket, oldest first, with its state."""
+    rows = [dict(r) for r in conn.execute(
+        select(*_PROMISE_COLUMNS).where(P.c.ticket_id == ticket_id).order_by(P.c.made_at, P.c.id)).mappings()]
+    return _with_states(conn, rows, now=now, at_risk_margin=at_risk_margin)
+
+
+def promise_in_force(conn: Connection, ticket_id: int, *, now: datetime,
+                     at_risk_margin: timedelta = timedelta(hours=2)) -> dict | None:
+    """The latest promise not replaced by an update, with its state; None when none was made."""
+    rows = [p for p in promises_of(conn, ticket_id, now=now, at_risk_margin=at_risk_margin) if not p["superseded_by"]]
+    return rows[-1] if rows else None
+
+
+def updates_sent(conn: Connection, ticket_id: int) -> int:
+    """How many updates (new deadlines) the customer of this ticket was sent."""
+    q = select(P.c.id).where(P.c.ticket_id == ticket_id, P.c.update_reason.is_not(None))
+    return len(conn.execute(q).all())
+
+
+@dataclass
+class LedgerReport:
+    since: datetime | None
+    until: datetime | None
+    made: int = 0
+    kept: int = 0
+    broken: int = 0
+    at_risk: int = 0
+    open: int = 0
+    updated: int = 0
+    median_broken_delay: timedelta | None = None
+
+    def as_dict(self) -> dict:
+        def iso(dt):
+            return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+        return {
+            "since": iso(self.since), "until": iso(self.until), "made": self.made, "kept": self.kept,
+            "broken": self.broken, "at_risk": self.at_risk, "open": self.open, "updated": self.updated,
+            "median_broken_delay_minutes": (round(self.median_broken_delay.total_seconds() / 60)
+                                            if self.median_broken_delay is not None else None),
+        }
+
+
+def ledger_report(conn: Connection, *, now: datetime, since: datetime | None = None, until: datetime | None = None,
+                  at_risk_margin: timedelta = timedelta(hours=2)) -> LedgerReport:
+    """Promises made in [since, until): how many were kept, broken, and how late the broken ones were."""
+    q = select(*_PROMISE_COLUMNS)
+    if since is not None:
+        q = q.where(P.c.made_at >= since.astimezone(timezone.utc))
+    if until is not None:
+        q = q.where(P.c.made_at < until.astimezone(timezone.utc))
+    rows = _with_states(conn, [dict(r) for r in conn.execute(q.order_by(P.c.id)).mappings()],
+                        now=now, at_risk_margin=at_risk_margin)
+    rep = LedgerReport(since=since, until=until, made=len(rows))
+    for r in rows:
+        setattr(rep, r["state"], getattr(rep, r["state"]) + 1)
+    delays = [r["delay"] for r in rows if r["state"] == BROKEN]
+    if delays:
+        rep.median_broken_delay = statistics.median(delays)
+    return rep
+
+
+# -- writing (inside the caller's transaction, with the outbox row) --------------------------
+def record_promise(
+    conn: Connection,
+    ticket_id: int,
+    *,
+    agent: str,
+    deadline: datetime,
+    outbox_id: int | None,
+    now: datetime,
+    event: Change,
+    update_reason: str | None = None,
+) -> int:
+    """A new promise in force: replaces the one before it, mirrors it on the ticket, logs ``event``.
+
+    The customer's automatic-mail stamp is set too (every acknowledgement and
+    update is automatic mail).
+    """
+    pid = conn.execute(
+        insert(P).values(ticket_id=ticket_id, agent=agent, made_at=now, deadline=deadline, outbox_id=outbox_id,
+                         update_reason=update_reason)
+    ).inserted_primary_key[0]
+    conn.execute(
+        update(P).where(P.c.ticket_id == ticket_id, P.c.id != pid, P.c.superseded_by.is_(None))
+        .values(superseded_by=pid)
+    )
+    values: dict = {"promise_deadline": deadline, "updated_at": now}
+    if update_reason is None:
+        values["acknowledged_at"] = now
+    conn.execute(update(T).where(T.c.id == ticket_id).values(**values))
+    stamp_automatic_mail(conn, ticket_id, now=now)
+    append_event(conn, ticket_id, event)
+    return pid
+
+
+def stamp_automatic_mail(conn: Connection, ticket_id: int, *, now: datetime) -> None:
+    """The customer of ``ticket_id`` was just sent automatic mail: the per-customer window starts now."""
+    cid = select(T.c.customer_id).where(T.c.id == ticket_id).scalar_subquery()
+    conn.execute(update(C).where(C.c.id == cid).values(last_automatic_at=now))
+
+
+def settle_replied(conn: Connection, *, now: datetime, ticket_ids: Iterable[int] | None = None) -> list[int]:
+    """Clear ``tickets.promise_deadline`` where the promise in force was handled; the tickets changed.
+
+    The reply path sets ``last_reply_at``; the queue must then stop showing the
+    promise as at risk or broken. Also drops a deadline left on a ticket that
+    is no longer in the queue (solved, closed, waiting on the customer).
+    """
+    q = select(T.c.id, T.c.status, T.c.promise_deadline).where(T.c.promise_deadline.is_not(None))
+    if ticket_ids is not None:
+        q = q.where(T.c.id.in_(list(ticket_ids)))
+    rows = conn.execute(q).all()
+    if not rows:
+        return []
+    handled = _human_replies(conn, [r[0] for r in rows])
+    made: dict[int, datetime] = {}
+    for start in range(0, len(rows), 500):
+        chunk = [r[0] for r in rows[start:start + 500]]
+        q = select(P.c.ticket_id, P.c.made_at).where(P.c.ticket_id.in_(chunk), P.c.superseded_by.is_(None))
+        for tid, at in conn.execute(q):
+            made[tid] = max(made.get(tid, as_utc(at)), as_utc(at))
+    done = []
+    active = {s.value for s in ACTIVE}
+    for tid, status, _deadline in rows:
+        since = made.get(tid)
+        if status not in active or (since is not None and _first_after(handled.get(tid, []), since) is not None):
+            done.append(tid)
+    if done:
+        conn.execute(update(T).where(T.c.id.in_(done)).values(promise_deadline=None))
+    return done
+
+
+# -- history for honest deadlines -------------------------------------------------------------
+def take_to_solve_spans(conn: Connection, *, since: datetime, limit: int = 200) -> list[tuple[datetime, datetime]]:
+    """(taken, solved) pairs for the most recent solves since ``since``: the handling-time history.
+
+    A ticket is *taken* by a holder event naming an agent; it is *solved* by a
+    status event to ``solved``. Each solve pairs with the latest take before
+    it on the same ticket; a solve nobody took does not count.
+    """
+    since_utc = since.astimezone(timezone.utc)
+    solves = conn.execute(
+        select(E.c.ticket_id, E.c.at).where(E.c.kind == "status", E.c.new == Status.SOLVED.value, E.c.at >= since_utc)
+        .order_by(E.c.at.desc()).limit(limit)
+    ).all()
+    if not solves:
+        return []
+    ids = sorted({tid for tid, _ in solves})
+    takes: dict[int, list[datetime]] = {}
+    for start in range(0, len(ids), 500):
+        q = select(E.c.ticket_id, E.c.at).where(
+            E.c.ticket_id.in_(ids[start:start + 500]), E.c.kind == "holder", E.c.new.is_not(None))
+        for tid, at in conn.execute(q):
+            takes.setdefault(tid, []).append(as_utc(at))
+    spans = []
+    for tid, at in solves:
+        solved = as_utc(at)
+        before = [t for t in takes.get(tid, []) if t <= solved]
+        if before:
+            spans.append((max(before), solved))
+    return spans
+
+
+def tier_arrivals(conn: Connection, *, since: datetime) -> list[datetime]:
+    """When tickets from customers with a tier arrived (they jump the queue)."""
+    q = (
+        select(T.c.created_at).join(C, C.c.id == T.c.customer_id)
+        .where(C.c.tier.is_not(None), T.c.created_at >= since.astimezone(timezone.utc))
+    )
+    return [as_utc(r[0]) for r in conn.execute(q)]
+
+
+# -- candidates for acknowledgement, check-in and auto-close -------------------------------------
+def waiting_rows(conn: Connection, ticket_ids: Iterable[int] | None = None) -> list[dict]:
+    """Queue tickets with what acknowledging them needs: the customer, their stamp, their last message."""
+    q = (
+        select(T.c.id, T.c.subject, T.c.status, T.c.holder, T.c.acknowledged_at, T.c.last_reply_at,
+               T.c.promise_deadline, T.c.automated_reason, T.c.created_at, C.c.id.label("customer_id"),
+               C.c.address.label("customer"), C.c.name.label("customer_name"), C.c.tier,
+               C.c.last_automatic_at)
+        .join(C, C.c.id == T.c.customer_id)
+        .where(T.c.status.in_([s.value for s in ACTIVE]))
+    )
+    if ticket_ids is not None:
+        q = q.where(T.c.id.in_(list(ticket_ids)))
+    rows = [dict(r) for r in conn.execute(q).mappings()]
+    _attach_last_customer_message(conn, rows)
+    for r in rows:
+        for k in ("acknowledged_at", "last_reply_at", "promise_deadline", "created_at", "last_automatic_at"):
+            r[k] = as_utc(r[k])
+    return rows
+
+
+def _attach_last_customer_message(conn: Connection, rows: list[dict]) -> None:
+    ids = [r["id"] for r in rows]
+    last: dict[int, dict] = {}
+    for start in range(0, len(ids), 500):
+        q = (
+            select(M.c.ticket_id, M.c.date, M.c.date_offset_minutes, M.c.automated_reason, M.c.subject)
+            .where(M.c.ticket_id.in_(ids[start:start + 500]), M.c.direction == "in")
+            .order_by(M.c.date, M.c.id)
+        )
+        for r in conn.execute(q).mappings():
+            prev = last.get(r["ticket_id"])
+            # The customer's own (human) message wins over an auto-reply that came after it.
+            if prev is None or r["automated_reason"] is None or prev["automated_reason"] is not None:
+                last[r["ticket_id"]] = dict(r)
+    for r in rows:
+        m = last.get(r["id"])
+        r["date_offset_minutes"] = m["date_offset_minutes"] if m else None
+        r["last_message_automated"] = m["automated_reason"] if m else None
+        r["last_subject"] = m["subject"] if m else r["subject"]
+
+
+def pending_rows(conn: Connection) -> list[dict]:
+    """Tickets waiting on the customer, with when they started waiting and any check-in since."""
+    q = (
+        select(T.c.id, T.c.subject, T.c.pending_since, T.c.updated_at, T.c.automated_reason,
+               C.c.address.label("customer"), C.c.name.label("customer_name"), C.c.last_automatic_at)
+        .join(C, C.c.id == T.c.customer_id)
+        .where(T.c.status == Status.PENDING.value)
+    )
+    rows = [dict(r) for r in conn.execute(q).mappings()]
+    ids = [r["id"] for r in rows]
+    checkins: dict[int, list[datetime]] = {}
+    for start in range(0, len(ids), 500):
+        q = select(O.c.ticket_id, O.c.created_at).where(
+            O.c.ticket_id.in_(ids[start:start + 500]), O.c.kind == "checkin", O.c.state != "cancelled")
+        for tid, at in conn.execute(q):
+            checkins.setdefault(tid, []).append(as_utc(at))
+    for r in rows:
+        r["pending_since"] = as_utc(r["pending_since"] or r["updated_at"])
+        r["last_automatic_at"] = as_utc(r["last_automatic_at"])
+        r["checkin_at"] = _first_after(sorted(checkins.get(r["id"], [])), r["pending_since"])
+    return rows

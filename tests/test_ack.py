@@ -1,0 +1,338 @@
+"""Acknowledgements: the message, the skip rules, honest deadlines, updates, the config, and the
+whole batch end to end against real IMAP (pymap) and SMTP (aiosmtpd) servers on loopback."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from factories import add_ticket
+from mail.ack import (
+    DEFAULT_TEMPLATE,
+    AckError,
+    ack_settings,
+    ack_tone_warnings,
+    parse_when,
+    plan_acknowledgements,
+    render_ack,
+    send_acknowledgements,
+    send_update,
+)
+from mail.config import ConfigError, load_config
+from mail.send import drain_outbox
+from mail.sync import sync_once
+from storage import ledger
+from storage.db import Store
+from storage.tickets import events_of, take_ticket, ticket_row
+from tui.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SUPPORT = "support@example.com"
+# Tuesday 24 November 2026, 10:00 UTC: inside business hours.
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+H = timedelta(hours=1)
+
+
+# -- helpers shared by the ack test files ------------------------------------------------------
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def make_config(tmp_path: Path, *, smtp_port: int = 1, imap_port: int = 1, imap_user: str = SUPPORT,
+                imap_password: str = "support-password", ack: dict | None = None, hours: dict | None = None,
+                pending: dict | None = None, tiers: dict | None = None, agent_name: str = "Ana",
+                sent_folder: str = ""):
+    """A real config file, [ack]/[hours]/[tiers]/[pending] included, loaded as the CLI would."""
+    hours = {"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-17:00", "timezone": "UTC",
+             **(hours or {})}
+    sections = {
+        "account": {"address": SUPPORT},
+        "imap": {"host": "127.0.0.1", "port": imap_port, "security": "none", "username": imap_user,
+                 "password_command": f"printf '%s' '{imap_password}'"},
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "username": "",
+                 "password_command": "echo unused", "sent_folder": sent_folder},
+        "storage": {"database": str(tmp_path / "heard.db")},
+        "agent": {"name": agent_name, "email": "ana@example.com"},
+        "ack": ack or {},
+        "hours": hours,
+        "pending": pending or {},
+    }
+    lines = []
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in table.items()]
+    for name, spec in (tiers or {}).items():
+        lines.append(f"[tiers.{name}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in spec.items()]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path)
+
+
+def ack_all(store, cfg, *, now):
+    plan = plan_acknowledgements(store, cfg, now=now)
+    return send_acknowledgements(store, cfg, plan.candidates, now=now)
+
+
+def customer_mail(n: int, sender: str, subject: str, *, name: str = "", extra: str = "",
+                  body: str = "The CSV export stops at row 1000 since the last update.",
+                  date: str = "Tue, 24 Nov 2026 09:00:00 +0100", irt: str | None = None) -> bytes:
+    head = (f"From: {name + ' ' if name else ''}<{sender}>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <c{n}.{sender.replace('@', '.')}@cust.example>\r\nDate: {date}\r\n")
+    if irt:
+        head += f"In-Reply-To: <{irt}>\r\nReferences: <{irt}>\r\n"
+    head += extra
+    return (head + "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n").encode()
+
+
+def parsed(received) -> email.message.EmailMessage:
+    return email.message_from_bytes(received.data, policy=policy.default)
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def store(cfg):
+    s = Store(cfg.database)
+    yield s
+    s.close()
+
+
+# -- the message -----------------------------------------------------------------------------
+def test_the_message_is_personal_first_person_and_passes_the_tone_checks(store, cfg):
+    tid = add_ticket(store, "Re: Fwd: Export to CSV stops at row 1000", "ann@cust.example", "It stops.",
+                     from_name="Ann Example")
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    [c] = plan.candidates
+    body = render_ack(c, cfg, ack_settings(cfg, now=NOW))
+    assert body.startswith("Hi Ann,\n")
+    assert '"Export to CSV stops at row 1000"' in body  # their subject, in their words
+    assert "I will personally get back to you by Tuesday 24 November" in body
+    assert "reply to this email" in body
+    assert body.rstrip().endswith("Ana")
+    assert body.lower().count("sorry") == 1
+    low = f" {body.lower()} "
+    assert " we " not in low and " we'" not in low and " our " not in low
+    assert "high volume" not in low
+    assert ack_tone_warnings(body, now=NOW) == []
+    assert ack_tone_warnings(DEFAULT_TEMPLATE.replace("{deadline}", "Friday"), now=NOW) == []
+    assert tid == c.ticket_id
+
+
+def test_deadline_in_the_customers_zone_when_their_mail_shows_one_else_ours_named(store, tmp_path):
+    cfg = make_config(tmp_path, hours={"timezone": "Europe/Berlin"})
+    add_ticket(store, "With zone", "ann@cust.example", "It stops.", date_offset_minutes=-300)
+    add_ticket(store, "No zone", "bob@cust.example", "It stops.")
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    settings = ack_settings(cfg, now=NOW)
+    bodies = {c.subject: render_ack(c, cfg, settings) for c in plan.candidates}
+    assert "your time" in bodies["With zone"]  # New York clock
+    assert "CET" in bodies["No zone"] and "your time" not in bodies["No zone"]
+    with_zone = next(c for c in plan.candidates if c.subject == "With zone")
+    local = with_zone.deadline.astimezone(timezone(timedelta(hours=-5)))
+    assert f"{local:%H:%M} your time" in bodies["With zone"]
+
+
+def test_a_custom_template_is_used_and_checked(tmp_path):
+    cfg = make_config(tmp_path, ack={"template": "{greeting}\n\nI will answer by {deadline}.\n\n{agent_name}\n"})
+    store = Store(cfg.database)
+    add_ticket(store, "Export", "ann@cust.example", "It stops.", from_name="Ann")
+    [c] = plan_acknowledgements(store, cfg, now=NOW).candidates
+    assert render_ack(c, cfg, ack_settings(cfg, now=NOW)).startswith("Hi Ann,\n\nI will answer by Tuesday")
+    store.close()
+
+
+# -- who is skipped, and why -----------------------------------------------------------------------
+def test_plan_lists_eligible_tickets_and_skips_each_with_its_rule(store, cfg):
+    ann = add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    bounce = add_ticket(store, "Undelivered", "mailer-daemon@cust.example", "x", automated_reason="empty envelope sender")
+    listed = add_ticket(store, "Digest", "news@list.example", "x", automated_reason="List-Id header")
+    robot = add_ticket(store, "Receipt", "noreply@shop.example", "x", automated_reason="sender noreply")
+    ours = add_ticket(store, "Loop", "colleague@example.com", "x", automated_reason="own address")
+    held = add_ticket(store, "Held", "hal@cust.example", "It stops.")
+    take_ticket(store, held, agent="Ana", now=NOW)
+    twice_a = add_ticket(store, "First", "tw@cust.example", "It stops.")
+    twice_b = add_ticket(store, "Second", "tw@cust.example", "It stops too.")
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    assert sorted(c.ticket_id for c in plan.candidates) == sorted([ann, twice_a])
+    rules = {s.ticket_id: s.rule for s in plan.skipped}
+    assert rules[bounce].startswith("bounce (empty envelope sender)")
+    assert rules[listed].startswith("mailing list (List-Id header)")
+    assert rules[robot].startswith("automated sender (sender noreply)")
+    assert rules[ours].startswith("our own address")
+    assert rules[held].startswith("held by Ana")
+    assert rules[twice_b].startswith("customer already acknowledged within the window")
+
+
+def test_the_per_customer_window_skips_and_a_second_batch_sends_nothing(store, cfg):
+    add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    first = ack_all(store, cfg, now=NOW)
+    assert len(first.queued) == 1
+    assert ack_all(store, cfg, now=NOW + H).queued == []  # acknowledged: not waiting for one any more
+    add_ticket(store, "Another thing", "ann@cust.example", "And the import too.")
+    plan = plan_acknowledgements(store, cfg, now=NOW + H)
+    assert plan.candidates == [] and "within the window" in plan.skipped[0].rule
+    assert len(plan_acknowledgements(store, cfg, now=NOW + 25 * H).candidates) == 1  # the window is 24 h
+
+
+def test_a_reply_or_ack_written_meanwhile_is_rechecked_at_send_time(store, cfg):
+    add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    assert len(send_acknowledgements(store, cfg, plan.candidates, now=NOW).queued) == 1
+    again = send_acknowledgements(store, cfg, plan.candidates, now=NOW)  # a second screen, same review
+    assert again.queued == [] and again.skipped[0].rule.startswith("already acknowledged")
+
+
+def test_sending_records_promise_event_window_and_threading(store, cfg):
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", message_id="first@cust.example")
+    [(t, oid)] = ack_all(store, cfg, now=NOW).queued
+    with store.read() as s:
+        conn = s.connection()
+        [e] = [e for e in events_of(conn, tid) if e["kind"] == "ack"]
+        row = ticket_row(conn, tid)
+        raw = conn.exec_driver_sql("SELECT raw, kind, recipients FROM outbox WHERE id = ?", (oid,)).one()
+        cust = conn.exec_driver_sql("SELECT last_automatic_at FROM customers WHERE address = 'ann@cust.example'").one()
+    assert e["reason"].startswith("acknowledged by Ana; promised by Tue 24 Nov ")
+    assert e["actor"] == "Ana"
+    assert row["acknowledged_at"] is not None and row["promise_deadline"] is not None
+    assert cust[0] is not None
+    msg = email.message_from_bytes(raw[0], policy=policy.default)
+    assert raw[1] == "ack" and raw[2] == "ann@cust.example"
+    assert msg["Auto-Submitted"] == "auto-replied" and msg["X-Auto-Response-Suppress"] == "All"
+    assert msg["In-Reply-To"] == "<first@cust.example>" and "<first@cust.example>" in msg["References"]
+    assert msg["To"].addresses[0].addr_spec == "ann@cust.example" and len(msg["To"].addresses) == 1
+    assert msg["From"].addresses[0].display_name == "Ana"
+
+
+# -- honest deadlines --------------------------------------------------------------------------------
+def test_deadlines_grow_with_the_place_in_the_work_order_and_stay_in_business_hours(store, cfg):
+    for n in range(12):
+        add_ticket(store, f"Question {n}", f"c{n}@cust.example", "It stops.")
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    deadlines = [c.deadline for c in sorted(plan.candidates, key=lambda c: c.position)]
+    assert deadlines == sorted(deadlines) and deadlines[-1] > deadlines[0]
+    hours = ack_settings(cfg, now=NOW).hours
+    for d in deadlines:
+        assert d >= NOW + H  # [ack] minimum
+        assert hours.is_open(d) or d.astimezone(hours.tz).hour == 17
+
+
+def test_more_agents_and_a_premium_tier_give_earlier_deadlines(tmp_path):
+    store = Store(str(tmp_path / "heard.db"))
+    for n in range(10):
+        add_ticket(store, f"Q{n}", f"c{n}@cust.example", "It stops.")
+    add_ticket(store, "Urgent", "ceo@bigco.example", "It stops.")
+
+    def plan(**kw):
+        return plan_acknowledgements(store, make_config(tmp_path, **kw), now=NOW)
+
+    one, three = plan(ack={"agents": 1}), plan(ack={"agents": 3})
+    assert max(c.deadline for c in three.candidates) < max(c.deadline for c in one.candidates)
+    premium = plan(tiers={"premium": {"max_response": "2h", "members": ["bigco.example"]}})
+    ceo = next(c for c in premium.candidates if c.customer == "ceo@bigco.example")
+    assert ceo.tier == "premium" and ceo.deadline <= NOW + 2 * H
+    store.close()
+
+
+# -- the config -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kw, key",
+    [
+        ({"ack": {"window": "soon"}}, "[ack] window"),
+        ({"ack": {"window": 24}}, "[ack] window"),
+        ({"ack": {"at_risk_margin": "-"}}, "[ack] at_risk_margin"),
+        ({"ack": {"agents": 0}}, "[ack] agents"),
+        ({"ack": {"auto": "yes"}}, "[ack] auto"),
+        ({"ack": {"template": "Hello, I will look at it."}}, "[ack] template"),
+        ({"ack": {"template": "By {deadline}, {customer_nickname}"}}, "[ack] template"),
+        ({"ack": {"windw": "24h"}}, "[ack] windw"),
+        ({"hours": {"timezone": "Mars/Olympus"}}, "[hours] timezone"),
+        ({"hours": {"hours": "9 to 5"}}, "[hours] hours"),
+        ({"hours": {"hours": "17:00-09:00"}}, "[hours] hours"),
+        ({"hours": {"days": ["mon", "funday"]}}, "[hours] days"),
+        ({"hours": {"holidays": ["25.12.2026"]}}, "[hours] holidays"),
+        ({"hours": {"country": "Atlantis"}}, "[hours] country"),
+        ({"tiers": {"premium": {"max_response": "fast"}}}, "[tiers.premium] max_response"),
+        ({"tiers": {"premium": {"members": ["a@b.example"]}}}, "[tiers.premium] max_response"),
+        ({"pending": {"close_after_days": 0}}, "[pending] close_after_days"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_key(tmp_path, kw, key):
+    cfg = make_config(tmp_path, **kw)
+    with pytest.raises(ConfigError) as exc:
+        ack_settings(cfg, now=NOW)
+    line = str(exc.value)
+    assert line.startswith(key) and "\n" not in line
+
+
+def test_defaults_and_documented_keys(tmp_path):
+    s = ack_settings(make_config(tmp_path, hours={"holidays": ["2026-12-25"], "country": "DE"}), now=NOW)
+    assert (s.auto, s.window, s.at_risk_margin, s.minimum, s.handling_time, s.agents) == (
+        False, 24 * H, 2 * H, H, timedelta(minutes=30), 1)
+    assert s.close_after_days == 5 and s.checkin_after_days == 3
+    assert datetime(2026, 12, 25).date() in s.hours.holidays
+    assert datetime(2026, 10, 3).date() in s.hours.holidays  # German Unity Day, from country = "DE"
+    s = ack_settings(make_config(tmp_path, ack={"window": "7d"}), now=NOW)
+    assert s.window == timedelta(days=7)  # calendar days for the mail-loop window
+
+
+# -- updates for at-risk promises ---------------------------------------------------------------------
+def test_update_rules_at_risk_only_one_unless_forced_and_never_inside_the_window(tmp_path):
+    cfg = make_config(tmp_path, ack={"window": "1h"})
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", from_name="Ann")
+    ack_all(store, cfg, now=NOW)
+    with store.read() as s:
+        deadline = ledger.promise_in_force(s.connection(), tid, now=NOW)["deadline"]
+    thursday = datetime(2026, 11, 26, 14, 0, tzinfo=timezone.utc)
+    with pytest.raises(AckError, match="not at risk yet"):
+        send_update(store, cfg, tid, deadline=thursday, reason="x", now=NOW + H + timedelta(minutes=1))
+    with pytest.raises(AckError, match="less than 1h ago"):
+        send_update(store, cfg, tid, deadline=thursday, reason="x", now=NOW + timedelta(minutes=5), force=True)
+    with pytest.raises(AckError, match="needs a reason"):
+        send_update(store, cfg, tid, deadline=thursday, reason="  ", now=deadline - H)
+    res = send_update(store, cfg, tid, deadline=thursday, reason="because the fix ships on Thursday.",
+                      now=deadline - H, agent="Ana")
+    with store.read() as s:
+        conn = s.connection()
+        body = conn.exec_driver_sql("SELECT raw FROM outbox WHERE id = ?", (res.outbox_id,)).scalar()
+        [e] = [e for e in events_of(conn, tid) if e["kind"] == "promise"]
+    text = email.message_from_bytes(body, policy=policy.default).get_content()
+    assert "I need until Thursday 26 November, 14:00 UTC, because the fix ships on Thursday." in text
+    assert ack_tone_warnings(text, now=NOW) == []  # no second apology
+    assert e["new"] == "Thu 26 Nov 14:00" and "because the fix ships on Thursday" in e["reason"]
+    later = thursday - H
+    with pytest.raises(AckError, match="second one needs --force"):
+        send_update(store, cfg, tid, deadline=thursday + 24 * H, reason="the supplier is late", now=later)
+    send_update(store, cfg, tid, deadline=thursday + 24 * H, reason="the supplier is late", now=later, force=True)
+    store.close()
+
+
+def test_parse_when(tmp_path):
+    hours = ack_settings(make_config(tmp_path), now=NOW).hours
+    assert parse_when("thu 14:00", now=NOW, hours=hours) == datetime(2026, 11, 26, 14, 0, tzinfo=timezone.utc)
+    assert parse_when("Thursday", now=NOW, hours=hours) == datetime(2026, 11, 26, 17, 0, tzinfo=timezone.utc)
+    assert parse_when("2026-11-27 11:30", now=NOW, hours=hours) == datetime(2026, 11, 27, 11, 30, tzinfo=timezone.utc)
+    assert parse_when("1d", now=NOW, hours=hours) == datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+    with pytest.raises(AckError):
+        parse_when("whenever", now=NOW, hours=hours)

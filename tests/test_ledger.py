@@ -1,0 +1,173 @@
+"""The promise ledger: kept, at risk, broken, updated; the report; handling-time history."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from test_ack import NOW, ack_all, make_config
+from factories import add_ticket
+from mail.ack import ack_settings, plan_acknowledgements, send_update
+from mail.send import queue_reply
+from storage import ledger
+from storage.db import Store
+from storage.ledger import BROKEN, KEPT, OPEN, AT_RISK, UPDATED, promise_state
+from storage.tickets import header_counts, set_status, take_ticket, ticket_row
+
+H = timedelta(hours=1)
+MADE = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+DUE = MADE + 4 * H
+
+
+@pytest.mark.parametrize(
+    "handled, superseded, now, expected",
+    [
+        (MADE + H, None, MADE + 10 * H, KEPT),  # a reply before the deadline
+        (DUE, None, MADE + 10 * H, KEPT),  # on the dot counts
+        (DUE + H, None, MADE + 10 * H, BROKEN),  # answered, but late
+        (None, None, MADE + H, OPEN),
+        (None, None, DUE - H, AT_RISK),  # inside the 2 h margin
+        (None, None, DUE, BROKEN),  # the deadline passed with no reply
+        (None, MADE + 3 * H, MADE + 10 * H, UPDATED),  # a new deadline before it was due
+        (None, DUE + H, MADE + 10 * H, BROKEN),  # an update after the deadline does not un-break it
+        (MADE - H, None, DUE + H, BROKEN),  # a reply before the promise does not keep it
+        (MADE + 5 * H, MADE + 2 * H, MADE + 10 * H, UPDATED),  # updated first, then answered
+    ],
+)
+def test_promise_state(handled, superseded, now, expected):
+    assert promise_state(made_at=MADE, deadline=DUE, handled_at=handled, superseded_at=superseded, now=now,
+                         at_risk_margin=2 * H) == expected
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def store(cfg):
+    s = Store(cfg.database)
+    yield s
+    s.close()
+
+
+def reply(store, cfg, tid, *, now):
+    """A human reply from the agent; the ticket then waits on the customer."""
+    return queue_reply(store, cfg, tid, "Hi,\n\nFixed: please try again.\n\nAna", agent="Ana", now=now,
+                       reason="answered; waiting for the customer to confirm")
+
+
+def _promise(store, tid, now):
+    with store.read() as s:
+        return ledger.promise_in_force(s.connection(), tid, now=now)
+
+
+def test_a_reply_before_the_deadline_keeps_the_promise_and_clears_the_queue_deadline(store, cfg):
+    tid = add_ticket(store, "Export fails", "ann@cust.example", "The export stops.")
+    res = ack_all(store, cfg, now=NOW)
+    assert [t for t, _ in res.queued] == [tid]
+    p = _promise(store, tid, NOW)
+    assert p["state"] == OPEN and p["deadline"] > NOW
+    with store.read() as s:
+        assert ticket_row(s.connection(), tid)["promise_deadline"] is not None
+
+    reply(store, cfg, tid, now=NOW + H)
+    later = p["deadline"] + 24 * H
+    p = _promise(store, tid, later)
+    assert p["state"] == KEPT and p["handled_at"] == NOW + H
+    with store.write_conn() as conn:
+        assert ledger.settle_replied(conn, now=later) == [tid]
+    with store.read() as s:
+        conn = s.connection()
+        assert ticket_row(conn, tid)["promise_deadline"] is None
+        assert header_counts(conn, now=later)["broken"] == 0
+
+
+def test_no_reply_is_at_risk_near_the_deadline_then_broken(store, cfg):
+    tid = add_ticket(store, "Export fails", "ann@cust.example", "The export stops.")
+    ack_all(store, cfg, now=NOW)
+    deadline = _promise(store, tid, NOW)["deadline"]
+    assert _promise(store, tid, deadline - 3 * H)["state"] == OPEN
+    assert _promise(store, tid, deadline - H)["state"] == AT_RISK
+    assert _promise(store, tid, deadline + H)["state"] == BROKEN
+    with store.read() as s:
+        conn = s.connection()
+        assert header_counts(conn, now=deadline - H)["at_risk"] == 1
+        assert header_counts(conn, now=deadline + H)["broken"] == 1
+    # A reply after the deadline settles the queue, but the promise stays broken, 3 h late.
+    reply(store, cfg, tid, now=deadline + 3 * H)
+    with store.read() as s:
+        rep = ledger.ledger_report(s.connection(), now=deadline + 10 * H)
+    assert (rep.made, rep.kept, rep.broken) == (1, 0, 1)
+    assert rep.median_broken_delay == 3 * H
+
+
+def test_report_counts_a_period(store, cfg):
+    a = add_ticket(store, "One", "ann@cust.example", "The export stops.")
+    b = add_ticket(store, "Two", "bob@cust.example", "The import stops.")
+    c = add_ticket(store, "Three", "cy@cust.example", "The sync stops.")
+    ack_all(store, cfg, now=NOW)
+    reply(store, cfg, a, now=NOW + H)
+    deadline_b = _promise(store, b, NOW)["deadline"]
+    reply(store, cfg, b, now=deadline_b + 2 * H)
+    later = _promise(store, c, NOW)["deadline"] + 4 * H
+    with store.read() as s:
+        conn = s.connection()
+        rep = ledger.ledger_report(conn, now=later)
+        assert rep.as_dict() == {"since": None, "until": None, "made": 3, "kept": 1, "broken": 2, "at_risk": 0,
+                                 "open": 0, "updated": 0,
+                                 "median_broken_delay_minutes": 180}  # median of 2 h and 4 h
+        assert ledger.ledger_report(conn, now=later, since=NOW + H).made == 0
+        assert ledger.ledger_report(conn, now=later, until=NOW + H).made == 3
+
+
+def test_an_update_replaces_the_promise_in_force(tmp_path):
+    cfg = make_config(tmp_path, ack={"window": "1h"})
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export fails", "ann@cust.example", "The export stops.")
+    ack_all(store, cfg, now=NOW)
+    first = _promise(store, tid, NOW)
+    at_risk = first["deadline"] - H
+    new = first["deadline"] + 48 * H
+    send_update(store, cfg, tid, deadline=new, reason="the fix ships on Thursday", now=at_risk, agent="Ana")
+    with store.read() as s:
+        conn = s.connection()
+        rows = ledger.promises_of(conn, tid, now=at_risk)
+        assert [r["state"] for r in rows] == [UPDATED, OPEN]
+        assert rows[1]["update_reason"] == "the fix ships on Thursday"
+        assert ticket_row(conn, tid)["promise_deadline"].replace(tzinfo=timezone.utc) == new
+    store.close()
+
+
+def test_take_to_solve_history_comes_from_the_events(store, cfg):
+    tids = [add_ticket(store, f"T{n}", f"c{n}@cust.example", "The export stops.") for n in range(3)]
+    for n, tid in enumerate(tids):
+        taken = NOW + n * 24 * H
+        take_ticket(store, tid, agent="Ana", now=taken)
+        set_status(store, tid, "solved", reason="fixed", actor="Ana", now=taken + (n + 1) * 10 * timedelta(minutes=1))
+    with store.read() as s:
+        spans = ledger.take_to_solve_spans(s.connection(), since=NOW - H)
+    assert sorted(b - a for a, b in spans) == [timedelta(minutes=10), timedelta(minutes=20), timedelta(minutes=30)]
+
+
+def test_learned_handling_time_replaces_the_configured_one_once_there_is_enough_history(tmp_path):
+    cfg = make_config(tmp_path, ack={"handling_time": "30m", "min_history": 5})
+    store = Store(cfg.database)
+    settings = ack_settings(cfg, now=NOW)
+    for n in range(4):
+        add_ticket(store, f"Wait {n}", f"w{n}@cust.example", "The export stops.")
+    before = plan_acknowledgements(store, cfg, now=NOW, settings=settings)
+    assert before.handling.samples == 0
+    took = [60, 90, 120, 120, 150, 240]  # minutes of business time, take to solve
+    for n, minutes in enumerate(took):
+        tid = add_ticket(store, f"Old {n}", f"o{n}@cust.example", "The export stops.")
+        t0 = datetime(2026, 11, [16, 17, 18, 19, 20, 23][n], 9, 0, tzinfo=timezone.utc)  # business mornings
+        take_ticket(store, tid, agent="Ana", now=t0)
+        set_status(store, tid, "solved", reason="fixed", actor="Ana", now=t0 + timedelta(minutes=minutes))
+    after = plan_acknowledgements(store, cfg, now=NOW, settings=settings)
+    assert after.handling.samples == 6 and after.handling.median == 2 * H
+    last_before = max(c.deadline for c in before.candidates)
+    last_after = max(c.deadline for c in after.candidates)
+    assert last_after > last_before  # slower history, later (honest) promises
+    store.close()
