@@ -14,6 +14,7 @@ import hashlib
 import re
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -233,9 +234,9 @@ def sync_once(
         done = 0
         if progress:
             progress(0, total)
-        for start in range(0, total, batch):
-            chunk = todo[start : start + batch]
-            fetched = fetch_raw(client, chunk)
+        chunks = [todo[i : i + batch] for i in range(0, total, batch)]
+
+        def parse_chunk(chunk: list[int], fetched: dict) -> tuple[list, dict]:
             items = []
             for uid in chunk:
                 got = fetched.get(uid)
@@ -246,21 +247,25 @@ def sync_once(
                 m = converter.convert(raw, pm, internal_date=_internal_date(idate) if pm.date is None else None)
                 m.folder, m.uidvalidity, m.uid = folder, uidvalidity, uid
                 items.append((m, list(pm.in_reply_to), list(pm.references)))
-            last = chunk[-1]
-            cursor = dict(folder=folder, uidvalidity=uidvalidity, last_uid=last,
-                          uidnext=uidnext if start + batch >= total else 0, highestmodseq=modseq)
-            ing = ingest_batch(store, converter, items, cursor=cursor)
-            r = ing.result
+            cursor = dict(folder=folder, uidvalidity=uidvalidity, last_uid=chunk[-1],
+                          uidnext=uidnext if chunk is chunks[-1] else 0, highestmodseq=modseq)
+            return items, cursor
+
+        def store_chunk(items: list, cursor: dict, count: int) -> None:
+            nonlocal done
+            r = ingest_batch(store, converter, items, cursor=cursor).result
             summary.new_messages += r.new_messages
             summary.automated += r.automated
             summary.quarantined += r.quarantined
             summary.duplicates += r.duplicates
             summary.reopened += len(r.reopened)
-            created |= r.tickets_created
-            updated |= r.tickets_updated
-            done += len(chunk)
+            created.update(r.tickets_created)
+            updated.update(r.tickets_updated)
+            done += count
             if progress:
                 progress(done, total)
+
+        _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
         if not todo:
             _touch(store, folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
         summary.tickets_created = len(created)
@@ -280,6 +285,82 @@ def sync_once(
                 client.logout()
             except Exception:
                 pass
+
+
+def _pipeline(chunks: list[list[int]], *, fetch, parse, store) -> None:
+    """Fetch, parse and store batches on three threads, stored strictly in UID order.
+
+    Fetching waits on the network and storing mostly runs inside SQLite (FTS
+    tokenising, page writes), both outside the GIL, so they overlap with
+    parsing. Each batch still commits its raw bytes and its cursor together,
+    in order, so a kill at any point loses at most the uncommitted batches.
+    """
+    if not chunks:
+        return
+    fetched_q: queue.Queue = queue.Queue(maxsize=2)
+    parsed_q: queue.Queue = queue.Queue(maxsize=2)
+    failed = threading.Event()
+    errors: list[BaseException] = []
+    done = object()
+
+    def put(q: queue.Queue, item) -> bool:
+        while not failed.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetcher() -> None:
+        try:
+            for chunk in chunks:
+                if not put(fetched_q, (chunk, fetch(chunk))):
+                    return
+            put(fetched_q, done)
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+            failed.set()
+
+    def writer() -> None:
+        try:
+            while not failed.is_set():
+                try:
+                    item = parsed_q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is done:
+                    return
+                store(*item)
+        except BaseException as exc:
+            errors.append(exc)
+            failed.set()
+
+    threads = [threading.Thread(target=fetcher, name="heard-fetch", daemon=True),
+               threading.Thread(target=writer, name="heard-store", daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        while not failed.is_set():
+            try:
+                item = fetched_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is done:
+                put(parsed_q, done)
+                break
+            chunk, fetched = item
+            items, cursor = parse(chunk, fetched)
+            if not put(parsed_q, (items, cursor, len(chunk))):
+                break
+    except BaseException:
+        failed.set()
+        raise
+    finally:
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
 
 
 def _touch(store: Store, folder: str, uidvalidity: int, last_uid: int, uidnext: int, modseq: int | None) -> None:
