@@ -336,3 +336,136 @@ def test_parse_when(tmp_path):
     assert parse_when("1d", now=NOW, hours=hours) == datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
     with pytest.raises(AckError):
         parse_when("whenever", now=NOW, hours=hours)
+
+
+# -- end to end: real IMAP (pymap) and SMTP (aiosmtpd) on loopback ----------------------------------
+def heard(cfg, *args, capsys) -> tuple[int, str, str]:
+    code = main(["--config", str(cfg.path), *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+BACKLOG = [
+    customer_mail(1, "ann@cust.example", "Export to CSV stops at row 1000", name="Ann Example"),
+    customer_mail(2, "bob@cust.example", "Invoice PDF is blank", name="Bob Stone",
+                  date="Tue, 24 Nov 2026 08:00:00 -0500"),
+    customer_mail(3, "cy@cust.example", "Cannot add a second user", name="Cy"),
+    customer_mail(4, "dee@cust.example", "Bank feed missing since Monday", name="Dee"),
+    customer_mail(5, "noreply@shop.example", "Your receipt"),
+    customer_mail(6, "news@list.example", "Weekly digest", extra="List-Id: <news.list.example>\r\n"),
+    customer_mail(7, "mailer-daemon@mx.example", "Undelivered Mail Returned to Sender"),
+    customer_mail(8, "away@cust.example", "Automatic reply: hello", extra="Auto-Submitted: auto-replied\r\n"),
+]
+ELIGIBLE = {"ann@cust.example", "bob@cust.example", "cy@cust.example", "dee@cust.example"}
+
+
+def test_a_batch_sends_one_mail_per_eligible_customer_none_to_machines_and_nothing_twice(
+        pymap_server, smtp_server, tmp_path, capsys):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
+    pymap_server.deliver_maildir(SUPPORT, BACKLOG)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+
+    code, out, _ = heard(cfg, "ack", "--dry-run", capsys=capsys)
+    assert code == 0 and smtp_server.received == []
+    for addr in ELIGIBLE:
+        assert addr in out
+    assert "by Tuesday 24 November" in out or "by Wednesday" in out or "by " in out
+    assert "noreply@shop.example" in out and "skipped: automated sender (sender noreply)" in out
+    assert "skipped: mailing list (List-Id header)" in out
+    assert "skipped: bounce" in out or "skipped: automated sender (sender mailer-daemon)" in out
+    assert "skipped: automated sender (Auto-Submitted: auto-replied)" in out
+    assert "4 to acknowledge, 4 skipped" in out
+
+    code, out, err = heard(cfg, "ack", "--yes", capsys=capsys)
+    assert code == 0, err
+    assert "4 sent" in out
+    got = smtp_server.messages
+    assert sorted(r for m in got for r in m.rcpt_tos) == sorted(ELIGIBLE)
+    for m in got:
+        msg = parsed(m)
+        assert msg["Auto-Submitted"] == "auto-replied" and msg["X-Auto-Response-Suppress"] == "All"
+        assert msg["In-Reply-To"].startswith("<c") and len(m.rcpt_tos) == 1
+    bob = parsed(next(m for m in got if m.rcpt_tos == ("bob@cust.example",))).get_content()
+    assert bob.startswith("Hi Bob,") and '"Invoice PDF is blank"' in bob and "your time" in bob
+
+    code, out, _ = heard(cfg, "ack", "--yes", capsys=capsys)  # a second run: nothing new
+    assert code == 0 and "0 to acknowledge" in out and len(smtp_server.received) == 4
+
+    code, out, _ = heard(cfg, "report", "--json", capsys=capsys)
+    assert json.loads(out)["made"] == 4
+
+
+def test_a_kill_in_the_middle_of_a_batch_sends_nobody_twice(pymap_server, smtp_server, tmp_path, capsys):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
+    pymap_server.deliver_maildir(SUPPORT, BACKLOG)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    cli = "import sys; from tui.cli import main; sys.exit(main(sys.argv[1:]))"
+    child = subprocess.Popen([sys.executable, "-c", cli, "--config", str(cfg.path), "ack", "--yes"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: list[str] = []  # every DATA the server took in, the one cut short by the kill included
+    killed = threading.Event()
+
+    def kill_on_second(mail_from, rcpts, data):  # the server has the 2nd message; the sender dies now
+        seen.extend(rcpts)
+        if len(seen) == 2 and not killed.is_set():
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+            killed.set()
+
+    smtp_server.deliver = kill_on_second
+    try:
+        assert child.wait(60) == -signal.SIGKILL and killed.is_set()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert len(seen) == 2
+
+    code, out, err = heard(cfg, "ack", "--yes", capsys=capsys)  # run it again
+    assert "0 to acknowledge" in out
+    assert "2 sent, 1 unknown" in out  # the one in flight at the kill is never resent blindly
+    assert sorted(seen) == sorted(ELIGIBLE)  # everyone exactly once
+    heard(cfg, "ack", "--yes", capsys=capsys)
+    assert sorted(seen) == sorted(ELIGIBLE)
+
+
+def test_an_autoresponder_that_answers_everything_gets_one_mail_and_the_loop_stops(
+        pymap_server, smtp_server, tmp_path):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port, ack={"auto": True})
+    store = Store(cfg.database)
+    answered = []
+
+    def autoresponders(mail_from, rcpts, data):
+        msg = email.message_from_bytes(data, policy=policy.default)
+        for rcpt in rcpts:
+            n = len(answered)
+            answered.append(rcpt)
+            if rcpt == "polite@away.example":  # marks itself and threads: RFC 3834
+                pymap_server.append(customer_mail(100 + n, rcpt, f"Auto: {msg['Subject']}", body="I am away.",
+                                                  irt=msg["Message-ID"].strip("<>"),
+                                                  extra="Auto-Submitted: auto-replied\r\n"))
+            else:  # a naive one: no headers, no threading, looks like a person writing anew
+                pymap_server.append(customer_mail(100 + n, rcpt, "Thanks for your email", body="I read mail on Fridays."))
+
+    smtp_server.deliver = autoresponders
+    pymap_server.deliver_maildir(SUPPORT, [
+        customer_mail(1, "polite@away.example", "Where is my refund?", name="Pia"),
+        customer_mail(2, "naive@away.example", "Login page is blank", name="Nat"),
+    ])
+    from mail.ack import housekeeping
+
+    for _round in range(4):
+        now = datetime.now(timezone.utc)
+        summary = sync_once(store, cfg)
+        housekeeping(store, cfg, now, new_ticket_ids=summary.new_ticket_ids)  # [ack] auto = true
+        plan = plan_acknowledgements(store, cfg, now=now)
+        send_acknowledgements(store, cfg, plan.candidates, now=now)  # and the agent's batch too
+        drain_outbox(store, cfg)
+        time.sleep(0.2)
+    assert sorted(answered) == ["naive@away.example", "polite@away.example"]
+    with store.read() as s:
+        conn = s.connection()
+        tickets = conn.exec_driver_sql("SELECT id, automated_reason FROM tickets ORDER BY id").all()
+    assert len(tickets) >= 3  # the naive autoresponder's answers became tickets, none acknowledged
+    plan = plan_acknowledgements(store, cfg, now=datetime.now(timezone.utc))
+    assert plan.candidates == [] and all("within the window" in s.rule for s in plan.skipped)
+    store.close()
