@@ -1,0 +1,183 @@
+"""Waiting on the customer: one polite check-in, then closed after N business days of silence;
+a customer reply reopens, auto-replies and bounces do not."""
+
+from __future__ import annotations
+
+import email
+from datetime import datetime, timedelta, timezone
+from email import policy
+
+import pytest
+
+from factories import add_reply, add_ticket
+from mail.ack import ack_settings, housekeeping, pending_action
+from mail.send import queue_reply
+from mail.sync import sync_once
+from storage.db import Store
+from storage.ledger import stamp_automatic_mail
+from storage.tickets import events_of, ticket_row
+from test_ack import SUPPORT, ack_all, customer_mail, make_config
+
+# Monday 23 November 2026, 10:00 UTC; business hours Mon-Fri 09-17 UTC.
+MON = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def store(cfg):
+    s = Store(cfg.database)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize(
+    "checkin_at, now, allowed, expected",
+    [
+        (None, MON + 2 * DAY, True, None),  # Wednesday: 2 business days
+        (None, MON + 3 * DAY, True, "checkin"),  # Thursday: 3
+        (None, MON + 5 * DAY, True, "checkin"),  # Saturday: still 4 business days, check in first
+        (None, MON + 7 * DAY, True, "checkin"),  # Monday: 5, but nobody checked in yet: check in first
+        (MON + 3 * DAY, MON + 4 * DAY, True, None),  # one day after the check-in
+        (MON + 3 * DAY, MON + 7 * DAY, True, "close"),  # 5 business days, 2 since the check-in
+        (MON + 7 * DAY, MON + 8 * DAY, True, None),  # a late check-in still leaves 2 days to answer
+        (MON + 7 * DAY, MON + 9 * DAY, True, "close"),
+        (None, MON + 7 * DAY, False, "close"),  # no check-in possible (automated, window): close on time
+        (None, MON + 4 * DAY, False, None),
+    ],
+)
+def test_pending_action(cfg, checkin_at, now, allowed, expected):
+    hours = ack_settings(cfg, now=MON).hours
+    assert pending_action(pending_since=MON, checkin_at=checkin_at, now=now, hours=hours, close_after_days=5,
+                          checkin_after_days=3, checkin_allowed=allowed) == expected
+
+
+def _waiting(store, cfg, sender="ann@cust.example", **kw) -> int:
+    tid = add_ticket(store, "Export to CSV stops", sender, "The export stops at row 1000.", **kw)
+    queue_reply(store, cfg, tid, "Hi Ann,\n\nTry the new export button.\n\nAna", agent="Ana", now=MON,
+                reason="answered; waiting for Ann to confirm")
+    return tid
+
+
+def _outbox(store, tid) -> list:
+    with store.read() as s:
+        return s.connection().exec_driver_sql(
+            "SELECT kind, raw FROM outbox WHERE ticket_id = ? ORDER BY id", (tid,)).all()
+
+
+def test_one_check_in_then_closed_with_the_reason(store, cfg):
+    tid = _waiting(store, cfg)
+    assert housekeeping(store, cfg, MON + 2 * DAY).checkins == []
+    s = housekeeping(store, cfg, MON + 3 * DAY)
+    assert [t for t, _ in s.checkins] == [tid] and s.closed == []
+    assert housekeeping(store, cfg, MON + 3 * DAY + timedelta(hours=2)).checkins == []  # at most one
+    kinds = [k for k, _ in _outbox(store, tid)]
+    assert kinds == ["reply", "checkin"]
+    msg = email.message_from_bytes(_outbox(store, tid)[1][1], policy=policy.default)
+    assert msg["Auto-Submitted"] == "auto-replied" and msg["In-Reply-To"]
+    text = msg.get_content()
+    assert text.startswith("Hi Ann,") and "Just reply to this email" in text and "Monday 30 November" in text
+
+    assert housekeeping(store, cfg, MON + 4 * DAY).closed == []
+    s = housekeeping(store, cfg, MON + 7 * DAY)
+    assert s.closed == [tid] and s.checkins == []
+    with store.read() as r:
+        conn = r.connection()
+        assert ticket_row(conn, tid)["status"] == "closed"
+        closing = [e for e in events_of(conn, tid) if e["kind"] == "status" and e["new"] == "closed"]
+    assert closing[0]["reason"] == "no reply from the customer in 5 days"
+    assert closing[0]["actor"] == "heard housekeeping"
+    assert [k for k, _ in _outbox(store, tid)] == ["reply", "checkin"]  # no closing mail: one check-in at most
+
+
+def test_no_check_in_to_an_automated_sender_or_inside_the_window_but_still_closed(store, cfg):
+    robot = _waiting(store, cfg, "noreply@shop.example", automated_reason="sender noreply")
+    recent = _waiting(store, cfg, "bob@cust.example")
+    with store.write_conn() as conn:
+        stamp_automatic_mail(conn, recent, now=MON + 3 * DAY - timedelta(hours=1))
+    assert housekeeping(store, cfg, MON + 3 * DAY).checkins == []  # the window holds Bob's check-in
+    s = housekeeping(store, cfg, MON + 7 * DAY)
+    assert s.closed == [robot] and [t for t, _ in s.checkins] == [recent]  # the window passed: check in first
+    assert housekeeping(store, cfg, MON + 9 * DAY).closed == [recent]
+    assert [k for k, _ in _outbox(store, robot)] == ["reply"]
+    other = _waiting(store, cfg, "cy@cust.example")
+    with store.write_conn() as conn:  # inside the window all along: closed on time without a check-in
+        stamp_automatic_mail(conn, other, now=MON + 7 * DAY - timedelta(hours=1))
+    assert housekeeping(store, cfg, MON + 7 * DAY).closed == [other]
+
+
+def test_dry_run_changes_nothing(store, cfg):
+    tid = _waiting(store, cfg)
+    s = housekeeping(store, cfg, MON + 3 * DAY, dry_run=True)
+    assert s.planned == [(tid, "checkin")] and s.checkins == []
+    assert [k for k, _ in _outbox(store, tid)] == ["reply"]
+
+
+def test_a_configured_close_after_days(tmp_path):
+    cfg = make_config(tmp_path, pending={"close_after_days": 2})
+    store = Store(cfg.database)
+    tid = _waiting(store, cfg)
+    assert [t for t, _ in housekeeping(store, cfg, MON + DAY).checkins] == [tid]
+    assert housekeeping(store, cfg, MON + 2 * DAY).closed == [tid]
+    with store.read() as r:
+        [e] = [e for e in events_of(r.connection(), tid) if e["new"] == "closed"]
+    assert e["reason"] == "no reply from the customer in 2 days"
+    store.close()
+
+
+def test_housekeeping_settles_promises_answered_by_a_reply(store, cfg):
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    ack_all(store, cfg, now=MON)
+    queue_reply(store, cfg, tid, "Hi Ann,\n\nDone.\n\nAna", agent="Ana", now=MON + timedelta(hours=1),
+                next_status=None)
+    assert housekeeping(store, cfg, MON + timedelta(hours=2)).settled == [tid]
+    with store.read() as r:
+        assert ticket_row(r.connection(), tid)["promise_deadline"] is None
+
+
+def test_auto_acknowledge_is_off_by_default(store, cfg, tmp_path):
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    assert housekeeping(store, cfg, MON, new_ticket_ids=[tid]).acknowledged == []
+    on = make_config(tmp_path, ack={"auto": True})
+    assert [t for t, _ in housekeeping(store, on, MON, new_ticket_ids=[tid]).acknowledged] == [tid]
+
+
+def test_a_customer_reply_reopens_a_closed_ticket_auto_replies_and_bounces_do_not(pymap_server, tmp_path):
+    cfg = make_config(tmp_path, imap_port=pymap_server.port)
+    store = Store(cfg.database)
+    first = "c1.ann.cust.example@cust.example"
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export stops", name="Ann")])
+    sync_once(store, cfg)
+    tid = 1
+    queue_reply(store, cfg, tid, "Hi Ann,\n\nTry again now.\n\nAna", agent="Ana", now=MON,
+                reason="answered; waiting for Ann to confirm")
+    # An out-of-office answer while we wait: no reopen, and the clock keeps running.
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(2, "ann@cust.example", "Automatic reply: Export stops",
+                                                         irt=first, body="I am away.",
+                                                         extra="Auto-Submitted: auto-replied\r\n")])
+    sync_once(store, cfg)
+    with store.read() as r:
+        row = r.connection().exec_driver_sql("SELECT status, pending_since FROM tickets WHERE id = 1").one()
+    assert row[0] == "pending"
+    housekeeping(store, cfg, MON + 3 * DAY)
+    assert housekeeping(store, cfg, MON + 7 * DAY).closed == [tid]
+    # A bounce of the check-in: still closed.
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(3, "mailer-daemon@mx.example", "Undelivered: Export stops",
+                                                         irt=first, body="Delivery failed.")])
+    sync_once(store, cfg)
+    with store.read() as r:
+        assert ticket_row(r.connection(), tid)["status"] == "closed"
+    # The customer writes back, days later: reopened.
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(4, "ann@cust.example", "Re: Export stops", irt=first,
+                                                         body="Sorry, I was away. It still stops at row 1000.")])
+    sync_once(store, cfg)
+    with store.read() as r:
+        conn = r.connection()
+        assert ticket_row(conn, tid)["status"] == "open"
+        reopened = [e for e in events_of(conn, tid) if e["kind"] == "status" and e["new"] == "open"]
+    assert len(reopened) == 1 and reopened[0]["reason"].startswith("the customer replied")
+    store.close()
