@@ -167,8 +167,8 @@ class DemoWorld:
                 self.directory / "pymap", username=self.support_address, password=SUPPORT_PASSWORD
             )
             self._readd_customers()
-            self._seed_if_empty()
             self.imap.start()
+            self._seed_if_empty()
             self.smtp = SmtpServer(deliver=self._deliver, hostname="mx.ledgerly.example")
             self.smtp.start()
             self._write_config()
@@ -223,7 +223,17 @@ class DemoWorld:
             return
         now = datetime.now(timezone.utc)
         backlog = demo_backlog(now, self.support_address)
-        self.seeded = self.imap.deliver_maildir(self.support_address, backlog)
+        # pymap numbers the files it finds in one look in directory order, so
+        # it is shown one message at a time: UIDs then follow arrival, as on a
+        # real server (and a reply never comes before the mail it answers).
+        client = self.imap.connect()
+        try:
+            client.select_folder("INBOX", readonly=True)
+            for raw in backlog:
+                self.seeded += self.imap.deliver_maildir(self.support_address, raw)
+                client.noop()
+        finally:
+            client.logout()
         self.imap.deliver_maildir(self.support_address, demo_sent(now, self.support_address), folder=SENT_FOLDER,
                                   seen=True)
         self.senders = len({parse_message(raw).from_addr for raw in backlog})

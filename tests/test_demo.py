@@ -137,16 +137,26 @@ def test_heard_demo_serves_a_seeded_inbox_plays_the_customers_and_stops_cleanly(
         client = _imap_connect(cfg.imap.host, cfg.imap.port, cfg.imap.username, cfg.imap.password())
         client.select_folder("INBOX", readonly=True)
         uids = client.search("ALL")
-        senders = {env[b"ENVELOPE"].from_[0].mailbox + b"@" + env[b"ENVELOPE"].from_[0].host
-                   for env in client.fetch(uids, ["ENVELOPE"]).values() if env[b"ENVELOPE"].from_}
+        fetched = client.fetch(uids, ["ENVELOPE", "INTERNALDATE"])
         client.logout()
+        senders = {f[b"ENVELOPE"].from_[0].mailbox + b"@" + f[b"ENVELOPE"].from_[0].host
+                   for f in fetched.values() if f[b"ENVELOPE"].from_}
         assert len(uids) >= 150
         assert len(senders) >= 40
+        arrivals = [fetched[uid][b"INTERNALDATE"] for uid in sorted(fetched)]
+        assert arrivals == sorted(arrivals), "UIDs should follow arrival, as on a real server"
 
         # The sync filled the demo's own database.
         with sqlite3.connect(cfg.database) as db:
             assert db.execute("select count(*) from messages").fetchone()[0] >= 150
             assert db.execute("select count(*) from tickets").fetchone()[0] >= 40
+            # The backlog's conversations are threads: no answer starts a ticket of its own
+            # when the mail it answers is in the inbox too.
+            known = {mid for (mid,) in db.execute("select message_id from messages")}
+            orphans = [mid for mid, refs in db.execute(
+                "select message_id, \"references\" from messages where thread_reason like 'new ticket%'")
+                if known & set(refs.split())]
+            assert orphans == []
 
         # Mail sent through the demo SMTP server lands in the customer's mailbox...
         reply = (
