@@ -283,7 +283,8 @@ class _ProcessServer:
             return self
         last_error = ""
         for attempt in range(3):  # a race on the free port: try another one
-            self.port = free_port(self.host)
+            if attempt or not self.port:  # a restart keeps its port, as a real server would
+                self.port = free_port(self.host)
             self._prepare()
             log = open(self.log_path, "ab")
             try:
