@@ -74,7 +74,9 @@ class MessageConverter:
     def convert(self, raw: bytes, pm: ParsedMessage, *, internal_date: datetime | None) -> NewMessage:
         outgoing = pm.from_addr in self.own_addresses
         auto = None
-        if not outgoing:
+        if "x-heard-doctor" in pm.headers:  # `heard doctor`'s round-trip check, not a conversation
+            outgoing, auto = False, "heard doctor round trip"
+        elif not outgoing:
             auto = automated_reason(
                 pm.headers,
                 envelope_sender=None,
