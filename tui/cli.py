@@ -400,4 +400,7 @@ def _load_extensions() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the imported module's main, where feature modules register their commands.
+    from tui.cli import main as _main
+
+    sys.exit(_main())
