@@ -1,0 +1,181 @@
+"""The acknowledgement review in the app (`a` on the queue), driven by keys through Textual's pilot,
+sending through a real SMTP server (aiosmtpd) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import functools
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from email import policy
+
+import pytest
+
+from factories import add_ticket
+from storage import ledger
+from storage.db import Store
+from storage.tickets import events_of, ticket_row
+from test_ack import ack_all, make_config
+from tui.ack import AckReviewScreen, DeadlineDialog, TemplateDialog, UpdateDialog, update_screen
+from tui.dialogs import ConfirmDialog
+from tui.app import HeardApp
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+H = timedelta(hours=1)
+SIZE = (130, 40)
+
+
+def run_async(fn):
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        asyncio.run(fn(*args, **kwargs))
+
+    return run
+
+
+async def wait_until(pilot, condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting in the app")
+        await pilot.pause(0.05)
+
+
+@pytest.fixture
+def setup(tmp_path, smtp_server):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, agent_name="Ana")
+    store = Store(cfg.database)
+    ids = {
+        "ann": add_ticket(store, "Export to CSV stops", "ann@cust.example", "It stops.", from_name="Ann Lee"),
+        "bob": add_ticket(store, "Invoice [b]PDF[/b] blank", "bob@cust.example", "Blank.", from_name="Bob"),
+        "cy": add_ticket(store, "Second user", "cy@cust.example", "Cannot add.", from_name="Cy"),
+        "robot": add_ticket(store, "Your receipt", "noreply@shop.example", "x", automated_reason="sender noreply"),
+        "list": add_ticket(store, "Digest", "news@list.example", "x", automated_reason="List-Id header"),
+    }
+    yield cfg, store, ids
+    store.close()
+
+
+def make_app(cfg, store) -> HeardApp:
+    return HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc)
+
+
+def _text(widget) -> str:
+    return str(widget.render())
+
+
+@run_async
+async def test_review_lists_eligible_and_skipped_leave_one_out_send_and_record(setup, smtp_server):
+    cfg, store, ids = setup
+    app = make_app(cfg, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        screen = app.screen
+        eligible = screen.query_one("#ack-eligible")
+        skipped = screen.query_one("#ack-skipped")
+        assert eligible.row_count == 3 and skipped.row_count == 2
+        rules = {str(skipped.get_row_at(i)[0]): str(skipped.get_row_at(i)[2]) for i in range(skipped.row_count)}
+        assert rules[f"#{ids['robot']}"] == "automated sender (sender noreply)"
+        assert rules[f"#{ids['list']}"] == "mailing list (List-Id header)"
+        rows = [str(eligible.get_row_at(i)[1]) for i in range(eligible.row_count)]
+        assert sorted(rows) == sorted(f"#{ids[k]}" for k in ("ann", "bob", "cy"))
+        # A hostile subject is shown literally, never as markup.
+        assert any("[b]PDF[/b]" in str(eligible.get_row_at(i)[3]) for i in range(eligible.row_count))
+
+        left_out = int(rows[0].lstrip("#"))
+        await pilot.press("space")  # leave the highlighted ticket out
+        assert [c.include for c in screen.plan.candidates if c.ticket_id == left_out] == [False]
+        await pilot.press("j")
+        assert "Hi " in str(screen.query_one("#ack-preview").render())
+
+        await pilot.press("y")
+        await wait_until(pilot, lambda: len(smtp_server.messages) == 2 and not screen.sending)
+        status = _text(screen.query_one("#ack-status"))
+        assert "2 acknowledgements sent" in status
+        bar = screen.query_one("#ack-progress")
+        assert bar.total == 2 and bar.progress == 2
+        await pilot.press("q")
+        await pilot.pause()
+        assert not isinstance(app.screen, AckReviewScreen)
+
+    got = sorted(r for m in smtp_server.messages for r in m.rcpt_tos)
+    expected = sorted(addr for k, addr in (("ann", "ann@cust.example"), ("bob", "bob@cust.example"),
+                                           ("cy", "cy@cust.example")) if ids[k] != left_out)
+    assert got == expected
+    with store.read() as s:
+        conn = s.connection()
+        for key in ("ann", "bob", "cy"):
+            tid = ids[key]
+            acks = [e for e in events_of(conn, tid) if e["kind"] == "ack"]
+            if tid == left_out:
+                assert acks == [] and ticket_row(conn, tid)["acknowledged_at"] is None
+            else:
+                assert len(acks) == 1 and re.fullmatch(r"acknowledged by Ana; promised by \w{3} \d+ Nov \d\d:\d\d", acks[0]["reason"])
+        assert conn.exec_driver_sql("SELECT count(*) FROM outbox WHERE state = 'sent'").scalar() == 2
+
+
+@run_async
+async def test_change_a_deadline_and_edit_the_message_before_sending(setup, smtp_server):
+    cfg, store, ids = setup
+    app = make_app(cfg, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        screen = app.screen
+        first = screen._current()
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, DeadlineDialog))
+        await pilot.press(*"thu 15:00", "enter")
+        await wait_until(pilot, lambda: app.screen is screen)
+        assert first.deadline == datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc) and first.deadline_edited
+
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, TemplateDialog))
+        area = app.screen.query_one("TextArea")
+        area.text = "{greeting}\n\nNo placeholder for the date here.\n"
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, TemplateDialog)  # refused: the promise is the point
+        assert "{deadline}" in _text(app.screen.query_one("#template-error"))
+        area.text = "{greeting}\n\nI will have an answer for you by {deadline}.\n\n{signature}\n"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is screen)
+        for _ in range(2):  # only the first one goes
+            await pilot.press("j", "space")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: len(smtp_server.messages) == 1 and not screen.sending)
+    msg = email.message_from_bytes(smtp_server.messages[0].data, policy=policy.default)
+    assert msg.get_content().replace("\r\n", "\n").startswith(f"Hi {first.first_name},\n\nI will have an answer for you by Thursday 26 "
+                                        "November, 15:00 UTC.")
+
+
+@run_async
+async def test_update_dialog_for_an_at_risk_promise_asks_before_a_second_update(tmp_path, smtp_server):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, ack={"window": "1h"})
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", from_name="Ann")
+    ack_all(store, cfg, now=NOW)
+    with store.read() as s:
+        deadline = ledger.promise_in_force(s.connection(), tid, now=NOW)["deadline"]
+    clock = {"now": deadline - H}
+    app = HeardApp(cfg, store=store, clock=lambda: clock["now"], start_sync=False, tz=timezone.utc)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for n, when in enumerate(("thu 14:00", "fri 14:00")):
+            app.push_screen(update_screen(app, tid))
+            await wait_until(pilot, lambda: isinstance(app.screen, UpdateDialog) and app.screen.settings is not None)
+            assert "at risk" in _text(app.screen.query_one("#update-title")) or n == 1
+            await pilot.press(*when, "enter", *"the supplier is late", "enter")
+            if n == 1:  # the second update: asked to confirm, then sent
+                await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+                await pilot.press("y")
+            await wait_until(pilot, lambda: not isinstance(app.screen, UpdateDialog))
+            clock["now"] = clock["now"] + 2 * H  # past the 1 h window
+        await wait_until(pilot, lambda: len(smtp_server.messages) >= 2)
+    with store.read() as s:
+        assert ledger.updates_sent(s.connection(), tid) == 2
+    store.close()
