@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from mail.compose import ReplyContext, first_name
+from mail.vague import CLARIFYING_REPLY, CLARIFYING_REPLY_NAME
 
 __all__ = ["VARIABLES", "template_values", "render_saved_reply", "DEFAULT_SAVED_REPLIES"]
 
@@ -67,4 +68,6 @@ DEFAULT_SAVED_REPLIES: dict[str, str] = {
         "Good news: [[what was fixed]] is fixed now. Could you try again and tell me whether it "
         "works for you? I will keep ticket {ticket_tag} open until you confirm."
     ),
+    # For tickets the sync flagged as vague (tickets.vague_reason): the polite questions that get details.
+    CLARIFYING_REPLY_NAME: CLARIFYING_REPLY,
 }

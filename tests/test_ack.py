@@ -469,3 +469,12 @@ def test_an_autoresponder_that_answers_everything_gets_one_mail_and_the_loop_sto
     plan = plan_acknowledgements(store, cfg, now=datetime.now(timezone.utc))
     assert plan.candidates == [] and all("within the window" in s.rule for s in plan.skipped)
     store.close()
+
+
+def test_the_clarifying_questions_for_vague_mail_are_a_saved_reply(store, cfg, capsys):
+    from mail.templates import DEFAULT_SAVED_REPLIES
+    from mail.vague import CLARIFYING_REPLY, CLARIFYING_REPLY_NAME
+
+    assert DEFAULT_SAVED_REPLIES[CLARIFYING_REPLY_NAME] == CLARIFYING_REPLY
+    assert main(["--config", str(cfg.path), "saved-replies", "--defaults"]) == 0
+    assert CLARIFYING_REPLY_NAME in capsys.readouterr().out
