@@ -20,6 +20,7 @@ import importlib
 import re
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timezone, tzinfo
 from functools import partial
@@ -106,6 +107,7 @@ class HeardApp(App[int]):
         self.holding: int | None = None
         self._stop_sync = threading.Event()
         self._last_sync_error: str | None = None
+        self._first_ids: Future | None = None
         if cfg.keys:
             self.set_keymap(dict(cfg.keys))
 
@@ -137,6 +139,24 @@ class HeardApp(App[int]):
         return detail
 
     # -- start and stop ----------------------------------------------------------------
+    def on_load(self) -> None:
+        # The first queue query (a sort of every open ticket) runs while the screens are built.
+        self._first_ids = Future()
+        threading.Thread(target=self._preload, name="heard-first-queue", daemon=True).start()
+
+    def _preload(self) -> None:
+        try:
+            self._first_ids.set_result(self.queue_ids("open"))
+        except BaseException as exc:  # handed to the screen's worker, which reports it
+            self._first_ids.set_exception(exc)
+
+    def initial_queue_ids(self, view: str, query: str) -> list[int]:
+        """The queue for (view, query): the preloaded first one if that is what is asked."""
+        first, self._first_ids = self._first_ids, None
+        if first is not None and (view, query) == ("open", ""):
+            return first.result()
+        return self.queue_ids(view, query)
+
     def on_mount(self) -> None:
         self.install_screen(TicketScreen(), name="ticket")
         self.push_screen(QueueScreen())

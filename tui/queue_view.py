@@ -17,6 +17,7 @@ from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.events import Click
 from textual.geometry import Region, Size
 from textual.message import Message
@@ -26,6 +27,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from mail.untrusted import safe_line
+from storage.lifecycle import Status
 from tui.widgets import STATUS_SHORT, ack_state, customer_label, short_age
 
 PAGE = 100
@@ -121,7 +123,8 @@ class QueueTable(ScrollView, can_focus=True):
         Binding("enter", "open", "Open", id="queue.open"),
     ]
 
-    cursor: reactive[int] = reactive(0, always_update=True, init=False)
+    # No repaint on change: the watcher refreshes just the two lines involved.
+    cursor: reactive[int] = reactive(0, always_update=True, init=False, repaint=False)
 
     class Opened(Message):
         def __init__(self, ticket_id: int) -> None:
@@ -146,6 +149,7 @@ class QueueTable(ScrollView, can_focus=True):
         self._pages: OrderedDict[int, dict[int, dict]] = OrderedDict()
         self._styles: dict[str, Style] = {}
         self._now: datetime | None = None
+        self._strips: LRUCache[tuple, Strip] = LRUCache(1024)
 
     # -- data --------------------------------------------------------------------------
     def set_ids(self, ids: list[int], *, keep: int | None = None) -> None:
@@ -153,6 +157,7 @@ class QueueTable(ScrollView, can_focus=True):
         current = keep if keep is not None else self.current_id
         self.ids = ids
         self._pages.clear()
+        self._strips.clear()
         self.marked &= set(ids)
         self.virtual_size = Size(self.size.width, len(ids))
         index = 0
@@ -167,6 +172,7 @@ class QueueTable(ScrollView, can_focus=True):
     def invalidate(self) -> None:
         """Rows changed in place (a status, a holder): drop the cached pages."""
         self._pages.clear()
+        self._strips.clear()
         self.refresh()
 
     @property
@@ -238,6 +244,7 @@ class QueueTable(ScrollView, can_focus=True):
     # -- drawing -----------------------------------------------------------------------
     def notify_style_update(self) -> None:
         self._styles.clear()
+        self._strips.clear()
         super().notify_style_update()
 
     def _style(self, name: str) -> Style:
@@ -253,12 +260,19 @@ class QueueTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         index = y + int(self.scroll_y)
         width = self.size.width
-        base = self.rich_style
         row = self.row(index)
         if row is None:
-            return Strip.blank(width, base)
-        now = self._now or self.clock()
+            return Strip.blank(width, self.rich_style)
         marked = row["id"] in self.marked
+        key = (index, row["id"], index == self.cursor, marked, width, self.has_focus)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = self._render_row(index, row, width, marked)
+        return strip
+
+    def _render_row(self, index: int, row: dict, width: int, marked: bool) -> Strip:
+        base = self.rich_style
+        now = self._now or self.clock()
         line_style = base
         if row.get("automated_reason"):
             line_style += self._style("queue--muted")
@@ -293,8 +307,6 @@ class QueueTable(ScrollView, can_focus=True):
         if key == "status":
             status = row["status"]
             name = "queue--status-new" if status == "new" else "queue--status-open" if status == "open" else "queue--status-other"
-            from storage.lifecycle import Status
-
             return STATUS_SHORT.get(Status(status), status), name
         if key == "priority":
             p = row["priority"]
@@ -311,6 +323,14 @@ class QueueTable(ScrollView, can_focus=True):
             return ack.text, {"none": "queue--ack-none", "ok": "queue--ack-ok", "risk": "queue--ack-risk",
                               "broken": "queue--ack-broken"}.get(ack.tone, "")
         return "", ""
+
+    def on_focus(self) -> None:
+        self._styles.clear()
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self._styles.clear()
+        self.refresh()
 
     def on_resize(self) -> None:
         self.virtual_size = Size(self.size.width, len(self.ids))

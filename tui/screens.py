@@ -79,6 +79,7 @@ class QueueScreen(Screen):
     ]
 
     view: reactive[str] = reactive("open", init=False)
+    _loaded_query: str | None = None
     search_text: reactive[str] = reactive("", init=False)
 
     @property
@@ -113,7 +114,7 @@ class QueueScreen(Screen):
     @work(thread=True, exclusive=True, group="queue", exit_on_error=False)
     def _load(self, view: str, query: str) -> None:
         app = self.heard
-        ids = app.queue_ids(view, query)
+        ids = app.initial_queue_ids(view, query)
         self.app.call_from_thread(self._show, view, query, ids)
 
     def _show(self, view: str, query: str, ids: list[int]) -> None:
@@ -122,6 +123,7 @@ class QueueScreen(Screen):
         table = self.table
         table.set_ids(ids)
         table.loading = False
+        self._loaded_query = query
         self._show_filters(len(ids))
 
     def _show_filters(self, count: int | None = None) -> None:
@@ -283,12 +285,19 @@ class TicketScreen(Screen):
         now = app.clock()
         self.query_one("#ticket-summary", Static).update(self._summary(d, now))
         box = self.query_one("#conversation", VerticalScroll)
-        box.remove_children()
-        widgets = [Static(self._message(m, i), classes="message -out" if m["direction"] == "out" else "message")
-                   for i, m in enumerate(d.get("messages", []), 1)]
-        if not widgets:
-            widgets = [Static(Content.styled("No messages stored for this ticket.", "$text-muted"), classes="message")]
-        box.mount_all(widgets)
+        bodies = [(self._message(m, i), m["direction"] == "out") for i, m in enumerate(d.get("messages", []), 1)]
+        if not bodies:
+            bodies = [(Content.styled("No messages stored for this ticket.", "$text-muted"), False)]
+        # Reuse the message widgets already mounted: updating is much cheaper than mounting.
+        existing = list(box.query_children(".message"))
+        for widget in existing[len(bodies):]:
+            widget.remove()
+        for n, (content, out) in enumerate(bodies):
+            if n < len(existing):
+                existing[n].update(content)
+                existing[n].set_class(out, "-out")
+            else:
+                box.mount(Static(content, classes="message -out" if out else "message"))
         self.query_one("#timeline-events", Static).update(self._timeline(d.get("events", [])))
 
     def _summary(self, d: dict, now) -> Content:
