@@ -156,7 +156,7 @@ class DemoWorld:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._answers: dict[str, int] = {}
-        self._on_event = on_event
+        self.on_event = on_event  # also told what the customers do (demo.log always is)
         self._scheduler: _Scheduler | None = None
 
     # lifecycle -------------------------------------------------------------
@@ -271,8 +271,11 @@ class DemoWorld:
                 fh.write(f"{stamp} {line}\n")
         except OSError:
             pass
-        if self._on_event is not None:
-            self._on_event(line)
+        if self.on_event is not None:
+            try:
+                self.on_event(line)
+            except Exception:  # a closed terminal must not stop the customers
+                pass
 
     def _next_new_mail_delay(self) -> float:
         with self._lock:

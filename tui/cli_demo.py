@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from mail.demo import CUSTOMER_PASSWORD, SUPPORT_PASSWORD, DemoTiming, DemoWorld
@@ -52,8 +53,13 @@ class _Stop(Exception):
     """SIGTERM: leave the way ctrl+c does, through every finally."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the shutdown short
+# SIGTERM, and SIGHUP when the terminal window closes: stop the servers as a quit does.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _on_stop_signal(signum, frame) -> None:
+    for sig in _STOP_SIGNALS:  # a second one must not cut the shutdown short
+        signal.signal(sig, signal.SIG_IGN)
     raise _Stop()
 
 
@@ -61,7 +67,7 @@ def _ignore_interrupts() -> dict:
     """While the servers stop, ctrl+c and SIGTERM wait: a half-done stop could leave pymap running."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, *_STOP_SIGNALS)}
 
 
 def _restore(handlers: dict) -> None:
@@ -69,21 +75,49 @@ def _restore(handlers: dict) -> None:
         signal.signal(sig, handler)
 
 
+def _run_app(app) -> int:
+    """Run the app (as `tui.app.run_app` does); SIGTERM or SIGHUP quit it the way `q` does.
+
+    An exception raised by a signal handler inside Textual's event loop would
+    be drawn as a traceback over the screen, so the handler asks the app to
+    exit from another thread instead."""
+
+    def ask_to_quit() -> None:
+        for _ in range(100):  # the app may still be starting
+            try:
+                app.call_from_thread(app.exit)
+                return
+            except RuntimeError:
+                time.sleep(0.1)
+
+    def on_signal(signum, frame) -> None:
+        threading.Thread(target=ask_to_quit, name="heard-demo-quit", daemon=True).start()
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
+    try:
+        return int(app.run() or 0)
+    finally:
+        _restore(handlers)
+
+
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
     directory = Path(args.dir).expanduser() if args.dir else Path(tempfile.mkdtemp(prefix="heard-demo-"))
     if directory.exists() and not directory.is_dir():
         raise CliError(f"--dir {directory} is a file: give a directory (it is created when missing)")
-    run_app = None
+    app_class = None
     if not args.no_app:
         try:
-            from tui.app import run_app
+            from tui.app import HeardApp as app_class
         except ImportError as exc:
             raise CliError(f"the app cannot start ({exc}): run `heard demo --no-app` for the servers alone") from None
     timing = DemoTiming(new_mail_every=args.new_mail_every, reply_after=args.reply_after)
-    # With the app on screen, what the customers do goes to demo.log only.
-    world = DemoWorld(directory, timing=timing, on_event=_flush_out if args.no_app else None)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    world = DemoWorld(directory, timing=timing)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _on_stop_signal) for sig in _STOP_SIGNALS}
     code = 0
     try:
         out(f"heard demo: starting the demo mail servers in {world.directory}")
@@ -91,6 +125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         assert world.imap is not None and world.smtp is not None
         if world.reused:
             out("carrying on with the mailbox and database already in this directory")
+        else:
+            out(f"seeded the support inbox with {world.seeded} messages from {world.senders} senders")
         out(f"IMAP  {world.imap.host}:{world.imap.port}  pymap pid {world.imap_pid}, "
             f"login {world.support_address} / {SUPPORT_PASSWORD}")
         out(f"SMTP  {world.smtp.host}:{world.smtp.port}  mail you send lands in the customer's mailbox "
@@ -104,25 +140,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         every = f"every {timing.new_mail_every:g} s or so" if timing.new_mail_every else "never (--new-mail-every 0)"
         out(f"new customer mail: {every}; customers answer your replies in "
             f"{timing.reply_after[0]:g}-{timing.reply_after[1]:g} s (log: {world.log_path})")
-        if run_app is None:
+        if app_class is None:
+            world.on_event = _flush_out  # with the app on screen, this goes to demo.log only
             out(f"ready: open it from another terminal with  heard --config {world.config_path}")
             out("ctrl+c stops the demo")
             sys.stdout.flush()
             threading.Event().wait()
         else:
             sys.stdout.flush()
-            code = run_app(cfg)
+            code = _run_app(app_class(cfg))
     except (KeyboardInterrupt, _Stop):
         code = 0
     finally:
         interrupts = _ignore_interrupts()
         world.stop()
         _restore(interrupts)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        out(f"demo servers stopped; demo files kept in {world.directory}")
-        out(f"carry on later with  heard demo --dir {world.directory}")
-        sys.stdout.flush()
+        _restore(previous)
+        try:
+            out(f"demo servers stopped; demo files kept in {world.directory}")
+            out(f"carry on later with  heard demo --dir {world.directory}")
+            sys.stdout.flush()
+        except OSError:  # the terminal is gone (SIGHUP)
+            pass
     return code
 
 
