@@ -478,3 +478,37 @@ def test_the_clarifying_questions_for_vague_mail_are_a_saved_reply(store, cfg, c
     assert DEFAULT_SAVED_REPLIES[CLARIFYING_REPLY_NAME] == CLARIFYING_REPLY
     assert main(["--config", str(cfg.path), "saved-replies", "--defaults"]) == 0
     assert CLARIFYING_REPLY_NAME in capsys.readouterr().out
+
+
+def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys):
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", from_name="Ann")
+    code, out, _ = heard(cfg, "ack", "--yes", "--no-send", capsys=capsys)
+    assert code == 0 and f"#{tid}: outbox #1, promised by " in out
+    code, out, err = heard(cfg, "update", str(tid), "--until", "2d", "--reason", "the fix ships Thursday",
+                           "--no-send", capsys=capsys)
+    assert code == 1 and err.count("\n") == 1 and "less than 24h ago" in err  # the window: no override
+    with store.write_conn() as conn:
+        conn.exec_driver_sql("UPDATE customers SET last_automatic_at = '2000-01-01 00:00:00.000000'")
+    code, out, err = heard(cfg, "update", str(tid), "--until", "2d", "--reason", "the fix ships Thursday",
+                           "--no-send", capsys=capsys)
+    assert code == 1 and "not at risk yet" in err and "--force" in err
+    code, out, err = heard(cfg, "update", str(tid), "--until", "2d", "--reason", "the fix ships Thursday",
+                           "--no-send", "--force", capsys=capsys)
+    assert code == 0 and f"#{tid}: update queued as outbox #2" in out
+    code, out, _ = heard(cfg, "report", capsys=capsys)
+    assert "promises made the start to now: 2" in out and "updated  1" in out and "open     1" in out
+    code, out, _ = heard(cfg, "report", "--since", "2000-01-01", "--until", "2000-12-31", "--json", capsys=capsys)
+    assert json.loads(out)["made"] == 0
+    code, _, err = heard(cfg, "report", "--since", "yesterday", capsys=capsys)
+    assert code == 1 and "--since 'yesterday' is not a date" in err
+    code, out, _ = heard(cfg, "housekeeping", "--dry-run", capsys=capsys)
+    assert code == 0 and out.strip() == "nothing to do"
+    code, out, _ = heard(cfg, "autoclose", "--no-send", capsys=capsys)
+    assert code == 0 and "0 check-ins queued, 0 closed after no reply" in out
+
+
+def test_ack_without_yes_and_without_a_terminal_refuses(store, cfg, capsys, monkeypatch):
+    add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    code, _, err = heard(cfg, "ack", capsys=capsys)
+    assert code == 1 and "pass --yes" in err
