@@ -223,7 +223,7 @@ class TicketScreen(Screen):
         Binding("G", "bottom", "Bottom", show=False, id="ticket.bottom"),
         Binding("r", "reply", "Reply", id="ticket.reply"),
         Binding("T", "take", "Take this ticket", show=False, id="ticket.take"),
-        *change_bindings({"change.solve", "change.pending", "change.hold", "change.release"}),
+        *change_bindings({"change.solve", "change.pending", "change.release"}),
         Binding("z", "toggle_quotes", "Quotes", id="ticket.quotes"),
         Binding("t", "toggle_timeline", "Timeline", id="ticket.timeline"),
         Binding("c", "customer", "Their tickets", id="ticket.customer"),
