@@ -62,6 +62,8 @@ RECHECK_UNKNOWN = timedelta(minutes=15)
 CLAIM_LEASE = timedelta(minutes=10)
 # Sent copies are appended for messages sent this recently (an IMAP outage then catches up).
 COPY_WINDOW = timedelta(days=7)
+# Rows read (with their bytes) per query while draining.
+SEND_BATCH = 100
 
 
 # -- queueing ----------------------------------------------------------------------------
@@ -471,23 +473,41 @@ def _send_due(store: Store, cfg: Config, factory: SmtpFactory, clock, result: Dr
         result.errors.append(line)
         return
     owner = claim_owner()
+    # Each outcome commits together with the next row's claim: one transaction per message,
+    # and still every claim is committed before its MAIL FROM.
+    settle: tuple[dict, _Outcome] | None = None
+    ledger = ob.SendLedger(store)
     try:
-        for oid in due:
-            row = ob.claim(store, oid, owner=owner, now=clock())
-            if row is None:
-                continue  # sent or cancelled meanwhile, or another drain has it
-            try:
-                outcome = _send_one(smtp, row["mail_from"], row["recipients"].split(), row["raw"])
-            except Exception as exc:  # a bug or an odd server: settle the row before anything else
-                outcome = _Outcome("unknown", f"sending stopped unexpectedly ({type(exc).__name__}: {exc})",
-                                   connection_lost=True)
-            _settle(store, cfg, row, outcome, clock(), result)
-            if outcome.connection_lost:
-                if outcome.state in ("deferred", "unknown"):
-                    result.errors.append(f"[smtp] {cfg.smtp.host}: {outcome.reply}; the rest of the queue waits")
-                break
+        for start in range(0, len(due), SEND_BATCH):
+            with store.read() as s:
+                rows = ob.rows_for_sending(s.connection(), due[start:start + SEND_BATCH])
+            for row in rows:
+                with ledger.transaction():
+                    if settle is not None:
+                        _settle(ledger, cfg, *settle, clock(), result)
+                        settle = None
+                    claimed = ledger.claim(row["id"], owner=owner, now=clock())
+                if not claimed:
+                    continue  # sent or cancelled meanwhile, or another drain has it
+                row["attempts"] += 1
+                try:
+                    outcome = _send_one(smtp, row["mail_from"], row["recipients"].split(), row["raw"])
+                except Exception as exc:  # a bug or an odd server: settle the row before anything else
+                    outcome = _Outcome("unknown", f"sending stopped unexpectedly ({type(exc).__name__}: {exc})",
+                                       connection_lost=True)
+                settle = (row, outcome)
+                if outcome.connection_lost:
+                    if outcome.state in ("deferred", "unknown"):
+                        result.errors.append(f"[smtp] {cfg.smtp.host}: {outcome.reply}; the rest of the queue waits")
+                    return
     finally:
-        _quit(smtp)
+        try:
+            if settle is not None:
+                with ledger.transaction():
+                    _settle(ledger, cfg, *settle, clock(), result)
+        finally:
+            ledger.close()
+            _quit(smtp)
 
 
 def _note_connection_error(store: Store, ids: list[int], line: str) -> None:
@@ -497,43 +517,42 @@ def _note_connection_error(store: Store, ids: list[int], line: str) -> None:
         conn.execute(update(ob.O).where(ob.O.c.id.in_(ids), ob.O.c.state == "queued").values(last_error=line))
 
 
-def _settle(store: Store, cfg: Config, row: dict, out: _Outcome, now: datetime, result: DrainResult) -> None:
+def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: datetime, result: DrainResult) -> None:
     oid = row["id"]
     refused = "; ".join(out.refused)
     host = cfg.smtp.host
-    with store.write_conn() as conn:
-        if out.state == "sent":
-            note = f"refused: {refused}" if refused else None
-            ob.mark_sent(conn, oid, now=now, refused=refused, note=note)
-            result.sent.append(oid)
-            if refused:
-                result.errors.append(f"outbox #{oid} went out, but {host} refused {refused}")
-        elif out.state == "failed":
-            err = (f"{host} refused it ({out.reply}): fix the cause, then `heard outbox retry {oid}`, "
-                   f"or `heard outbox cancel {oid}`")
-            if refused:
-                err += f"; refused: {refused}"
-            ob.mark_failed(conn, oid, error=err, refused=refused)
+    if out.state == "sent":
+        note = f"refused: {refused}" if refused else None
+        ledger.sent(oid, now=now, refused=refused, note=note)
+        result.sent.append(oid)
+        if refused:
+            result.errors.append(f"outbox #{oid} went out, but {host} refused {refused}")
+    elif out.state == "failed":
+        err = (f"{host} refused it ({out.reply}): fix the cause, then `heard outbox retry {oid}`, "
+               f"or `heard outbox cancel {oid}`")
+        if refused:
+            err += f"; refused: {refused}"
+        ledger.failed(oid, error=err, refused=refused)
+        result.failed.append(oid)
+        result.errors.append(f"outbox #{oid} (ticket #{row['ticket_id']}) failed: {err}")
+    elif out.state == "deferred":
+        created = _as_utc(row["created_at"]) or now
+        if now - created > GIVE_UP_AFTER:
+            err = (f"gave up after {row['attempts']} attempts over {GIVE_UP_AFTER.days} days of temporary "
+                   f"errors (last: {out.reply}): `heard outbox retry {oid}` tries again")
+            ledger.failed(oid, error=err, refused=refused)
             result.failed.append(oid)
             result.errors.append(f"outbox #{oid} (ticket #{row['ticket_id']}) failed: {err}")
-        elif out.state == "deferred":
-            created = _as_utc(row["created_at"]) or now
-            if now - created > GIVE_UP_AFTER:
-                err = (f"gave up after {row['attempts']} attempts over {GIVE_UP_AFTER.days} days of temporary "
-                       f"errors (last: {out.reply}): `heard outbox retry {oid}` tries again")
-                ob.mark_failed(conn, oid, error=err, refused=refused)
-                result.failed.append(oid)
-                result.errors.append(f"outbox #{oid} (ticket #{row['ticket_id']}) failed: {err}")
-            else:
-                wait = ob.backoff(row["attempts"])
-                err = f"{host} said {out.reply}: trying again at {(now + wait):%H:%M} UTC"
-                ob.mark_deferred(conn, oid, error=err, next_attempt_at=now + wait)
-                result.deferred.append(oid)
         else:
-            err = (f"{host}: {out.reply} after the message was handed over, so it may or may not have gone "
-                   f"out: heard checks the Sent folder; `heard outbox retry {oid}` sends it again")
-            ob.mark_unknown(conn, oid, error=err)
-            result.unknown.append(oid)
+            wait = ob.backoff(row["attempts"])
+            err = f"{host} said {out.reply}: trying again at {(now + wait):%H:%M} UTC"
+            ledger.deferred(oid, error=err, next_attempt_at=now + wait)
+            result.deferred.append(oid)
+    else:
+        err = (f"{host}: {out.reply} after the message was handed over, so it may or may not have gone "
+               f"out: heard checks the Sent folder; `heard outbox retry {oid}` sends it again")
+        ledger.unknown(oid, error=err)
+        result.unknown.append(oid)
 
 
 # -- the Sent folder -----------------------------------------------------------------------

@@ -15,10 +15,11 @@ Callers get plain dicts, never ORM rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.db import Store
@@ -114,70 +115,139 @@ def next_due_at(conn: Connection) -> datetime | None:
 def _set_claim(conn: Connection, outbox_id: int, owner: str | None, at: datetime | None) -> None:
     # claimed_by/claimed_at come from migration 0004 (not on the SQLModel class).
     stmt = text("UPDATE outbox SET claimed_by = :o, claimed_at = :t WHERE id = :i").bindparams(
-        bindparam("t", type_=DateTime())
+        bindparam("t", type_=O.c.sent_at.type)
     )
     conn.execute(stmt, {"o": owner, "t": at, "i": outbox_id})
 
 
-def claim_row(conn: Connection, outbox_id: int, *, owner: str, now: datetime) -> dict | None:
-    """queued -> sending, atomically (another process may be draining too); the row with its bytes, or None."""
-    res = conn.execute(
-        update(O).where(O.c.id == outbox_id, O.c.state == "queued")
-        .values(state="sending", attempts=O.c.attempts + 1)
-    )
-    if res.rowcount != 1:
-        return None
-    _set_claim(conn, outbox_id, owner, now)
-    row = conn.execute(
-        select(O.c.id, O.c.ticket_id, O.c.kind, O.c.message_id, O.c.mail_from, O.c.recipients, O.c.raw,
-               O.c.attempts, O.c.created_at).where(O.c.id == outbox_id)
-    ).mappings().first()
-    return dict(row)
+# The drain's per-message statements are built once: constructing Core statements per message
+# cost more than the SMTP round trips they bracket.
+_TIME = O.c.sent_at.type  # the store's own timestamp type, so text() binds store what Core would
 
 
-def claim(store: Store, outbox_id: int, *, owner: str, now: datetime) -> dict | None:
+def _stmt(sql: str, *times: str):
+    return text(sql).bindparams(*[bindparam(t, type_=_TIME) for t in times])
+
+
+_CLAIM = _stmt(
+    "UPDATE outbox SET state = 'sending', attempts = attempts + 1, claimed_by = :o, claimed_at = :t "
+    "WHERE id = :i AND state = 'queued'", "t",
+)  # claimed_by/claimed_at: migration 0004
+_SENT = _stmt(
+    "UPDATE outbox SET state = 'sent', sent_at = :t, refused = :r, last_error = :e, next_attempt_at = NULL "
+    "WHERE id = :i AND state IN ('sending', 'unknown')", "t",
+)
+_FAILED = _stmt(
+    "UPDATE outbox SET state = 'failed', last_error = :e, refused = :r, next_attempt_at = NULL "
+    "WHERE id = :i AND state = 'sending'"
+)
+_DEFERRED = _stmt(
+    "UPDATE outbox SET state = 'queued', last_error = :e, next_attempt_at = :t, attempts = attempts - :undo "
+    "WHERE id = :i AND state = 'sending'", "t",
+)
+_UNKNOWN = _stmt("UPDATE outbox SET state = 'unknown', last_error = :e WHERE id = :i AND state = 'sending'")
+
+
+def claim_row(conn: Connection, outbox_id: int, *, owner: str, now: datetime) -> bool:
+    """queued -> sending, atomically (another process may be draining too). False: not ours to send."""
+    return conn.execute(_CLAIM, {"o": owner, "t": now, "i": outbox_id}).rowcount == 1
+
+
+def claim(store: Store, outbox_id: int, *, owner: str, now: datetime) -> bool:
     with store.write_conn() as conn:
         return claim_row(conn, outbox_id, owner=owner, now=now)
 
 
+def rows_for_sending(conn: Connection, ids: list[int]) -> list[dict]:
+    """The envelope and exact bytes of these rows, in id order (read before claiming them one by one)."""
+    q = select(O.c.id, O.c.ticket_id, O.c.kind, O.c.message_id, O.c.mail_from, O.c.recipients, O.c.raw,
+               O.c.attempts, O.c.created_at).where(O.c.id.in_(ids)).order_by(O.c.id)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
 def mark_sent(conn: Connection, outbox_id: int, *, now: datetime, refused: str = "", note: str | None = None) -> bool:
     """The server took it. Wins over ``unknown``: a slow sender presumed dead was not."""
-    res = conn.execute(
-        update(O).where(O.c.id == outbox_id, O.c.state.in_(("sending", "unknown")))
-        .values(state="sent", sent_at=now, refused=refused, last_error=note, next_attempt_at=None)
-    )
-    return res.rowcount == 1
+    return conn.execute(_SENT, {"t": now, "r": refused, "e": note, "i": outbox_id}).rowcount == 1
 
 
 def mark_failed(conn: Connection, outbox_id: int, *, error: str, refused: str = "") -> bool:
-    res = conn.execute(
-        update(O).where(O.c.id == outbox_id, O.c.state == "sending")
-        .values(state="failed", last_error=error, refused=refused, next_attempt_at=None)
-    )
-    return res.rowcount == 1
+    return conn.execute(_FAILED, {"e": error, "r": refused, "i": outbox_id}).rowcount == 1
 
 
 def mark_deferred(conn: Connection, outbox_id: int, *, error: str, next_attempt_at: datetime,
                   count_attempt: bool = True) -> bool:
     """A temporary failure before the message was handed over: queued again, later."""
-    values: dict = {"state": "queued", "last_error": error, "next_attempt_at": next_attempt_at}
-    if not count_attempt:
-        values["attempts"] = O.c.attempts - 1
-    res = conn.execute(update(O).where(O.c.id == outbox_id, O.c.state == "sending").values(**values))
-    return res.rowcount == 1
+    params = {"e": error, "t": next_attempt_at, "undo": 0 if count_attempt else 1, "i": outbox_id}
+    return conn.execute(_DEFERRED, params).rowcount == 1
 
 
 def mark_unknown(conn: Connection, outbox_id: int, *, error: str) -> bool:
-    res = conn.execute(
-        update(O).where(O.c.id == outbox_id, O.c.state == "sending").values(state="unknown", last_error=error)
-    )
-    return res.rowcount == 1
+    return conn.execute(_UNKNOWN, {"e": error, "i": outbox_id}).rowcount == 1
+
+
+class SendLedger:
+    """The drain's bookkeeping, one write transaction per message: the last outcome and the next claim.
+
+    On SQLite (the embedded default) the statements run on the driver's cursor:
+    going through the SQL layer per statement cost more than the SMTP round
+    trips it brackets. Elsewhere they run as prepared ``text()`` statements.
+    """
+
+    def __init__(self, store: Store):
+        self.conn = store.engine.execution_options(sqlite_begin="IMMEDIATE").connect()
+        self.fast = store.dialect == "sqlite"
+        if self.fast:
+            dialect = self.conn.dialect
+            self._time = _TIME.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+            self._cur = self.conn.connection.dbapi_connection.cursor()
+
+    @contextmanager
+    def transaction(self) -> Iterator["SendLedger"]:
+        if not self.fast:
+            with self.conn.begin():
+                yield self
+            return
+        self._cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self._cur.execute("ROLLBACK")
+            raise
+        self._cur.execute("COMMIT")
+
+    def _run(self, stmt, params: dict, times: tuple[str, ...] = ()) -> bool:
+        if not self.fast:
+            return self.conn.execute(stmt, params).rowcount == 1
+        for t in times:
+            params[t] = self._time(params[t])
+        self._cur.execute(stmt.text, params)
+        return self._cur.rowcount == 1
+
+    def claim(self, outbox_id: int, *, owner: str, now: datetime) -> bool:
+        return self._run(_CLAIM, {"o": owner, "t": now, "i": outbox_id}, ("t",))
+
+    def sent(self, outbox_id: int, *, now: datetime, refused: str = "", note: str | None = None) -> bool:
+        return self._run(_SENT, {"t": now, "r": refused, "e": note, "i": outbox_id}, ("t",))
+
+    def failed(self, outbox_id: int, *, error: str, refused: str = "") -> bool:
+        return self._run(_FAILED, {"e": error, "r": refused, "i": outbox_id})
+
+    def deferred(self, outbox_id: int, *, error: str, next_attempt_at: datetime) -> bool:
+        return self._run(_DEFERRED, {"e": error, "t": next_attempt_at, "undo": 0, "i": outbox_id}, ("t",))
+
+    def unknown(self, outbox_id: int, *, error: str) -> bool:
+        return self._run(_UNKNOWN, {"e": error, "i": outbox_id})
+
+    def close(self) -> None:
+        if self.fast:
+            self._cur.close()
+        self.conn.close()
 
 
 def sending_claims(conn: Connection) -> list[dict]:
     """Rows in ``sending`` with who claimed them and when."""
     q = text("SELECT id, claimed_by, claimed_at FROM outbox WHERE state = 'sending' ORDER BY id").columns(
-        claimed_at=DateTime()
+        claimed_at=O.c.sent_at.type
     )
     return [dict(r) for r in conn.execute(q).mappings()]
 

@@ -327,8 +327,8 @@ def test_agent_retry_sends_an_unknown_message_again(store, cfg, smtp):
 def test_a_row_is_claimed_once(store, cfg):
     tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
     oid = reply(store, cfg, tid)
-    assert ob.claim(store, oid, owner="a", now=NOW) is not None
-    assert ob.claim(store, oid, owner="b", now=NOW) is None
+    assert ob.claim(store, oid, owner="a", now=NOW) is True
+    assert ob.claim(store, oid, owner="b", now=NOW) is False
 
 
 # -- the Sent folder and the customer's answer --------------------------------------------
