@@ -71,6 +71,14 @@ def connect_imap(cfg: ServerConfig, *, timeout: float = 30.0) -> imapclient.IMAP
     except (OSError, IMAPClientError) as exc:
         _quietly_close(client)
         raise network_error(cfg, exc) from None
+    try:
+        caps = client.capabilities()
+        if b"CONDSTORE" in caps and b"ENABLE" in caps:
+            # EXAMINE then reports HIGHESTMODSEQ, which the sync records with its cursor.
+            client.enable("CONDSTORE")
+    except (OSError, IMAPClientError) as exc:
+        _quietly_close(client)
+        raise network_error(cfg, exc) from None
     return client
 
 

@@ -255,3 +255,13 @@ def test_missing_folder_is_one_line(pymap_server, tmp_path, capsys):
     cfg = write_config(tmp_path, pymap_server, folder="No Such Folder")
     code, out, err = heard(cfg, "sync", capsys=capsys)
     assert code == 1 and err.count("\n") == 1 and "[imap] folder" in err
+
+
+@pytest.mark.dovecot
+def test_condstore_modseq_is_recorded_with_the_cursor(dovecot_server, tmp_path, capsys):
+    dovecot_server.append([mail(1)])
+    cfg = write_config(tmp_path, dovecot_server)
+    heard(cfg, "sync", capsys=capsys)
+    con = sqlite3.connect(tmp_path / "heard.db")
+    (modseq,) = con.execute("SELECT highestmodseq FROM sync_state WHERE folder = 'INBOX'").fetchone()
+    assert modseq and modseq > 0
