@@ -52,6 +52,8 @@ class ServerConfig:
     keyring: bool = False
     folder: str = "INBOX"
     sent_folder: str = ""
+    idle: bool = True  # use IMAP IDLE when the server offers it; false forces polling
+    poll_interval: int = 30  # seconds between polls without IDLE
 
     def password(self) -> str:
         """Fetch the password now; never stored anywhere by heard."""
@@ -148,7 +150,11 @@ def _server(data: dict, section: str, default_port: dict[str, int]) -> ServerCon
         keyring=_get(t, section, "keyring", bool, False),
         folder=_get(t, section, "folder", str, "INBOX"),
         sent_folder=_get(t, section, "sent_folder", str, ""),
+        idle=_get(t, section, "idle", bool, True),
+        poll_interval=_get(t, section, "poll_interval", int, 30),
     )
+    if cfg.poll_interval < 1:
+        raise ConfigError(f"[{section}] poll_interval = {cfg.poll_interval}: use a number of seconds, 1 or more")
     if not cfg.password_command and not cfg.keyring:
         raise ConfigError(f"[{section}] set password_command = \"...\" or keyring = true")
     if "password" in t:

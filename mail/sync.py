@@ -393,18 +393,19 @@ def watch(
     *,
     stop: threading.Event,
     on_status: Callable[[WatchStatus], None] = lambda s: None,
-    poll_interval: float = 30.0,
+    poll_interval: float | None = None,
     idle_timeout: float = 25 * 60,
     max_backoff: float = 300.0,
     progress: Progress | None = None,
 ) -> None:
     """Keep syncing: IMAP IDLE when offered, polling otherwise; reconnect with backoff."""
     backoff = 1.0
+    poll_interval = poll_interval or cfg.imap.poll_interval
     while not stop.is_set():
         client = None
         try:
             client = connect_imap(cfg.imap)
-            idle = b"IDLE" in client.capabilities()
+            idle = cfg.imap.idle and b"IDLE" in client.capabilities()
             mode = "idle" if idle else "polling"
             on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
             backoff = 1.0

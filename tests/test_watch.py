@@ -42,7 +42,7 @@ def test_new_mail_arrives_within_a_second_through_idle(dovecot_server, tmp_path)
     t = threading.Thread(target=watch, args=(store, cfg), kwargs={"stop": stop, "on_status": statuses.append})
     t.start()
     try:
-        assert wait_until(lambda: count(cfg.database) == 1)
+        assert wait_until(lambda: count(cfg.database) == 1 and bool(statuses))
         assert statuses[0].mode == "idle"
         sent_at = time.monotonic()
         dovecot_server.append([mail(2, "A new question")])
@@ -84,3 +84,22 @@ def test_watch_survives_a_server_that_goes_away_and_comes_back(tmp_path):
     assert arrived, err
     assert "Traceback" not in err
     assert "refused the connection" in err or "did not answer" in err or "cannot reach" in err
+
+
+def test_without_idle_the_watcher_polls(pymap_server, tmp_path):
+    path = write_config(tmp_path, pymap_server)
+    path.write_text(path.read_text().replace('folder = "INBOX"', 'folder = "INBOX"\nidle = false\npoll_interval = 1'))
+    cfg = load_config(path)
+    store = Store(cfg.database)
+    stop = threading.Event()
+    statuses: list[WatchStatus] = []
+    t = threading.Thread(target=watch, args=(store, cfg), kwargs={"stop": stop, "on_status": statuses.append})
+    t.start()
+    try:
+        assert wait_until(lambda: bool(statuses))
+        assert statuses[0].mode == "polling"
+        pymap_server.append([mail(7, "Polled in")])
+        assert wait_until(lambda: count(cfg.database) == 1, timeout=10)
+    finally:
+        stop.set()
+        t.join(10)
