@@ -156,6 +156,7 @@ class DemoWorld:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._answers: dict[str, int] = {}
+        self._lists: set[str] = set()
         self.on_event = on_event  # also told what the customers do (demo.log always is)
         self._scheduler: _Scheduler | None = None
 
@@ -218,11 +219,14 @@ class DemoWorld:
         assert self.imap is not None
         inbox = self.imap.maildir(self.support_address)
         existing = sum(1 for sub in ("new", "cur") for _ in (inbox / sub).iterdir())
+        now = datetime.now(timezone.utc)
+        backlog = demo_backlog(now, self.support_address)
+        # Mailing lists are in the backlog, and a list never answers a reply.
+        self._lists = {pm.from_addr for pm in map(parse_message, backlog)
+                       if any(name.startswith("list-") for name in pm.headers)}
         if existing:
             self.reused = True
             return
-        now = datetime.now(timezone.utc)
-        backlog = demo_backlog(now, self.support_address)
         # pymap numbers the files it finds in one look in directory order, so
         # it is shown one message at a time: UIDs then follow arrival, as on a
         # real server (and a reply never comes before the mail it answers).
@@ -312,7 +316,7 @@ class DemoWorld:
         domain = self.support_address.rsplit("@", 1)[1]
         if automated_reason({}, envelope_sender=address, from_addr=address, message_id=None,
                             content_type="text/plain", own_addresses=[self.support_address],
-                            own_domains=[domain]):
+                            own_domains=[domain]) or address in self._lists:
             return  # no-reply, mailer-daemon, lists and ourselves never answer
         root = (pm.references or pm.in_reply_to or [pm.message_id or ""])[0]
         thread = f"{address} {root}"

@@ -28,6 +28,7 @@ from mail.config import load_config
 from mail.demo import CUSTOMER_PASSWORD, MAX_ANSWERS_PER_THREAD, DemoTiming, DemoWorld
 
 CUSTOMER = "dana@whitfield-design.example"
+LIST = "payments-weekly@lists.example.org"  # the backlog's mailing list
 
 
 class DemoProcess:
@@ -232,6 +233,7 @@ def test_demo_customers_answer_people_not_machines(tmp_path: Path):
             (CUSTOMER, _outgoing(CUSTOMER, 1, thread="a"), True),
             ("noreply@shop.example", _outgoing("noreply@shop.example", 2, thread="b"), False),
             ("mailer-daemon@mx.example", _outgoing("mailer-daemon@mx.example", 3, thread="c"), False),
+            (LIST, _outgoing(LIST, 5, thread="f"), False),
             (CUSTOMER, _outgoing(CUSTOMER, 4, thread="d", automatic=True), False),
         ]
         for to, raw, answered in cases:
