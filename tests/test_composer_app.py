@@ -14,7 +14,7 @@ from factories import add_ticket
 from storage import outbox as ob
 from storage.db import Store
 from storage.tickets import save_saved_reply, ticket_detail
-from test_send import make_config, smtp  # noqa: F401  (the fixture)
+from test_send import make_config, smtp  # noqa: F401  (the fixture, over conftest's smtp_server)
 from tui.compose import ComposeScreen, NextStateDialog, ReviewScreen
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)

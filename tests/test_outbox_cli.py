@@ -10,7 +10,7 @@ import pytest
 from factories import add_ticket
 from storage.db import Store
 from storage.tickets import ticket_detail
-from test_send import make_config, smtp  # noqa: F401  (the fixture)
+from test_send import make_config, smtp  # noqa: F401  (the fixture, over conftest's smtp_server)
 from tui.cli import main
 
 

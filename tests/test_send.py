@@ -18,7 +18,7 @@ import pytest
 from factories import add_ticket
 from mail.compose import HeaderInjectionError, UnfilledPlaceholderError
 from mail.config import load_config, write_config
-from mail.localservers import DROP, PymapServer, SmtpServer
+from mail.localservers import DROP
 from mail.send import drain_outbox, queue_message, queue_reply
 from mail.sync import sync_once
 from storage import outbox as ob
@@ -31,17 +31,16 @@ NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 SUPPORT = "support@example.com"
 
 
-# -- fixtures (local until tests/conftest.py offers its own) ------------------------------
+# -- fixtures: short names over the shared loopback servers (tests/conftest.py) -----------
 @pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
+def smtp(smtp_server):
+    return smtp_server
 
 
 @pytest.fixture
-def imap(tmp_path):
-    with PymapServer(tmp_path / "pymap", username=SUPPORT, password="support-password") as server:
-        yield server
+def imap(pymap_server):
+    assert pymap_server.username == SUPPORT  # the account make_config logs in with
+    return pymap_server
 
 
 def make_config(tmp_path: Path, *, smtp_port: int, imap_port: int = 1, sent_folder: str = "", **agent):
