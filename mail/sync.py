@@ -106,7 +106,6 @@ class MessageConverter:
                 [{"name": a.name, "content_type": a.content_type, "size": a.size} for a in pm.attachments]
             ),
             defects="; ".join(pm.defects),
-            vague_reason=None if (auto or outgoing) else vague_reason(pm.subject, pm.text),
             tier=tier.name if tier else None,
         )
 
@@ -133,6 +132,8 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
                 ticket_for_message_id=ing.ticket_for_message_id,
                 ticket_exists=ing.ticket_exists,
             )
+            if tid is None and m.direction == "in" and not m.automated_reason:
+                m.vague_reason = vague_reason(m.subject, m.text)  # only a first mail can be vague
             ing.add(m, tid, reason)
         ing.flush()
         if cursor:

@@ -56,14 +56,20 @@ _CONCRETE = re.compile(
 _SIGNATURE = re.compile(r"^(?:--\s*|sent from my \w+.*|get outlook for \w+.*)$", re.I)
 
 
-def _body(text: str) -> str:
+def _body(text: str, max_words: int | None = None) -> str | None:
+    """The customer's own words (no quotes, no signature); None once over ``max_words``."""
     lines = []
+    words = 0
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith(">"):
             continue
         if _SIGNATURE.match(stripped):
             break
+        if max_words is not None:
+            words += len(stripped.split())
+            if words > max_words:
+                return None  # long mails are never vague: stop reading early
         lines.append(line)
     return "\n".join(lines)
 
@@ -80,7 +86,9 @@ def vague_reason(subject: str, text: str) -> str | None:
     """
     subject = (subject or "").strip()
     subject = re.sub(r"^(?:(?:re|fwd?|aw|sv|tr)\s*:\s*)+", "", subject, flags=re.I)
-    body = _body(text or "")
+    body = _body(text or "", MAX_VAGUE_WORDS)
+    if body is None:
+        return None
     whole = f"{subject}\n{body}".strip()
     if not whole:
         return None
