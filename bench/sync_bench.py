@@ -33,17 +33,37 @@ from storage.db import Store  # noqa: E402
 SUPPORT = "support@heard.example"
 
 
+def _peak_rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_child(cmd: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess | None]:
-    """Wall seconds and peak RSS (KB) of one child process."""
+    """Wall seconds and peak RSS (KB) of one child process.
+
+    The peak is the child's own VmHWM, sampled while it runs: wait4's
+    ru_maxrss would include the memory this process had when it forked.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, **kw)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _peak_rss_kb(proc.pid))
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return elapsed, usage.ru_maxrss, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return elapsed, peak, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def bare_fetch(server: DovecotServer, batch: int = 500) -> float:
