@@ -363,12 +363,13 @@ def queue_ids(
     agent: str | None = None,
     ticket_ids: list[int] | None = None,
     now: datetime,
+    at_risk_margin: timedelta = timedelta(hours=2),
 ) -> list[int]:
     """Every ticket id of a view, in work order: one sort, then windows are fetched by id."""
     q = select(T.c.id).join(C, C.c.id == T.c.customer_id).where(_view_filter(view, agent))
     if ticket_ids is not None:
         q = q.where(T.c.id.in_(ticket_ids))
-    return [r[0] for r in conn.execute(q.order_by(*queue_order(now)))]
+    return [r[0] for r in conn.execute(q.order_by(*queue_order(now, at_risk_margin)))]
 
 
 def rows_by_id(conn: Connection, ticket_ids: list[int]) -> dict[int, dict]:

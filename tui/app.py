@@ -108,6 +108,12 @@ class HeardApp(App[int]):
         self._stop_sync = threading.Event()
         self._last_sync_error: str | None = None
         self._first_ids: Future | None = None
+        from mail.ack import ack_settings
+
+        # Validated up front: a bad [ack]/[hours]/[tiers] value stops the app with one line.
+        self.ack_settings = ack_settings(cfg, now=clock())
+        self.at_risk_margin = self.ack_settings.at_risk_margin
+        self._outbox_wake = threading.Event()
         if cfg.keys:
             self.set_keymap(dict(cfg.keys))
 
@@ -124,7 +130,8 @@ class HeardApp(App[int]):
                 found = self.store.search.ticket_ids(conn, query)
                 if not found:
                     return []
-            return tickets.queue_ids(conn, view=view, agent=self.agent, ticket_ids=found, now=self.clock())
+            return tickets.queue_ids(conn, view=view, agent=self.agent, ticket_ids=found, now=self.clock(),
+                                     at_risk_margin=self.at_risk_margin)
 
     def fetch_rows(self, ids: list[int]) -> dict[int, dict]:
         with self.db() as conn:
@@ -163,9 +170,34 @@ class HeardApp(App[int]):
         self.load_header()
         if self.start_sync:
             self.run_sync()
+            if self.cfg.smtp is not None:
+                self.run_outbox()
 
     def on_unmount(self) -> None:
         self._stop_sync.set()
+        self._outbox_wake.set()
+
+    @work(thread=True, exclusive=True, group="outbox", exit_on_error=False)
+    def run_outbox(self) -> None:
+        """Sends what is due, retries 4xx with backoff; the app never waits on SMTP."""
+        from mail.send import drain_outbox
+
+        while not self._stop_sync.is_set():
+            try:
+                result = drain_outbox(self.store, self.cfg)
+            except Exception as exc:  # a down server is reported, then retried on the next round
+                self.call_from_thread(self.toast, f"sending: {exc}", severity="error", timeout=8)
+            else:
+                if result.attempted or result.reconciled:
+                    self.call_from_thread(self.data_changed)
+                for line in result.errors:
+                    self.call_from_thread(self.toast, line, severity="error", timeout=10)
+            self._outbox_wake.wait(15)
+            self._outbox_wake.clear()
+
+    def wake_outbox(self) -> None:
+        """Something was queued: send it now rather than at the next round."""
+        self._outbox_wake.set()
 
     @work(thread=True, exclusive=True, group="sync", exit_on_error=False)
     def run_sync(self) -> None:
@@ -173,12 +205,27 @@ class HeardApp(App[int]):
 
         def report(status) -> None:
             summary = status.summary
+            if summary is not None:
+                self._after_sync(summary)
             self.post_message(SyncStatusChanged(
                 status.mode, status.error,
                 summary.new_messages if summary else 0, summary.tickets_created if summary else 0,
             ))
 
         watch(self.store, self.cfg, stop=self._stop_sync, on_status=report)
+
+    def _after_sync(self, summary) -> None:
+        """In the sync worker: check-ins, auto-close and (with [ack] auto) new acknowledgements."""
+        from mail.ack import housekeeping
+
+        try:
+            hk = housekeeping(self.store, self.cfg, self.clock(), new_ticket_ids=summary.new_ticket_ids,
+                              settings=self.ack_settings)
+        except Exception as exc:  # never let housekeeping stop the live sync
+            self.call_from_thread(self.toast, f"housekeeping: {exc}", severity="error", timeout=8)
+            return
+        if hk.outbox_ids:
+            self.wake_outbox()
 
     def on_sync_status_changed(self, event: SyncStatusChanged) -> None:
         self.sync.mode = event.mode
@@ -221,7 +268,7 @@ class HeardApp(App[int]):
     @work(thread=True, exclusive=True, group="header", exit_on_error=False)
     def load_header(self) -> None:
         with self.db() as conn:
-            counts = tickets.header_counts(conn, now=self.clock())
+            counts = tickets.header_counts(conn, now=self.clock(), at_risk_margin=self.at_risk_margin)
             holding = tickets.held_by(conn, self.agent)
         self.call_from_thread(self._header_loaded, counts, holding)
 

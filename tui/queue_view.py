@@ -319,7 +319,7 @@ class QueueTable(ScrollView, can_focus=True):
                 "queue--holder-me" if holder == self.agent else "queue--holder"
             )
         if key == "ack":
-            ack = ack_state(row, now, self.tz)
+            ack = ack_state(row, now, self.tz, self.app.at_risk_margin)
             return ack.text, {"none": "queue--ack-none", "ok": "queue--ack-ok", "risk": "queue--ack-risk",
                               "broken": "queue--ack-broken"}.get(ack.tone, "")
         return "", ""

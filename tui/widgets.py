@@ -95,7 +95,7 @@ class AckState:
     tone: str  # none | ok | risk | broken | muted
 
 
-def ack_state(row: dict, now: datetime, tz: tzinfo | None) -> AckState:
+def ack_state(row: dict, now: datetime, tz: tzinfo | None, at_risk_margin: timedelta = AT_RISK_MARGIN) -> AckState:
     if row.get("automated_reason"):
         return AckState("—", "muted")
     deadline = as_utc(row.get("promise_deadline"))
@@ -103,7 +103,7 @@ def ack_state(row: dict, now: datetime, tz: tzinfo | None) -> AckState:
         when = short_time(deadline, now, tz)
         if deadline <= now:
             return AckState(f"broke {when}", "broken")
-        if deadline <= now + AT_RISK_MARGIN:
+        if deadline <= now + at_risk_margin:
             return AckState(f"by {when}", "risk")
         return AckState(f"by {when}", "ok")
     if row.get("last_reply_at"):
