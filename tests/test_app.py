@@ -632,3 +632,26 @@ async def test_a_sync_error_is_a_toast_and_a_header_state_never_a_crash(store):
 )
 def test_split_quotes(body, shape):
     assert [(b.quoted, len(b.lines)) for b in split_quotes(body)] == shape
+
+
+@pilot_test
+async def test_a_failed_send_shows_on_the_ticket_with_how_to_retry(tmp_path, smtp_server):
+    from mail.send import drain_outbox, queue_reply
+    from tests.test_send import make_config as send_config
+
+    cfg = send_config(tmp_path, smtp_port=smtp_server.port)
+    store = Store(cfg.database)
+    tid = seed(store)[0]
+    queue_reply(store, cfg, tid, "Hi Ann,\n\nThe export is fixed.\n", agent=AGENT, now=NOW,
+                next_status="pending", reason="sent the fix")
+    smtp_server.fail_next("550 5.1.1 mailbox unavailable")
+    assert drain_outbox(store, cfg).failed
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc)
+    async with app.run_test(size=(150, 40)) as pilot:
+        await settle(pilot)
+        app.open_ticket(tid)
+        await settle(pilot)
+        text = screen_text(app)
+        assert "outbox #1 not sent: " in text and "mailbox unavailable" in text
+        assert "heard outbox retry 1" in text
+        assert app.counts["failed_sends"] == 1

@@ -39,6 +39,7 @@ from textual.worker import Worker, WorkerState
 from mail.config import Config
 from mail.untrusted import safe_line
 from storage import tickets
+from storage.outbox import outbox_rows
 from storage.db import Store
 from storage.lifecycle import ALLOWED, PRIORITY_RANK, LifecycleError, Priority, Status
 from tui.dialogs import ConfirmDialog, CustomerTicketsScreen, HelpScreen, ReasonAnswer, ReasonDialog
@@ -141,6 +142,7 @@ class HeardApp(App[int]):
         with self.db() as conn:
             detail = tickets.ticket_detail(conn, ticket_id)
             row = tickets.ticket_row(conn, ticket_id) or {}
+            detail["send_problems"] = outbox_rows(conn, ticket_id=ticket_id, states=("failed", "unknown"))
         detail["customer_name"] = row.get("customer_name") or ""
         detail["tier"] = row.get("tier")
         return detail

@@ -330,6 +330,11 @@ class TicketScreen(Screen):
             flags.append(Content.assemble(("vague: ", "bold"), inert(d["vague_reason"])))
         if d.get("flagged"):
             flags.append(Content.styled("flagged: a message could not be fully parsed", "bold"))
+        for row in d.get("send_problems", []):
+            what = "not sent" if row["state"] == "failed" else "may not have been sent"
+            flags.append(Content.assemble((f"outbox #{row['id']} {what}: ", "bold $text-error"),
+                                          inert(row.get("last_error") or row["state"]),
+                                          (f" (heard outbox retry {row['id']})", "$text-muted")))
         if flags:
             parts += ["\n ", Content.styled("", "$text-warning").join(
                 [Content.assemble(("⚑ ", "$text-warning"), f, "   ") for f in flags])]
