@@ -9,10 +9,14 @@ The pieces:
   is done in UTC, all calendars in the business time zone).
 * :class:`HandlingModel` -- what one ticket costs an agent (take-to-solve
   time), learned from recent history or from a configured typical time.
-* :func:`promise_deadline` -- the promise: a high quantile of the work ahead
-  of the ticket (plus the work of queue-jumpers arriving meanwhile), never
+* :func:`promise_deadline` -- the promise: a high quantile of the time until
+  the human reply goes out (what is left of the tickets in progress, the
+  work ahead in the queue, queue-jumpers arriving meanwhile, then the
+  ticket's own handling), never
   sooner than ``now + minimum``, capped by the customer's tier, rounded up to
   the next full hour and never outside business hours.
+* :func:`answered_within` -- the reply will come within ``[ack] minimum``
+  anyway: no acknowledgement needed.
 * :func:`format_deadline` / :func:`format_deadline_short` -- the words.
 * :func:`tier_for`, :func:`parse_tiers`, :func:`parse_duration` -- the
   ``[tiers]`` configuration.
@@ -43,6 +47,11 @@ __all__ = [
     "WEEKDAYS",
     "expected_handling_time",
     "promise_deadline",
+    "reply_wait",
+    "remaining_work",
+    "answered_within",
+    "PROMISE_Z",
+    "SKIP_Z",
     "jumper_rate",
     "round_up_to_hour",
     "round_into_business_hours",
@@ -336,11 +345,19 @@ class HandlingModel:
 # The promise
 # --------------------------------------------------------------------------
 
-# The promise is the Q-quantile of the wait, Q = Phi(Z). Z = 2 is the
-# 97.7th percentile; rounding to the full hour adds a little more margin.
+# The promise is the Q-quantile of the wait for the reply, Q = Phi(Z). Z = 2 is
+# the 97.7th percentile; rounding up to the full hour adds a little more margin.
 PROMISE_Z = 2.0
+# "Will be answered within [ack] minimum anyway" means: at least this sure
+# (Phi(1.0), about 84%) that the human reply goes out within the minimum.
+SKIP_Z = 1.0
 # When the learned model has no sample count, treat it like this many.
 _PRIOR_SAMPLES = 50
+
+
+def _phi(x: float) -> float:
+    """Standard normal CDF, accurate far into both tails."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
 def _lognormal_quantile(mean: float, var: float, z: float) -> float:
@@ -348,7 +365,9 @@ def _lognormal_quantile(mean: float, var: float, z: float) -> float:
 
     The sum of a few heavy-tailed handling times is itself skewed; matching
     a lognormal keeps the upper quantile honest for short queues and tends to
-    the normal approximation for long ones.
+    the normal approximation for long ones (the spread of a sum of n tickets
+    grows like sqrt(n), its mean like n: long queues get relatively tighter
+    promises).
     """
     if mean <= 0:
         return 0.0
@@ -356,48 +375,146 @@ def _lognormal_quantile(mean: float, var: float, z: float) -> float:
     return math.exp(math.log(mean) - s2 / 2 + z * math.sqrt(s2))
 
 
-def _wait_quantile(
+def _log_params(model: HandlingModel) -> tuple[float, float]:
+    """(mu, sigma) of the lognormal with the model's mean and spread."""
+    mean = model.mean.total_seconds()
+    var = model.sd.total_seconds() ** 2
+    s2 = math.log1p(var / (mean * mean))
+    return math.log(mean) - s2 / 2, math.sqrt(s2)
+
+
+def remaining_work(elapsed: timedelta, model: HandlingModel) -> tuple[float, float]:
+    """Mean and variance (business seconds) of what is left of a ticket in progress for ``elapsed``.
+
+    Heavy tails make this grow with ``elapsed``: a ticket that has already
+    taken two hours is likely one of the long ones. Lognormal partial moments
+    conditioned on ``X > elapsed``.
+    """
+    mean = model.mean.total_seconds()
+    var = model.sd.total_seconds() ** 2
+    e = elapsed.total_seconds()
+    if e <= 0:
+        return mean, var
+    mu, s = _log_params(model)
+    le = math.log(e)
+    p = _phi((mu - le) / s)
+    if p < 1e-300:
+        return e, e * e  # beyond anything the model has seen: at least as long again
+    m1 = math.exp(mu + s * s / 2) * _phi((mu + s * s - le) / s) / p
+    m2 = math.exp(2 * mu + 2 * s * s) * _phi((mu + 2 * s * s - le) / s) / p
+    r1 = max(m1 - e, 1.0)
+    r2 = max(m2 - 2 * e * m1 + e * e, r1 * r1)
+    return r1, r2 - r1 * r1
+
+
+def _reply_wait(
     position: int,
     agents: int,
     model: HandlingModel,
+    in_progress: Sequence[timedelta] | None,
     jumpers_per_hour: float,
     z: float,
-) -> timedelta:
-    """Business time until the ticket at ``position`` is taken, at quantile Phi(z).
+) -> float:
+    """Business seconds until the human reply to the ticket at ``position``, at quantile Phi(z).
 
-    All ``agents`` are busy (else the ticket would be taken now), so the
-    ticket is taken at the ``position + 1``-th completion: the work of
-    ``position + 1`` tickets shared by ``agents`` people (completions of k
-    busy agents arrive at rate k / mean, with variance growing like the
-    count). Queue-jumpers arriving while we wait (rate ``jumpers_per_hour``)
-    add their work too. The mean learned from ``samples`` tickets is itself
-    uncertain; that uncertainty grows with the square of the queue length
-    (all tickets share the same error), so it is added as such.
+    The reply goes out when an agent has taken the ticket *and* handled it:
+
+    * start: the work ahead of it -- what is left of the tickets in progress
+      (``in_progress``: how long each has been worked on; None when unknown,
+      read as every agent having just started one) and the ``position``
+      tickets ahead in the work order -- shared by ``agents`` people. With
+      several agents, the others are part-way through a ticket when this one
+      is taken (on average E[X^2] / 2E[X] of work left, renewal theory), so
+      that much less is in the way. A free agent with nobody ahead: at once.
+    * queue-jumpers (``jumpers_per_hour``) arriving while it waits add their work;
+    * then its own handling time.
+
+    The mean learned from ``samples`` tickets is itself uncertain; that error
+    is shared by every ticket in the sum, so it grows with the square of the
+    count.
     """
     mu = model.mean.total_seconds()
     var = model.sd.total_seconds() ** 2
     second_moment = var + mu * mu
     samples = model.samples or _PRIOR_SAMPLES
-    m = position + 1
-    lam = max(jumpers_per_hour, 0.0) / 3600.0  # per business second
     k = float(agents)
-    wait = _lognormal_quantile(m * mu, m * var, z) / k
-    # Fixed point: jumpers arriving during the wait are served first.
-    # Bounded: when jumpers alone fill the desk, the wait has no honest bound;
-    # cap the inflation at 5x (premium overload is an operational emergency).
+    if in_progress is None:
+        busy = [(mu, var)] * agents
+    else:
+        busy = [remaining_work(e, model) for e in sorted(in_progress)[:agents]]
+    free = agents - len(busy)
+    if position < free:
+        start_mean = start_var = 0.0
+        ahead = 0.0
+    else:
+        ahead = float(position)
+        work_mean = sum(m for m, _ in busy) + position * mu
+        work_var = sum(v for _, v in busy) + position * var
+        others = (agents - 1) * second_moment / (2 * mu)
+        # Never below the share of one ticket-in-progress each (the first of k to finish).
+        start_mean = max(work_mean - others, work_mean / k) / k
+        start_var = work_var / (k * k)
+    lam = max(jumpers_per_hour, 0.0) / 3600.0  # per business second
+
+    def quantile(jumps: float) -> float:
+        n_eff = ahead + jumps + 1  # tickets whose mean error adds up, own included
+        m = start_mean + jumps * mu / k + mu
+        v = start_var + jumps * second_moment / (k * k) + var + (n_eff * n_eff) * var / (samples * k * k)
+        return _lognormal_quantile(m, v, z)
+
+    base = quantile(0.0)
+    wait = base
+    # Fixed point: jumpers arriving during the wait are served first. Bounded:
+    # when jumpers alone fill the desk the wait has no honest bound; cap the
+    # inflation at 5x (premium overload is an operational emergency).
     for _ in range(30):
-        jumps = lam * wait
-        n_eff = m + jumps
-        total_mean = n_eff * mu
-        total_var = m * var + jumps * second_moment + (n_eff * n_eff) * var / samples
-        new = _lognormal_quantile(total_mean, total_var, z) / k
-        base = _lognormal_quantile(m * mu, m * var, z) / k
-        new = min(new, 5 * base + 1.0)
+        new = min(quantile(lam * wait), 5 * base + 1.0)
         if abs(new - wait) < 1.0:
-            wait = new
-            break
+            return new
         wait = new
-    return timedelta(seconds=math.ceil(wait))
+    return wait
+
+
+def reply_wait(
+    *,
+    position: int,
+    agents: int,
+    handling: HandlingModel | timedelta,
+    in_progress: Sequence[timedelta] | None = None,
+    jumpers_per_hour: float = 0.0,
+    z: float = PROMISE_Z,
+) -> timedelta:
+    """Business time until the human reply to a waiting ticket, at quantile Phi(z) (see :func:`promise_deadline`)."""
+    if isinstance(handling, timedelta):
+        handling = HandlingModel.from_typical(handling)
+    return timedelta(seconds=math.ceil(_reply_wait(position, agents, handling, in_progress, jumpers_per_hour, z)))
+
+
+def answered_within(
+    *,
+    now: datetime,
+    within: timedelta,
+    position: int,
+    agents: int,
+    handling: HandlingModel | timedelta,
+    hours: BusinessHours,
+    in_progress: Sequence[timedelta] | None = None,
+    jumpers_per_hour: float = 0.0,
+    z: float = SKIP_Z,
+) -> bool:
+    """True when the work order says the human reply goes out within ``within`` (wall clock) anyway.
+
+    Such a ticket needs no acknowledgement: the reply itself comes first (an
+    "I will answer by 11:00" followed ten minutes later by the answer is
+    noise). "Says" is the Phi(z) quantile of the reply wait, ``SKIP_Z`` by
+    default (~84% sure), and closing time counts: at 16:50 nothing is
+    answered within the hour when the desk closes at 17:00 and the reply
+    needs more than ten minutes.
+    """
+    _utc(now)
+    wait = reply_wait(position=position, agents=agents, handling=handling, in_progress=in_progress,
+                      jumpers_per_hour=jumpers_per_hour, z=z)
+    return _utc(hours.add_business_time(now, wait)) <= _utc(now) + within
 
 
 def jumper_rate(
@@ -482,6 +599,7 @@ def promise_deadline(
     minimum: timedelta = timedelta(hours=1),
     tier_max: timedelta | None = None,
     jumpers_per_hour: float = 0.0,
+    in_progress: Sequence[timedelta] | None = None,
     z: float = PROMISE_Z,
 ) -> datetime:
     """The deadline to promise a waiting customer: an aware datetime in ``hours.tz``.
@@ -495,9 +613,16 @@ def promise_deadline(
     ``jumpers_per_hour``: tickets per business hour that will be put *ahead*
     of this one after it was queued (for an ordinary customer: the recent
     rate of premium tickets; for a premium customer usually 0).
+    ``in_progress``: how long (business time) each ticket being worked on now
+    has been in progress, one per busy agent; fewer than ``agents`` means
+    some are free. None when unknown: every agent is read as busy with a
+    ticket just taken.
     ``z``: the promise is the Phi(z) quantile of the wait (2.0: ~97.7%).
 
-    The rule: the later of "when I will really get to it" and
+    The wait is until the human reply goes out: the ticket taken *and*
+    handled (see :func:`reply_wait`).
+
+    The rule: the later of "when I will really have answered" and
     ``now + minimum``; capped by ``now + tier_max``; rounded up to the next
     full hour; never outside business hours. When rounding up would break the
     tier's maximum, the deadline is the maximum itself rounded *down* to the
@@ -513,7 +638,7 @@ def promise_deadline(
         handling = HandlingModel.from_typical(handling)
     _utc(now)  # reject naive datetimes early
 
-    wait = _wait_quantile(position, agents, handling, jumpers_per_hour, z)
+    wait = timedelta(seconds=math.ceil(_reply_wait(position, agents, handling, in_progress, jumpers_per_hour, z)))
     wait = max(wait, minimum, _ZERO)
     if tier_max is not None:
         wait = min(wait, tier_max)

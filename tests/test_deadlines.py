@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -9,6 +10,9 @@ import pytest
 
 from storage.deadlines import (
     BusinessHours,
+    answered_within,
+    remaining_work,
+    reply_wait,
     HandlingModel,
     TierSpec,
     expected_handling_time,
@@ -194,8 +198,9 @@ def test_empty_queue_with_real_handling_times_is_later_than_the_minimum():
     ("cap on the hour", b(2026, 11, 24, 9, 0), 30, timedelta(hours=2), b(2026, 11, 24, 11, 0)),
     ("cap across the night", b(2026, 11, 24, 16, 0), 30, timedelta(hours=2), b(2026, 11, 25, 10, 0)),
     ("cap across the weekend", b(2026, 11, 27, 20, 0), 30, timedelta(hours=2), b(2026, 11, 30, 11, 0)),
+    # One ticket in progress (unknown for how long), then this one's own handling.
     ("cap does not bind on a short queue", b(2026, 11, 24, 10, 20), 0, timedelta(hours=8),
-     b(2026, 11, 24, 13, 0)),
+     b(2026, 11, 24, 14, 0)),
 ])
 def test_tier_max_caps_the_promise(label, now, position, tier_max, expected):
     got = deadline(now, position=position, handling=timedelta(minutes=15), tier_max=tier_max)
@@ -245,6 +250,54 @@ def test_deadlines_are_always_inside_business_hours_on_the_hour():
             assert d.minute == 0 and d.second == 0
             assert DE.is_open(d) or d.timetz().replace(tzinfo=None) == time(17, 0)
             assert DE.is_open_day(d.date())
+
+
+def test_the_state_of_the_desk_shapes_the_promise():
+    now = b(2026, 11, 24, 10, 0)
+    model = HandlingModel.from_typical(timedelta(minutes=15))
+    kw = dict(position=4, agents=1, handling=model)
+    unknown = reply_wait(**kw)
+    fresh = reply_wait(in_progress=[timedelta(0)], **kw)
+    stuck = reply_wait(in_progress=[timedelta(hours=3)], **kw)
+    free = reply_wait(in_progress=[], **kw)
+    assert fresh == unknown  # unknown reads as a ticket just taken
+    assert free < fresh < stuck  # a ticket three hours in is likely a long one
+    # Nobody ahead and an agent free: just the ticket's own handling (its 84th percentile).
+    assert reply_wait(position=0, agents=2, handling=model, in_progress=[timedelta(minutes=5)], z=1.0) == \
+        timedelta(seconds=math.ceil(15 * 60 * math.e))
+    assert deadline(now, handling=model, position=4, in_progress=[timedelta(hours=3)]) >= \
+        deadline(now, handling=model, position=4, in_progress=[])
+
+
+@pytest.mark.parametrize("elapsed", [timedelta(0), timedelta(minutes=10), timedelta(hours=1), timedelta(hours=8)])
+def test_remaining_work_grows_with_time_in_progress(elapsed):
+    model = HandlingModel.from_typical(timedelta(minutes=15))
+    mean, var = remaining_work(elapsed, model)
+    later, _ = remaining_work(elapsed + timedelta(minutes=30), model)
+    assert 0 < mean < later and var > 0
+    if elapsed == timedelta(0):
+        assert mean == pytest.approx(model.mean.total_seconds())
+
+
+def test_long_queues_are_relatively_tighter_than_short_ones():
+    model = HandlingModel.from_typical(timedelta(minutes=15))
+    mean = model.mean.total_seconds()
+    short = reply_wait(position=1, agents=1, handling=model).total_seconds() / (3 * mean)
+    long = reply_wait(position=99, agents=1, handling=model).total_seconds() / (101 * mean)
+    assert long < 1.6 and 2.5 < short  # quantile / mean: the sum of many tickets spreads less
+
+
+@pytest.mark.parametrize("label, now, position, in_progress, expected", [
+    ("free agent, nobody ahead", b(2026, 11, 24, 10, 0), 0, [], True),
+    ("busy agent, nobody ahead", b(2026, 11, 24, 10, 0), 0, [timedelta(minutes=5)], False),
+    ("two ahead", b(2026, 11, 24, 10, 0), 2, [], False),
+    ("free agent, but closing at 17:00", b(2026, 11, 24, 16, 30), 0, [], False),
+    ("free agent, Saturday", b(2026, 11, 28, 10, 0), 0, [], False),
+])
+def test_answered_within_the_minimum(label, now, position, in_progress, expected):
+    got = answered_within(now=now, within=timedelta(hours=1), position=position, agents=1,
+                          handling=timedelta(minutes=15), hours=H, in_progress=in_progress)
+    assert got is expected, label
 
 
 def test_promise_deadline_rejects_bad_input():
