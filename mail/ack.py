@@ -48,6 +48,7 @@ from storage.deadlines import (
     BusinessHours,
     HandlingModel,
     TierSpec,
+    answered_within,
     format_deadline,
     format_deadline_short,
     jumper_rate,
@@ -57,6 +58,7 @@ from storage.deadlines import (
     tier_for,
 )
 from storage.lifecycle import Change, Status
+from storage.promises import pending_action, pending_close_at
 from storage.tickets import append_event, change_status_in, iso, queue_ids
 
 __all__ = [
@@ -428,6 +430,12 @@ def skip_rule(row: dict, cfg: Config, settings: AckSettings, *, now: datetime) -
     return None
 
 
+def quick_reply_rule(settings: AckSettings) -> str:
+    """The skip rule for a ticket the work order will answer within ``[ack] minimum`` anyway."""
+    within = "the hour" if settings.minimum == timedelta(hours=1) else _span(settings.minimum)
+    return f"will be answered within {within} anyway (next in the work order)"
+
+
 def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings: AckSettings | None = None,
                           ticket_ids: list[int] | None = None) -> AckPlan:
     """Every waiting ticket whose customer had no acknowledgement and no reply yet: the deadline each
@@ -440,6 +448,8 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         model = handling_model(conn, settings, now=now)
         jumpers = jumper_rate(ledger.tier_arrivals(conn, since=now - timedelta(days=14)), now=now,
                               hours=settings.hours)
+        in_progress = [max(settings.hours.business_time_between(t, now), timedelta(0))
+                       for t in ledger.in_progress_since(conn)]
     candidates: list[AckCandidate] = []
     skipped: list[Skipped] = []
     wanted = set(ticket_ids) if ticket_ids is not None else None
@@ -466,14 +476,16 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         if rule is not None:
             skipped.append(Skipped(tid, r["customer"], subject, rule))
             continue
-        seen_customers[r["customer_id"]] = tid
         spec = settings.tiers.get(r["tier"]) if r["tier"] else None
         spec = spec or (tier_for(r["customer"], settings.tiers) if settings.tiers else None)
-        deadline = promise_deadline(
-            now=now, position=here, agents=settings.agents, handling=model, hours=settings.hours,
-            minimum=settings.minimum, tier_max=spec.max_response if spec else None,
-            jumpers_per_hour=0.0 if spec else jumpers,
-        )
+        work = dict(position=here, agents=settings.agents, handling=model, hours=settings.hours,
+                    jumpers_per_hour=0.0 if spec else jumpers, in_progress=in_progress)
+        if answered_within(now=now, within=settings.minimum, **work):
+            skipped.append(Skipped(tid, r["customer"], subject, quick_reply_rule(settings)))
+            continue
+        seen_customers[r["customer_id"]] = tid
+        deadline = promise_deadline(now=now, minimum=settings.minimum,
+                                    tier_max=spec.max_response if spec else None, **work)
         candidates.append(AckCandidate(
             ticket_id=tid, customer=r["customer"], customer_name=r["customer_name"] or "", subject=subject,
             deadline=deadline, offset_minutes=r["date_offset_minutes"], position=here,
@@ -708,29 +720,6 @@ def business_days(hours: BusinessHours, start: datetime, end: datetime) -> float
     return hours.business_time_between(start, end) / hours.day_length
 
 
-def pending_action(*, pending_since: datetime, checkin_at: datetime | None, now: datetime, hours: BusinessHours,
-                   close_after_days: int, checkin_after_days: int, checkin_allowed: bool) -> str | None:
-    """"checkin", "close" or None for a ticket waiting on the customer. Pure.
-
-    One polite check-in after ``checkin_after_days`` business days; closed
-    after ``close_after_days`` business days of silence, and never sooner
-    than the rest of that grace after the check-in (a late check-in still
-    gives the customer time to answer). When no check-in can go out (an
-    automated sender, the per-customer window), it closes on time without one.
-    """
-    waited = business_days(hours, pending_since, now)
-    if checkin_at is None:
-        if checkin_allowed and waited >= checkin_after_days:
-            return "checkin"
-        if waited >= close_after_days and not checkin_allowed:
-            return "close"
-        return None
-    grace = max(1, close_after_days - checkin_after_days)
-    if waited >= close_after_days and business_days(hours, checkin_at, now) >= grace:
-        return "close"
-    return None
-
-
 def close_reason(days: int) -> str:
     return f"no reply from the customer in {days} days"
 
@@ -816,11 +805,9 @@ def housekeeping(
                                  actor=actor, now=now)
                 summary.closed.append(row["id"])
                 continue
-            left = max(1, settings.close_after_days - settings.checkin_after_days)
-            grace = settings.hours.day_length * left
-            close_at = max(settings.hours.add_business_time(row["pending_since"],
-                                                            settings.hours.day_length * settings.close_after_days),
-                           settings.hours.add_business_time(now, grace))
+            close_at = pending_close_at(pending_since=row["pending_since"], checkin_at=now, hours=settings.hours,
+                                        close_after_days=settings.close_after_days,
+                                        checkin_after_days=settings.checkin_after_days)
             body = _checkin_body(cfg, settings, row, close_at)
             q = queue_message(store, cfg, row["id"], body, kind="checkin", agent=actor, now=now, conn=conn)
             ledger.stamp_automatic_mail(conn, row["id"], now=now)

@@ -7,11 +7,8 @@ made: the first human reply we sent (an outgoing message that is not one of
 our automatic ones, and not cancelled or failed in the outbox), or the ticket
 being solved or closed by a person.
 
-    kept      handled before the deadline
-    broken    the deadline passed first (handled late, or not at all yet)
-    at_risk   not handled, and the deadline is within the at-risk margin
-    open      not handled, and the deadline is further away
-    updated   replaced by an update (a new deadline) before it was due
+    kept, broken, at_risk, open, updated -- the rule is
+    :func:`storage.promises.promise_state`; this module only reads the facts.
 
 ``tickets.promise_deadline`` mirrors the promise in force (the queue sorts and
 counts from it); :func:`settle_replied` clears it once the ticket is handled.
@@ -21,7 +18,6 @@ Callers get plain dicts; every function taking ``now`` uses it, never a clock.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -30,6 +26,17 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from storage.lifecycle import ACTIVE, Change, Status
+from storage.promises import (  # noqa: F401  (the states are part of this module's vocabulary)
+    AT_RISK,
+    BROKEN,
+    KEPT,
+    OPEN,
+    STATES,
+    UPDATED,
+    broken_delay,
+    ledger_summary,
+    promise_state,
+)
 from storage.models import Customer, Event, Message, Outbox, Promise, Ticket
 from storage.tickets import append_event
 
@@ -40,8 +47,6 @@ E = Event.__table__
 O = Outbox.__table__
 P = Promise.__table__
 
-KEPT, BROKEN, AT_RISK, OPEN, UPDATED = "kept", "broken", "at_risk", "open", "updated"
-STATES = (KEPT, BROKEN, AT_RISK, OPEN, UPDATED)
 AUTOMATIC_KINDS = ("ack", "update", "checkin", "close")
 # Statuses a person sets when the work is done: they count as handling the promise.
 HANDLED_STATUSES = (Status.SOLVED.value, Status.CLOSED.value)
@@ -53,38 +58,6 @@ def as_utc(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
     return dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-# -- the pure rule -------------------------------------------------------------------------
-def promise_state(
-    *,
-    made_at: datetime,
-    deadline: datetime,
-    handled_at: datetime | None,
-    superseded_at: datetime | None,
-    now: datetime,
-    at_risk_margin: timedelta,
-) -> str:
-    """One promise's state (see the module docstring); all datetimes aware."""
-    if handled_at is not None and handled_at < made_at:
-        handled_at = None
-    if superseded_at is not None and (handled_at is None or superseded_at <= handled_at):
-        # Replaced by an update: honest if that happened before the deadline.
-        return UPDATED if superseded_at <= deadline else BROKEN
-    if handled_at is not None:
-        return KEPT if handled_at <= deadline else BROKEN
-    if now >= deadline:
-        return BROKEN
-    if now >= deadline - at_risk_margin:
-        return AT_RISK
-    return OPEN
-
-
-def broken_delay(*, deadline: datetime, handled_at: datetime | None, superseded_at: datetime | None,
-                 now: datetime) -> timedelta:
-    """How late a broken promise is (still counting when nothing happened yet)."""
-    end = handled_at or superseded_at or now
-    return max(end - deadline, timedelta(0))
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -122,7 +95,8 @@ _PROMISE_COLUMNS = [P.c.id, P.c.ticket_id, P.c.agent, P.c.made_at, P.c.deadline,
                     P.c.superseded_by, P.c.update_reason]
 
 
-def _with_states(conn: Connection, rows: list[dict], *, now: datetime, at_risk_margin: timedelta) -> list[dict]:
+def _facts(conn: Connection, rows: list[dict]) -> list[dict]:
+    """Promise rows with what their state depends on: ``handled_at`` and ``superseded_at``."""
     handled = _human_replies(conn, (r["ticket_id"] for r in rows))
     made_by_id: dict[int, datetime] = {}
     successors = [r["superseded_by"] for r in rows if r["superseded_by"]]
@@ -135,11 +109,17 @@ def _with_states(conn: Connection, rows: list[dict], *, now: datetime, at_risk_m
         r["made_at"], r["deadline"] = as_utc(r["made_at"]), as_utc(r["deadline"])
         r["handled_at"] = _first_after(handled.get(r["ticket_id"], []), r["made_at"])
         r["superseded_at"] = made_by_id.get(r["superseded_by"]) if r["superseded_by"] else None
-        r["state"] = promise_state(made_at=r["made_at"], deadline=r["deadline"], handled_at=r["handled_at"],
-                                   superseded_at=r["superseded_at"], now=now, at_risk_margin=at_risk_margin)
-        r["delay"] = (broken_delay(deadline=r["deadline"], handled_at=r["handled_at"],
-                                   superseded_at=r["superseded_at"], now=now) if r["state"] == BROKEN else None)
         out.append(r)
+    return out
+
+
+def _with_states(conn: Connection, rows: list[dict], *, now: datetime, at_risk_margin: timedelta) -> list[dict]:
+    out = _facts(conn, rows)
+    for r in out:
+        facts = dict(deadline=r["deadline"], handled_at=r["handled_at"], superseded_at=r["superseded_at"],
+                     made_at=r["made_at"])
+        r["state"] = promise_state(**facts, now=now, at_risk_margin=at_risk_margin)
+        r["delay"] = broken_delay(**facts, now=now) if r["state"] == BROKEN else None
     return out
 
 
@@ -196,15 +176,8 @@ def ledger_report(conn: Connection, *, now: datetime, since: datetime | None = N
         q = q.where(P.c.made_at >= since.astimezone(timezone.utc))
     if until is not None:
         q = q.where(P.c.made_at < until.astimezone(timezone.utc))
-    rows = _with_states(conn, [dict(r) for r in conn.execute(q.order_by(P.c.id)).mappings()],
-                        now=now, at_risk_margin=at_risk_margin)
-    rep = LedgerReport(since=since, until=until, made=len(rows))
-    for r in rows:
-        setattr(rep, r["state"], getattr(rep, r["state"]) + 1)
-    delays = [r["delay"] for r in rows if r["state"] == BROKEN]
-    if delays:
-        rep.median_broken_delay = statistics.median(delays)
-    return rep
+    rows = _facts(conn, [dict(r) for r in conn.execute(q.order_by(P.c.id)).mappings()])
+    return LedgerReport(since=since, until=until, **ledger_summary(rows, now, at_risk_margin=at_risk_margin))
 
 
 # -- writing (inside the caller's transaction, with the outbox row) --------------------------
@@ -307,6 +280,19 @@ def take_to_solve_spans(conn: Connection, *, since: datetime, limit: int = 200) 
         if before:
             spans.append((max(before), solved))
     return spans
+
+
+def in_progress_since(conn: Connection) -> list[datetime]:
+    """When each ticket held by an agent now was taken (its latest holder event): the work in progress."""
+    held = select(T.c.id).where(T.c.holder.is_not(None), T.c.status.in_([s.value for s in ACTIVE]))
+    q = (
+        select(E.c.ticket_id, E.c.at)
+        .where(E.c.ticket_id.in_(held.scalar_subquery()), E.c.kind == "holder", E.c.new.is_not(None))
+    )
+    taken: dict[int, datetime] = {}
+    for tid, at in conn.execute(q):
+        taken[tid] = max(taken.get(tid, as_utc(at)), as_utc(at))
+    return sorted(taken.values())
 
 
 def tier_arrivals(conn: Connection, *, since: datetime) -> list[datetime]:

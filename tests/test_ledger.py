@@ -1,4 +1,6 @@
-"""The promise ledger: kept, at risk, broken, updated; the report; handling-time history."""
+"""The promise ledger against a store: kept, at risk, broken, updated; the report; handling-time history.
+
+The pure state rule has its table in test_promises.py."""
 
 from __future__ import annotations
 
@@ -12,32 +14,10 @@ from mail.ack import ack_settings, plan_acknowledgements, send_update
 from mail.send import queue_reply
 from storage import ledger
 from storage.db import Store
-from storage.ledger import BROKEN, KEPT, OPEN, AT_RISK, UPDATED, promise_state
+from storage.ledger import BROKEN, KEPT, OPEN, AT_RISK, UPDATED
 from storage.tickets import header_counts, set_status, take_ticket, ticket_row
 
 H = timedelta(hours=1)
-MADE = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
-DUE = MADE + 4 * H
-
-
-@pytest.mark.parametrize(
-    "handled, superseded, now, expected",
-    [
-        (MADE + H, None, MADE + 10 * H, KEPT),  # a reply before the deadline
-        (DUE, None, MADE + 10 * H, KEPT),  # on the dot counts
-        (DUE + H, None, MADE + 10 * H, BROKEN),  # answered, but late
-        (None, None, MADE + H, OPEN),
-        (None, None, DUE - H, AT_RISK),  # inside the 2 h margin
-        (None, None, DUE, BROKEN),  # the deadline passed with no reply
-        (None, MADE + 3 * H, MADE + 10 * H, UPDATED),  # a new deadline before it was due
-        (None, DUE + H, MADE + 10 * H, BROKEN),  # an update after the deadline does not un-break it
-        (MADE - H, None, DUE + H, BROKEN),  # a reply before the promise does not keep it
-        (MADE + 5 * H, MADE + 2 * H, MADE + 10 * H, UPDATED),  # updated first, then answered
-    ],
-)
-def test_promise_state(handled, superseded, now, expected):
-    assert promise_state(made_at=MADE, deadline=DUE, handled_at=handled, superseded_at=superseded, now=now,
-                         at_risk_margin=2 * H) == expected
 
 
 @pytest.fixture
@@ -171,3 +151,39 @@ def test_learned_handling_time_replaces_the_configured_one_once_there_is_enough_
     last_after = max(c.deadline for c in after.candidates)
     assert last_after > last_before  # slower history, later (honest) promises
     store.close()
+
+
+def test_a_ticket_the_work_order_answers_within_the_hour_is_not_acknowledged(tmp_path):
+    # Quick tickets (10 minutes typical), one agent, nobody else waiting: the reply itself comes first.
+    cfg = make_config(tmp_path, ack={"handling_time": "10m"})
+    store = Store(cfg.database)
+    first = add_ticket(store, "Export fails", "ann@cust.example", "The export stops.")
+    others = [add_ticket(store, f"Q{n}", f"c{n}@cust.example", "It stops.") for n in range(4)]
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    rules = {s.ticket_id: s.rule for s in plan.skipped}
+    assert rules[first] == "will be answered within the hour anyway (next in the work order)"
+    assert set(rules) < {first, *others}
+    assert others[-1] in [c.ticket_id for c in plan.candidates]  # four tickets ahead of it: a promise
+    # The agent has been on another ticket for an hour (a long one, then): the first one waits, and gets its promise.
+    busy = add_ticket(store, "Busy", "cy@cust.example", "The sync stops.")
+    take_ticket(store, busy, agent="Ana", now=NOW - H)
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    assert sorted(c.ticket_id for c in plan.candidates) == sorted([first, *others])
+    # After closing time nothing is answered within the hour.
+    friday_night = datetime(2026, 11, 27, 20, 0, tzinfo=timezone.utc)
+    set_status(store, busy, "solved", reason="fixed", actor="Ana", now=friday_night - 4 * H)
+    assert first in [c.ticket_id for c in plan_acknowledgements(store, cfg, now=friday_night).candidates]
+    store.close()
+
+
+def test_work_in_progress_comes_from_the_holder_events(store, cfg):
+    a = add_ticket(store, "One", "ann@cust.example", "The export stops.")
+    b = add_ticket(store, "Two", "bob@cust.example", "The import stops.")
+    add_ticket(store, "Three", "cy@cust.example", "The sync stops.")
+    take_ticket(store, a, agent="Ana", now=NOW)
+    take_ticket(store, b, agent="Bo", now=NOW + H)
+    with store.read() as s:
+        assert ledger.in_progress_since(s.connection()) == [NOW, NOW + H]
+    set_status(store, a, "solved", reason="fixed", actor="Ana", now=NOW + 2 * H)
+    with store.read() as s:
+        assert ledger.in_progress_since(s.connection()) == [NOW + H]
