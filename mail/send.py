@@ -49,6 +49,7 @@ from storage import outbox as ob
 from storage.db import Store, utcnow
 from storage.ingest import Ingest, NewMessage
 from storage.lifecycle import Change
+from storage.ledger import settle_replied
 from storage.tickets import append_event, change_status_in, mark_replied
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ def queue_reply(
             ))
         if next_status:
             change_status_in(conn, ticket_id, next_status, reason=reason, actor=agent, now=now)
+        # The reply handles any promise in force: the queue stops showing it as at risk.
+        settle_replied(conn, now=now, ticket_ids=[ticket_id])
     return q.outbox_id
 
 
