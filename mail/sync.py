@@ -32,7 +32,7 @@ from mail.threads import thread_decision
 from mail.vague import vague_reason
 from storage.db import Store, utcnow
 from storage.deadlines import parse_tiers, tier_for
-from storage.ingest import Ingest, NewMessage, known_uids, record_sync_error, sync_state
+from storage.ingest import Ingest, NewMessage, known_uids, record_sent_headers, record_sync_error, sync_state
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
             ids.extend(irt)
             ids.extend(refs)
         ing.prefetch(ids, [m.content_hash for m, _, _ in items], tags, [m.from_addr for m, _, _ in items])
+        ing.prefetch_sent_parents(ids)
         for m, irt, refs in items:
             if ing.duplicate_of(m.content_hash) is not None:
                 ing.add(m, None, "")
@@ -131,6 +132,7 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
                 subject=m.subject,
                 ticket_for_message_id=ing.ticket_for_message_id,
                 ticket_exists=ing.ticket_exists,
+                sent_parents=ing.sent_parents,
             )
             if tid is None and m.direction == "in" and not m.automated_reason:
                 m.vague_reason = vague_reason(m.subject, m.text)  # only a first mail can be vague
@@ -223,6 +225,9 @@ def sync_once(
     try:
         if client is None:
             client = connect_imap(cfg.imap)
+        sent = sent_folder_for_threading(cfg)
+        if sent and sent != folder:
+            sync_sent_headers(store, client, sent)
         try:
             info = client.select_folder(folder, readonly=True)  # EXAMINE: \Seen untouched
         except IMAPClientError as exc:
@@ -383,6 +388,60 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store) -> None:
             t.join()
     if errors:
         raise errors[0]
+
+
+def sent_folder_for_threading(cfg: Config) -> str:
+    """Where our sent mail lives: ``[imap] sent_folder``, else ``[smtp] sent_folder``."""
+    return cfg.imap.sent_folder or (cfg.smtp.sent_folder if cfg.smtp else "")
+
+
+_HEADER_IDS = re.compile(rb"<([^<>\s]+@[^<>\s]+)>")
+
+
+def sync_sent_headers(store: Store, client: IMAPClient, folder: str, *, batch: int = 2000) -> int:
+    """Index the threading headers of the Sent folder; bodies are not fetched. New ones counted.
+
+    A reply the agent sent from webmail or another client is not in the store,
+    and a customer client that sets only In-Reply-To to it would otherwise
+    start a new ticket.
+    """
+    try:
+        info = client.select_folder(folder, readonly=True)
+    except IMAPClientError:
+        return 0  # no such folder (yet): nothing to index
+    key = f"sent:{folder}"
+    uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+    uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+    with store.read() as s:
+        state = sync_state(s.connection(), key)
+    if state and state["uidvalidity"] == uidvalidity and uidnext and state["uidnext"] == uidnext:
+        return 0
+    last = state["last_uid"] if state and state["uidvalidity"] == uidvalidity else 0
+    uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
+    count = 0
+    for start in range(0, len(uids), batch) or [0]:
+        chunk = uids[start : start + batch]
+        rows = []
+        if chunk:
+            fetched = client.fetch(chunk, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)]"])
+            for data in fetched.values():
+                # Servers echo the field list in their own order: take whichever HEADER part came.
+                head = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+                at = head.lower().find(b"message-id:")
+                mid = _HEADER_IDS.search(head, at) if at >= 0 else None
+                if mid is None:
+                    continue
+                ids = [m.decode("ascii", "replace") for m in _HEADER_IDS.findall(head)]
+                message_id = mid.group(1).decode("ascii", "replace")
+                rows.append((message_id, list(dict.fromkeys(i for i in ids if i != message_id))))
+        with store.write_conn() as conn:
+            record_sent_headers(conn, rows)
+            Ingest(conn, store.search, utcnow()).set_cursor(
+                key, uidvalidity=uidvalidity, last_uid=chunk[-1] if chunk else last,
+                uidnext=uidnext if start + batch >= len(uids) else 0, highestmodseq=None,
+            )
+        count += len(rows)
+    return count
 
 
 def _touch(store: Store, folder: str, uidvalidity: int, last_uid: int, uidnext: int, modseq: int | None) -> None:

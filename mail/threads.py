@@ -33,8 +33,14 @@ def thread_decision(
     subject: str,
     ticket_for_message_id: Callable[[str], int | None],
     ticket_exists: Callable[[int], bool],
+    sent_parents: Callable[[str], Sequence[str]] = lambda mid: (),
 ) -> tuple[int | None, str]:
-    """(ticket id or None for a new ticket, the reason it joined)."""
+    """(ticket id or None for a new ticket, the reason it joined).
+
+    ``sent_parents`` gives, for a message in our Sent folder that heard did not
+    send itself (webmail, another client), the ids it replied to: a customer
+    whose client sets only In-Reply-To to that message still joins the ticket.
+    """
     for mid in in_reply_to:
         tid = ticket_for_message_id(mid)
         if tid is not None:
@@ -43,6 +49,11 @@ def thread_decision(
         tid = ticket_for_message_id(mid)
         if tid is not None:
             return tid, f"References <{mid}>"
+    for mid in [*in_reply_to, *reversed(references)]:
+        for parent in reversed(list(sent_parents(mid))):
+            tid = ticket_for_message_id(parent)
+            if tid is not None:
+                return tid, f"In-Reply-To <{mid}>, our sent reply to <{parent}>"
     tag = subject_tag(subject)
     if tag is not None and ticket_exists(tag):
         return tag, f"subject tag [#{tag}]"

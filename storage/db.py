@@ -140,6 +140,10 @@ def _outbox_claims(store: Store, conn: Connection) -> None:
     add_column(conn, "outbox", "claimed_at", "TIMESTAMP")
 
 
+def _sent_headers(store: Store, conn: Connection) -> None:
+    SQLModel.metadata.tables["sent_headers"].create(conn, checkfirst=True)
+
+
 def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
     """For later migrations: add a column unless a fresh schema already has it."""
     if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
@@ -152,4 +156,5 @@ MIGRATIONS: list[tuple[str, Callable[[Store, Connection], None]]] = [
     ("0002_search", _search),
     ("0003_outbox_promises", _outbox_and_promises),
     ("0004_outbox_claims", _outbox_claims),
+    ("0005_sent_headers", _sent_headers),
 ]

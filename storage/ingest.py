@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, case, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.lifecycle import Status, customer_reply_reopens
-from storage.models import Customer, Event, Message, MessageLocation, RawMessage, SyncState, Ticket
+from storage.models import Customer, Event, Message, MessageLocation, RawMessage, SentHeader, SyncState, Ticket
 
 T_TICKET = Ticket.__table__
 T_MESSAGE = Message.__table__
@@ -23,6 +23,7 @@ T_EVENT = Event.__table__
 T_RAW = RawMessage.__table__
 T_LOC = MessageLocation.__table__
 T_SYNC = SyncState.__table__
+T_SENT = SentHeader.__table__
 
 SYNC_ACTOR = "heard sync"
 
@@ -119,6 +120,7 @@ class Ingest:
         self._new_tickets: list[dict] = []
         self._tier_updates: list[dict] = []
         self._next_ids: dict[str, int] = {}
+        self._sent_parents: dict[str, list[str]] = {}
         self._explicit_ids = conn.dialect.name == "sqlite"
 
     # -- lookups, prefetched per batch -------------------------------------------------
@@ -150,6 +152,21 @@ class Ingest:
 
     def ticket_for_message_id(self, message_id: str) -> int | None:
         return self._ids.get(message_id)
+
+    def prefetch_sent_parents(self, message_ids: Iterable[str]) -> None:
+        """Load what our Sent-folder messages among ``message_ids`` replied to (and those ids' tickets)."""
+        ids = [i for i in set(message_ids) if i not in self._ids and i not in self._sent_parents]
+        parents: set[str] = set()
+        for chunk in _chunks(ids, 500):
+            q = select(T_SENT.c.message_id, T_SENT.c.parents).where(T_SENT.c.message_id.in_(chunk))
+            for mid, refs in self.conn.execute(q):
+                self._sent_parents[mid] = refs.split()
+                parents.update(self._sent_parents[mid])
+        if parents:
+            self.prefetch(parents, (), ())
+
+    def sent_parents(self, message_id: str) -> list[str]:
+        return self._sent_parents.get(message_id, [])
 
     def ticket_exists(self, ticket_id: int) -> bool:
         self._load_tickets({ticket_id})
@@ -369,6 +386,19 @@ class Ingest:
         res = self.conn.execute(update(T_SYNC).where(T_SYNC.c.folder == folder).values(**values))
         if res.rowcount == 0:
             self.conn.execute(insert(T_SYNC).values(folder=folder, **values))
+
+
+def record_sent_headers(conn: Connection, rows: list[tuple[str, list[str]]]) -> None:
+    """Remember (Message-ID, the ids it replied to) for messages in our Sent folder."""
+    if not rows:
+        return
+    values = [{"message_id": mid, "parents": " ".join(parents)} for mid, parents in rows]
+    if conn.dialect.name == "sqlite":
+        conn.execute(insert(T_SENT).prefix_with("OR IGNORE"), values)
+    else:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(T_SENT).on_conflict_do_nothing(), values)
 
 
 def sync_state(conn: Connection, folder: str) -> dict | None:

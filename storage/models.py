@@ -148,6 +148,14 @@ class SavedReply(SQLModel, table=True):
     body: str
 
 
+class SentHeader(SQLModel, table=True):
+    """Threading headers of our Sent folder: replies sent from other clients still thread."""
+
+    __tablename__ = "sent_headers"
+    message_id: str = Field(primary_key=True)
+    parents: str = ""  # space-joined In-Reply-To + References ids
+
+
 class SchemaMigration(SQLModel, table=True):
     __tablename__ = "schema_migrations"
     name: str = Field(primary_key=True)

@@ -265,3 +265,25 @@ def test_condstore_modseq_is_recorded_with_the_cursor(dovecot_server, tmp_path, 
     con = sqlite3.connect(tmp_path / "heard.db")
     (modseq,) = con.execute("SELECT highestmodseq FROM sync_state WHERE folder = 'INBOX'").fetchone()
     assert modseq and modseq > 0
+
+
+def test_a_reply_to_mail_we_sent_from_another_client_joins_the_ticket(imap, tmp_path, capsys):
+    """The customer's client sets only In-Reply-To, to our reply that only the Sent folder has."""
+    imap.append([mail(1, "Invoice PDF is blank")])
+    ours = (f"From: Support <{SUPPORT}>\r\nTo: ann@cust.example\r\nSubject: Re: Invoice PDF is blank\r\n"
+            f"Message-ID: <webmail-1@heard.example>\r\nIn-Reply-To: <m1@cust.example>\r\n"
+            f"References: <m1@cust.example>\r\n\r\nCould you send a screenshot?\r\n").encode()
+    imap.append([ours], folder="Sent")
+    cfg = write_config(tmp_path, imap)
+    cfg.write_text(cfg.read_text().replace('folder = "INBOX"', 'folder = "INBOX"\nsent_folder = "Sent"'))
+    heard(cfg, "sync", capsys=capsys)
+    imap.append([mail(2, "RE: Invoice PDF is blank", irt="webmail-1@heard.example").replace(
+        b"References: <webmail-1@heard.example>\r\n", b"")])
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    assert "0 tickets created, 1 tickets updated" in out
+    code, out, _ = heard(cfg, "show", "1", "--json", capsys=capsys)
+    t = json.loads(out)
+    assert t["message_count"] == 2
+    assert t["messages"][1]["thread_reason"] == (
+        "In-Reply-To <webmail-1@heard.example>, our sent reply to <m1@cust.example>")

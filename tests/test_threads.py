@@ -33,6 +33,16 @@ def test_thread_decision_table(irt, refs, subject, ticket, why):
     assert reason.startswith(why)
 
 
+def test_a_reply_to_our_sent_mail_follows_it_to_the_customers_ticket():
+    sent = {"webmail-3@heard.example": ["x@elsewhere", "b1@cust.example"]}
+    tid, reason = thread_decision(
+        in_reply_to=["webmail-3@heard.example"], references=[], subject="RE: billing",
+        ticket_for_message_id=KNOWN.get, ticket_exists=EXISTING.__contains__,
+        sent_parents=lambda mid: sent.get(mid, []),
+    )
+    assert (tid, reason) == (2, "In-Reply-To <webmail-3@heard.example>, our sent reply to <b1@cust.example>")
+
+
 def test_subject_alone_never_threads():
     tid, reason = decide(subject="Login broken")
     assert tid is None and "no [#N] tag" in reason
