@@ -15,7 +15,7 @@ from mail.send import queue_reply
 from mail.sync import sync_once
 from storage.db import Store
 from storage.ledger import stamp_automatic_mail
-from storage.tickets import events_of, ticket_row
+from storage.tickets import events_of, set_status, ticket_row
 from test_ack import SUPPORT, ack_all, customer_mail, make_config
 
 # Monday 23 November 2026, 10:00 UTC; business hours Mon-Fri 09-17 UTC.
@@ -129,14 +129,19 @@ def test_a_configured_close_after_days(tmp_path):
     store.close()
 
 
-def test_housekeeping_settles_promises_answered_by_a_reply(store, cfg):
-    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.")
+def test_a_reply_settles_its_promise_and_housekeeping_the_ones_closed_otherwise(store, cfg):
+    replied = add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    solved = add_ticket(store, "Login", "bob@cust.example", "Locked out.")
     ack_all(store, cfg, now=MON)
-    queue_reply(store, cfg, tid, "Hi Ann,\n\nDone.\n\nAna", agent="Ana", now=MON + timedelta(hours=1),
+    queue_reply(store, cfg, replied, "Hi Ann,\n\nDone.\n\nAna", agent="Ana", now=MON + timedelta(hours=1),
                 next_status=None)
-    assert housekeeping(store, cfg, MON + timedelta(hours=2)).settled == [tid]
     with store.read() as r:
-        assert ticket_row(r.connection(), tid)["promise_deadline"] is None
+        assert ticket_row(r.connection(), replied)["promise_deadline"] is None
+    set_status(store, solved, "solved", reason="fixed on the phone with their IT", actor="Ana",
+               now=MON + timedelta(hours=1))
+    assert housekeeping(store, cfg, MON + timedelta(hours=2)).settled == [solved]
+    with store.read() as r:
+        assert ticket_row(r.connection(), solved)["promise_deadline"] is None
 
 
 def test_auto_acknowledge_is_off_by_default(store, cfg, tmp_path):
