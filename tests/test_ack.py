@@ -512,3 +512,15 @@ def test_ack_without_yes_and_without_a_terminal_refuses(store, cfg, capsys, monk
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     code, _, err = heard(cfg, "ack", capsys=capsys)
     assert code == 1 and "pass --yes" in err
+
+
+def test_the_dry_run_shows_hostile_subjects_and_names_as_inert_text(pymap_server, smtp_server, tmp_path, capsys):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(
+        1, "eve@cust.example", "=?utf-8?q?Invoice_=1B]8;;http://evil.example=07click=1B]8;;=07_=1B[2J?=",
+        name="=?utf-8?q?Eve_=E2=80=AEtxt.exe?=")])
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    code, out, err = heard(cfg, "ack", "--dry-run", "--show", capsys=capsys)
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "Invoice" in out and "click" in out

@@ -48,6 +48,10 @@ def out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 
 
+def err(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 # -- init --------------------------------------------------------------------------------
 def _ask(prompt: str, default: str | None = None) -> str:
     suffix = f" [{default}]" if default else ""

@@ -22,10 +22,10 @@ from mail.ack import (
     send_update,
 )
 from mail.compose import ComposeError
-from mail.untrusted import safe_line
+from mail.untrusted import safe_line, safe_text
 from storage.db import utcnow
 from storage.deadlines import format_deadline_short
-from tui.cli import EXTENSIONS, CliError, command, config_from, open_store, out
+from tui.cli import EXTENSIONS, CliError, command, config_from, err, open_store, out
 
 
 def _one_line_errors(fn):
@@ -37,10 +37,6 @@ def _one_line_errors(fn):
             raise CliError(str(exc)) from None
 
     return wrapper
-
-
-def err(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 def _drain(store, cfg) -> int:
@@ -91,7 +87,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
         if args.show and plan.candidates:
             out()
             out(safe_line(f"To: {plan.candidates[0].customer}"))
-            out(sample.rstrip())
+            out(safe_text(sample.rstrip()))  # it quotes the customer's subject and name
         return 0
     if included and not args.yes:
         if not sys.stdin.isatty():

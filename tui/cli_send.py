@@ -11,7 +11,7 @@ from mail.compose import ComposeError, complete_body, reply_context, require_no_
 from storage.db import utcnow
 from storage.lifecycle import ALLOWED, STATUS_LABELS, Status, parse_status
 from storage.outbox import OPEN_STATES, OutboxError
-from tui.cli import EXTENSIONS, CliError, command, config_from, open_store, out
+from tui.cli import EXTENSIONS, CliError, command, config_from, err, open_store, out
 from mail.untrusted import safe_line
 
 DEFAULT_REPLY_REASON = "replied to the customer; waiting on their answer"
@@ -28,10 +28,6 @@ def _one_line_errors(fn):
             raise CliError(str(exc)) from None
 
     return wrapper
-
-
-def err(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 def _read_body(path: str) -> str:
