@@ -14,6 +14,7 @@ import hashlib
 import re
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -67,9 +68,30 @@ class MessageConverter:
     """ParsedMessage → NewMessage: the per-message rules that need the config."""
 
     def __init__(self, cfg: Config):
-        self.own_addresses = set(cfg.own_addresses)
-        self.own_domains = {cfg.own_domain}
-        self.tiers = parse_tiers(cfg.tiers) if cfg.tiers else {}
+        self.parts = (list(cfg.own_addresses), cfg.own_domain, dict(cfg.tiers or {}))
+        self._setup(*self.parts)
+
+    @classmethod
+    def from_parts(cls, own_addresses: list[str], own_domain: str, tiers: dict) -> MessageConverter:
+        self = cls.__new__(cls)
+        self.parts = (own_addresses, own_domain, tiers)
+        self._setup(*self.parts)
+        return self
+
+    def _setup(self, own_addresses: list[str], own_domain: str, tiers: dict) -> None:
+        self.own_addresses = set(own_addresses)
+        self.own_domains = {own_domain}
+        self.tiers = parse_tiers(tiers) if tiers else {}
+
+    def convert_fetched(self, batch: list[tuple[int, bytes, bytes | None]]) -> list[tuple[NewMessage, list, list]]:
+        """Parse and convert (uid, raw, INTERNALDATE) triples; ``uid`` is set on each message."""
+        out = []
+        for uid, raw, idate in batch:
+            pm = parse_message(raw)
+            m = self.convert(raw, pm, internal_date=_internal_date(idate) if pm.date is None else None)
+            m.uid = uid
+            out.append((m, list(pm.in_reply_to), list(pm.references)))
+        return out
 
     def convert(self, raw: bytes, pm: ParsedMessage, *, internal_date: datetime | None) -> NewMessage:
         outgoing = pm.from_addr in self.own_addresses
@@ -108,6 +130,30 @@ class MessageConverter:
             defects="; ".join(pm.defects),
             tier=tier.name if tier else None,
         )
+
+
+_worker_converter: MessageConverter | None = None
+
+
+def _worker_init(parts: tuple) -> None:
+    global _worker_converter
+    _worker_converter = MessageConverter.from_parts(*parts)
+    parent = os.getppid()
+
+    def follow_parent() -> None:
+        # A parent killed with -9 cannot stop us: leave with it, never linger.
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)
+
+    threading.Thread(target=follow_parent, name="heard-parse-watchdog", daemon=True).start()
+
+
+def _worker_convert(batch: list[tuple[int, bytes, bytes | None]]) -> list[tuple[NewMessage, list, list]]:
+    items = _worker_converter.convert_fetched(batch)
+    for m, _, _ in items:
+        m.raw = b""  # the parent still has the bytes: don't send them back
+    return items
 
 
 def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[NewMessage, list[str], list[str]]],
@@ -263,20 +309,28 @@ def sync_once(
             progress(0, total)
         chunks = [todo[i : i + batch] for i in range(0, total, batch)]
 
-        def parse_chunk(chunk: list[int], fetched: dict) -> tuple[list, dict]:
-            items = []
-            for uid in chunk:
-                got = fetched.get(uid)
-                if got is None:
-                    continue  # expunged between SEARCH and FETCH
-                raw, idate = got
-                pm = parse_message(raw)
-                m = converter.convert(raw, pm, internal_date=_internal_date(idate) if pm.date is None else None)
-                m.folder, m.uidvalidity, m.uid = folder, uidvalidity, uid
-                items.append((m, list(pm.in_reply_to), list(pm.references)))
+        def parse_chunk(chunk: list[int], fetched: dict):
+            # A UID missing from the reply was expunged between SEARCH and FETCH.
+            batch_ = [(uid, *fetched[uid]) for uid in chunk if uid in fetched]
             cursor = dict(folder=folder, uidvalidity=uidvalidity, last_uid=chunk[-1],
                           uidnext=uidnext if chunk is chunks[-1] else 0, highestmodseq=modseq)
-            return items, cursor
+            if pool is None:
+                items = converter.convert_fetched(batch_)
+                result = lambda: items  # noqa: E731
+            else:
+                future = pool.submit(_worker_convert, batch_)
+
+                def result():
+                    got = future.result()
+                    for m, _, _ in got:
+                        m.raw = fetched[m.uid][0]
+                    return got
+            def finish():
+                items = result()
+                for m, _, _ in items:
+                    m.folder, m.uidvalidity = folder, uidvalidity
+                return items, cursor
+            return finish
 
         def store_chunk(items: list, cursor: dict, count: int) -> None:
             nonlocal done
@@ -292,7 +346,12 @@ def sync_once(
             if progress:
                 progress(done, total)
 
-        _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
+        pool = _parse_pool(converter) if total >= PARALLEL_MIN else None
+        try:
+            _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         if not todo:
             _touch(store, folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
         summary.tickets_created = len(created)
@@ -312,6 +371,28 @@ def sync_once(
                 client.logout()
             except Exception:
                 pass
+
+
+PARALLEL_MIN = 1500  # messages: below this a parsing process costs more to start than it saves
+
+
+def _parse_pool(converter: MessageConverter):
+    """One process that parses while this one fetches and stores: parsing holds the GIL."""
+    import concurrent.futures
+    import multiprocessing
+
+    # fork is quick and safe before the pipeline's threads exist; inside a process
+    # that already runs threads (the app), spawn a clean interpreter instead.
+    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    try:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context(method),
+            initializer=_worker_init, initargs=(converter.parts,),
+        )
+        pool.submit(int).result()  # start it now, before any thread of ours
+        return pool
+    except Exception:  # no usable process support here: parse in-process
+        return None
 
 
 def _pipeline(chunks: list[list[int]], *, fetch, parse, store) -> None:
@@ -358,7 +439,8 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store) -> None:
                     continue
                 if item is done:
                     return
-                store(*item)
+                finish, count = item
+                store(*finish(), count)
         except BaseException as exc:
             errors.append(exc)
             failed.set()
@@ -377,8 +459,7 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store) -> None:
                 put(parsed_q, done)
                 break
             chunk, fetched = item
-            items, cursor = parse(chunk, fetched)
-            if not put(parsed_q, (items, cursor, len(chunk))):
+            if not put(parsed_q, (parse(chunk, fetched), len(chunk))):
                 break
     except BaseException:
         failed.set()

@@ -38,6 +38,27 @@ def mail(n: int, subject: str = "Export to CSV fails", *, sender="ann@cust.examp
     return (head + "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n").encode() + text.encode()
 
 
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def wait_for(pred, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
 @pytest.fixture(params=["pymap", "dovecot"])
 def imap(request):
     return request.getfixturevalue(f"{request.param}_server")
@@ -196,6 +217,8 @@ def test_a_kill_mid_sync_then_sync_again_leaves_exactly_the_servers_messages(dov
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 0 < stored < total, f"the kill should land mid-sync (stored {stored})"
+    # Nothing of the killed sync lingers (its parsing process leaves with it).
+    assert wait_for(lambda: not processes_mentioning(str(cfg_path))), processes_mentioning(str(cfg_path))
     code = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync"],
                           capture_output=True, timeout=120).returncode
     assert code == 0
