@@ -199,3 +199,22 @@ from contextlib import contextmanager  # noqa: E402
 @contextmanager
 def _fake_suspend():
     yield
+
+
+@sync
+async def test_a_vague_first_mail_offers_the_clarifying_questions_first(tmp_path, smtp):  # noqa: F811
+    cfg = make_config(tmp_path, smtp_port=smtp.port)
+    store = Store(cfg.database)
+    tid = add_ticket(store, "help", "kev@cust.example", "nothing works!!", from_name="Kevin Murphy",
+                     vague_reason="no product, error or steps mentioned")
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert "this first mail is vague" in texts(app.screen)
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        await pilot.press("enter")  # the first entry
+        await pilot.pause()
+        text = app.screen.query_one(TextArea).text
+        assert "Kevin" in text and "what were you doing" in text.lower()
+    store.close()

@@ -51,6 +51,7 @@ from mail.tone import ToneWarning
 from mail.untrusted import safe_line, safe_text
 from storage.db import Store
 from storage.lifecycle import ALLOWED, STATUS_LABELS, LifecycleError, Status
+from storage.tickets import ticket_row
 
 __all__ = ["ComposeScreen", "ReviewScreen", "NextStateDialog", "SavedReplyPicker", "reply_screen",
            "start_outbox_drain", "OUTBOX_GROUP"]
@@ -129,6 +130,8 @@ class ComposeScreen(Screen[int | None]):
         self._sending = False
 
     # layout
+    vague = False  # the ticket's first mail was flagged vague and we have not answered yet
+
     def compose(self) -> ComposeResult:
         yield Static("", id="compose-head", markup=False)
         yield TextArea("", id="compose-text", soft_wrap=True, tab_behavior="focus")
@@ -157,10 +160,15 @@ class ComposeScreen(Screen[int | None]):
         area.text = draft
         area.move_cursor((2, 0))  # the empty line under the greeting
         area.focus()
+        with self.store.read() as s:
+            row = ticket_row(s.connection(), self.ticket_id) or {}
+        self.vague = bool(row.get("vague_reason")) and not ctx.our_texts
         self._hint()
 
     def _hint(self, text: str | None = None) -> None:
         default = "ctrl+s review and send · ctrl+o $EDITOR · ctrl+t saved reply · esc then q to cancel"
+        if self.vague and text is None:
+            default = ("this first mail is vague: ctrl+t offers the clarifying questions first · " + default)
         self.query_one("#compose-status", Static).update(text or default)
 
     @property
@@ -213,13 +221,17 @@ class ComposeScreen(Screen[int | None]):
         self.refresh()
 
     def action_saved_reply(self) -> None:
+        from mail.templates import DEFAULT_SAVED_REPLIES
+        from mail.vague import CLARIFYING_REPLY_NAME
         from storage.tickets import saved_replies
 
         with self.store.read() as s:
             rows = saved_replies(s.connection())
-        if not rows:
-            self.notify("no saved replies yet: `heard saved-replies --defaults` adds a few", markup=False)
-            return
+        # The built-in ones are always there; the team's own (same name) win.
+        names = {r["name"] for r in rows}
+        rows += [{"name": n, "body": b} for n, b in DEFAULT_SAVED_REPLIES.items() if n not in names]
+        if self.vague:  # a vague first mail: the clarifying questions come first
+            rows.sort(key=lambda r: r["name"] != CLARIFYING_REPLY_NAME)
 
         def chosen(name: str | None) -> None:
             if not name or self.ctx is None:
