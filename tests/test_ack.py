@@ -524,3 +524,26 @@ def test_the_dry_run_shows_hostile_subjects_and_names_as_inert_text(pymap_server
     assert code == 0, err
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "Invoice" in out and "click" in out
+
+
+def test_heard_sync_with_ack_auto_acknowledges_new_customers_at_once(pymap_server, smtp_server, tmp_path, capsys):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port, ack={"auto": True})
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails", name="Ann Lee"),
+                                           customer_mail(2, "noreply@shop.example", "Your order shipped")])
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    assert "1 acknowledged" in out and "1 sent" in out
+    got = smtp_server.wait_for(1)
+    assert [list(m.rcpt_tos) for m in got] == [["ann@cust.example"]]
+    assert parsed(got[0])["Auto-Submitted"] == "auto-replied"
+    # Nothing new: nothing more goes out.
+    heard(cfg, "sync", capsys=capsys)
+    assert len(smtp_server.messages) == 1
+
+
+def test_without_ack_auto_heard_sync_sends_nothing(pymap_server, smtp_server, tmp_path, capsys):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails")])
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0 and "acknowledged" not in out
+    assert smtp_server.received == []

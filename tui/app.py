@@ -207,7 +207,7 @@ class HeardApp(App[int]):
 
         def report(status) -> None:
             summary = status.summary
-            if summary is not None:
+            if summary is not None and self.cfg.smtp is not None:
                 self._after_sync(summary)
             self.post_message(SyncStatusChanged(
                 status.mode, status.error,

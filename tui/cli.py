@@ -149,6 +149,23 @@ class ProgressBar:
         self.stream.flush()
 
 
+def after_sync(store: Store, cfg: Config, summary) -> None:
+    """What follows every sync when heard can send mail: check-ins, auto-close, [ack] auto."""
+    if cfg.smtp is None:
+        return
+    from mail.ack import housekeeping
+    from mail.send import drain_outbox
+
+    hk = housekeeping(store, cfg, utcnow(), new_ticket_ids=summary.new_ticket_ids)
+    if hk.checkins or hk.closed or hk.acknowledged:
+        out(hk.line())
+    if hk.outbox_ids:
+        res = drain_outbox(store, cfg)
+        out(res.line())
+        for line in res.errors:
+            print(f"heard: {line}", file=sys.stderr)
+
+
 @command("sync")
 def cmd_sync(args: argparse.Namespace) -> int:
     from mail.sync import sync_once, watch
@@ -159,6 +176,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not args.watch:
         summary = sync_once(store, cfg, progress=bar)
         out(summary.line())
+        after_sync(store, cfg, summary)
         return 0
     stop = threading.Event()
 
@@ -167,7 +185,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print(f"heard: {st.error}", file=sys.stderr, flush=True)
         elif st.summary and (st.summary.new_messages or st.summary.uidvalidity_changed):
             out(f"[{st.mode}] {st.summary.line()}")
-            sys.stdout.flush()
+        if st.summary is not None:
+            after_sync(store, cfg, st.summary)
+        sys.stdout.flush()
 
     out(f"watching {cfg.imap.folder} on {cfg.imap.host} (ctrl+c to stop)")
     sys.stdout.flush()
