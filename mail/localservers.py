@@ -349,6 +349,32 @@ class _ProcessServer:
             pass
         _LIVE.discard(self)
 
+    # mail: the same for every IMAP server here ----------------------------
+    def connect(self, username: str | None = None, password: str | None = None):
+        """A logged-in imapclient.IMAPClient (TCP_NODELAY set). Log it out yourself."""
+        username = username or self.username
+        if password is None:
+            password = self._users[username]
+        return _imap_connect(self.host, self.port, username, password)
+
+    def append(
+        self,
+        raw_messages: bytes | Iterable[bytes],
+        *,
+        username: str | None = None,
+        folder: str = "INBOX",
+    ) -> int:
+        """APPEND over IMAP (MULTIAPPEND batches). Returns the number appended."""
+        if isinstance(raw_messages, (bytes, bytearray)):
+            raw_messages = [bytes(raw_messages)]
+        client = self.connect(username)
+        try:
+            if folder.upper() != "INBOX" and not client.folder_exists(folder):
+                client.create_folder(folder)
+            return _imap_append(client, folder, raw_messages)
+        finally:
+            client.logout()
+
     def stop(self) -> None:
         """Stop the server and every process it started. Idempotent."""
         self._kill()
@@ -541,31 +567,6 @@ class PymapServer(_ProcessServer):
             os.replace(tmp, self.data_dir / fname)
 
     # mail ----------------------------------------------------------------
-    def connect(self, username: str | None = None, password: str | None = None):
-        """A logged-in imapclient.IMAPClient (TCP_NODELAY set). Log it out yourself."""
-        username = username or self.username
-        if password is None:
-            password = self._users[username]
-        return _imap_connect(self.host, self.port, username, password)
-
-    def append(
-        self,
-        raw_messages: bytes | Iterable[bytes],
-        *,
-        username: str | None = None,
-        folder: str = "INBOX",
-    ) -> int:
-        """APPEND over IMAP (MULTIAPPEND batches). Returns the number appended."""
-        if isinstance(raw_messages, (bytes, bytearray)):
-            raw_messages = [bytes(raw_messages)]
-        client = self.connect(username)
-        try:
-            if folder.upper() != "INBOX" and not client.folder_exists(folder):
-                client.create_folder(folder)
-            return _imap_append(client, folder, raw_messages)
-        finally:
-            client.logout()
-
     def deliver_maildir(
         self,
         username: str,
@@ -892,31 +893,6 @@ protocol imap {{
         return self.mail_root / (username or self.username)
 
     # mail ----------------------------------------------------------------
-    def connect(self, username: str | None = None, password: str | None = None):
-        """A logged-in imapclient.IMAPClient (TCP_NODELAY set). Log it out yourself."""
-        username = username or self.username
-        if password is None:
-            password = self._users[username]
-        return _imap_connect(self.host, self.port, username, password)
-
-    def append(
-        self,
-        raw_messages: bytes | Iterable[bytes],
-        *,
-        username: str | None = None,
-        folder: str = "INBOX",
-    ) -> int:
-        """APPEND over IMAP (MULTIAPPEND batches). Returns the number appended."""
-        if isinstance(raw_messages, (bytes, bytearray)):
-            raw_messages = [bytes(raw_messages)]
-        client = self.connect(username)
-        try:
-            if folder.upper() != "INBOX" and not client.folder_exists(folder):
-                client.create_folder(folder)
-            return _imap_append(client, folder, raw_messages)
-        finally:
-            client.logout()
-
     def deliver_maildir(
         self,
         username: str | None,
