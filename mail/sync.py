@@ -37,7 +37,7 @@ from storage.ingest import Ingest, NewMessage, known_uids, record_sent_headers, 
 
 log = logging.getLogger(__name__)
 
-BATCH = 400
+BATCH = 250
 Progress = Callable[[int, int], None]
 
 
