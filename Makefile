@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/sync_bench.py
+	$(BIN)/python bench/parse_bench.py
 	$(BIN)/python bench/app_bench.py
 	$(BIN)/python bench/send_bench.py
 	$(BIN)/python bench/deadline_sim.py
