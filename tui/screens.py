@@ -11,13 +11,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from mail.untrusted import safe_line
 from storage.lifecycle import Status
 from tui.queue_view import QueueColumns, QueueTable
 from tui.widgets import (
     STATUS_SHORT,
+    KeyFooter,
     StatusHeader,
     ack_state,
     customer_label,
@@ -94,7 +95,7 @@ class QueueScreen(Screen):
             yield QueueColumns(id="columns")
             yield QueueTable(app.fetch_rows, agent=app.agent, clock=app.clock, tz=app.tz, id="queue")
         yield Input(placeholder="search subjects, bodies and customers", id="search")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.table.loading = True
@@ -248,7 +249,7 @@ class TicketScreen(Screen):
             yield VerticalScroll(id="conversation")
             with VerticalScroll(id="timeline"):
                 yield Static(id="timeline-events")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         # One instance serves every ticket (installed on the app): opening a ticket redraws it.

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from textual.content import Content
-from textual.widgets import Static
+from textual.screen import Screen
+from textual.widgets import Footer, Static
 
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import STATUS_LABELS, Status
@@ -252,3 +253,29 @@ class StatusHeader(Static):
         if sync.error:
             parts += [("  ", ""), inert(sync.error, "$text-error")]
         self.update(Content.assemble(*parts))
+
+
+class KeyFooter(Footer):
+    """The footer, rebuilt only when the keys it shows change.
+
+    Textual's footer recomposes (one widget per key, each restyled) on every
+    focus or binding change; opening a ticket fires several, which cost more
+    than drawing the ticket itself.
+    """
+
+    _shown: tuple | None = None
+
+    def bindings_changed(self, screen: Screen) -> None:
+        if self.is_attached and screen is self.screen and screen.app.app_focus:
+            shown = self._keys_shown(screen)
+            if shown == self._shown:
+                return
+            self._shown = shown
+        super().bindings_changed(screen)
+
+    def _keys_shown(self, screen: Screen) -> tuple:
+        return tuple(
+            (binding.key, binding.action, binding.description, enabled, tooltip)
+            for _node, binding, enabled, tooltip in screen.active_bindings.values()
+            if binding.show
+        ) + (self.show_command_palette, self.compact)
