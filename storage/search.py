@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from sqlalchemy import text
+from sqlalchemy import Integer, text
 from sqlalchemy.engine import Connection
 
 
@@ -23,6 +23,13 @@ class SearchIndex(Protocol):
     def ticket_ids(self, conn: Connection, query: str, limit: int = 500) -> list[int]:
         """Tickets matching every word of ``query``, best first."""
 
+    def ticket_select(self, query: str):
+        """Every ticket matching ``query``, unranked, as a SELECT of ``ticket_id`` for an IN clause.
+
+        None when the query has no words. The queue shows matches in work
+        order, so ranking them (and capping the ranked list) would be wasted.
+        """
+
 
 _WORD = re.compile(r"[\w@.+-]+", re.UNICODE)
 
@@ -34,6 +41,17 @@ def fts5_query(query: str) -> str:
 
 
 class SqliteFts5Index:
+    def ticket_select(self, query: str):
+        q = fts5_query(query)
+        if not q:
+            return None
+        return (
+            text("SELECT m.ticket_id FROM message_fts f JOIN messages m ON m.id = f.rowid "
+                 "WHERE message_fts MATCH :fts_q")
+            .bindparams(fts_q=q)
+            .columns(ticket_id=Integer)
+        )
+
     def create(self, conn: Connection) -> None:
         conn.exec_driver_sql(
             "CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5("
@@ -65,6 +83,19 @@ class SqliteFts5Index:
 
 class LikeIndex:
     """Portable fallback (PostgreSQL until it has its own): substring match."""
+
+    def ticket_select(self, query: str):
+        words: Sequence[str] = _WORD.findall(query)
+        if not words:
+            return None
+        clauses, params = [], {}
+        for i, w in enumerate(words):
+            params[f"w{i}"] = f"%{w.lower()}%"
+            clauses.append(
+                f"(lower(m.subject) LIKE :w{i} OR lower(m.text) LIKE :w{i} OR lower(m.from_addr) LIKE :w{i})"
+            )
+        sql = "SELECT m.ticket_id FROM messages m WHERE " + " AND ".join(clauses)
+        return text(sql).bindparams(**params).columns(ticket_id=Integer)
 
     def create(self, conn: Connection) -> None:
         pass

@@ -364,11 +364,17 @@ def queue_ids(
     ticket_ids: list[int] | None = None,
     now: datetime,
     at_risk_margin: timedelta = timedelta(hours=2),
+    matching=None,
 ) -> list[int]:
-    """Every ticket id of a view, in work order: one sort, then windows are fetched by id."""
+    """Every ticket id of a view, in work order: one sort, then windows are fetched by id.
+
+    ``matching`` is a search's ``ticket_select``: only tickets it finds.
+    """
     q = select(T.c.id).join(C, C.c.id == T.c.customer_id).where(_view_filter(view, agent))
     if ticket_ids is not None:
         q = q.where(T.c.id.in_(ticket_ids))
+    if matching is not None:
+        q = q.where(T.c.id.in_(matching.subquery().select()))
     return [r[0] for r in conn.execute(q.order_by(*queue_order(now, at_risk_margin)))]
 
 

@@ -11,6 +11,7 @@ from storage.db import MIGRATIONS, Store
 from storage.tickets import (
     TicketError,
     header_counts,
+    queue_ids,
     queue_rows,
     set_holder,
     set_priority,
@@ -172,3 +173,16 @@ def test_queue_json_shape_and_counts(store):
             "messages", "events"} <= set(t)
     assert {"message_id", "from", "date", "direction", "automated", "automated_reason", "thread_reason",
             "text"} <= set(t["messages"][0])
+
+
+def test_search_in_the_queue_finds_every_match_in_work_order_not_just_the_best_500(store):
+    ids = [add_ticket(store, f"Printer offline {i}", f"c{i}@cust.example", "The printer driver crashes")
+           for i in range(520)]
+    other = add_ticket(store, "Login", "z@cust.example", "Passwort vergessen")
+    with store.read() as r:
+        conn = r.connection()
+        found = queue_ids(conn, view="open", now=NOW, matching=store.search.ticket_select("print driv"))
+        assert sorted(found) == sorted(ids) and other not in found
+        assert found == queue_ids(conn, view="open", now=NOW)[:520]  # the work order, unchanged
+        assert queue_ids(conn, view="open", now=NOW, matching=store.search.ticket_select('vergessen "')) == [other]
+    assert store.search.ticket_select("  !? ") is None

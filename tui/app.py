@@ -126,12 +126,12 @@ class HeardApp(App[int]):
 
     def queue_ids(self, view: str, query: str = "") -> list[int]:
         with self.db() as conn:
-            found = None
+            matching = None
             if query:
-                found = self.store.search.ticket_ids(conn, query)
-                if not found:
+                matching = self.store.search.ticket_select(query)
+                if matching is None:
                     return []
-            return tickets.queue_ids(conn, view=view, agent=self.agent, ticket_ids=found, now=self.clock(),
+            return tickets.queue_ids(conn, view=view, agent=self.agent, matching=matching, now=self.clock(),
                                      at_risk_margin=self.at_risk_margin)
 
     def fetch_rows(self, ids: list[int]) -> dict[int, dict]:
