@@ -20,9 +20,6 @@ class SearchIndex(Protocol):
     def add(self, conn: Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
         """Index (message pk, subject, body text, customer name and address)."""
 
-    def ticket_ids(self, conn: Connection, query: str, limit: int = 500) -> list[int]:
-        """Tickets matching every word of ``query``, best first."""
-
     def ticket_select(self, query: str):
         """Every ticket matching ``query``, unranked, as a SELECT of ``ticket_id`` for an IN clause.
 
@@ -66,20 +63,6 @@ class SqliteFts5Index:
                 params,
             )
 
-    def ticket_ids(self, conn: Connection, query: str, limit: int = 500) -> list[int]:
-        q = fts5_query(query)
-        if not q:
-            return []
-        rows = conn.execute(
-            text(
-                "SELECT m.ticket_id, min(f.rank) AS best FROM message_fts f "
-                "JOIN messages m ON m.id = f.rowid WHERE message_fts MATCH :q "
-                "GROUP BY m.ticket_id ORDER BY best LIMIT :lim"
-            ),
-            {"q": q, "lim": limit},
-        )
-        return [r[0] for r in rows]
-
 
 class LikeIndex:
     """Portable fallback (PostgreSQL until it has its own): substring match."""
@@ -102,19 +85,6 @@ class LikeIndex:
 
     def add(self, conn: Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
         pass
-
-    def ticket_ids(self, conn: Connection, query: str, limit: int = 500) -> list[int]:
-        words: Sequence[str] = _WORD.findall(query)
-        if not words:
-            return []
-        clauses, params = [], {"lim": limit}
-        for i, w in enumerate(words):
-            params[f"w{i}"] = f"%{w.lower()}%"
-            clauses.append(
-                f"(lower(m.subject) LIKE :w{i} OR lower(m.text) LIKE :w{i} OR lower(m.from_addr) LIKE :w{i})"
-            )
-        sql = "SELECT DISTINCT m.ticket_id FROM messages m WHERE " + " AND ".join(clauses) + " LIMIT :lim"
-        return [r[0] for r in conn.execute(text(sql), params)]
 
 
 def search_index_for(dialect: str) -> SearchIndex:
