@@ -26,8 +26,11 @@ The model of the desk:
   (mean ~25 min; about 2% of tickets take over two hours);
 * 1-3 agents working business hours; a ticket unfinished at 17:00 continues
   the next business morning;
-* ~10% premium customers (tier maximum 2 h); the work order is premium first,
-  then FIFO (the app's take-next);
+* ~10% premium customers (tier maximum 2 h); agents take tickets in the
+  app's work order (``storage.tickets.queue_order``, what take next follows):
+  promises within 2 h of their deadline first, then premium, then promised
+  before unpromised, nearest deadline, age. ``position`` (passed to the
+  deadline) is the ticket's place in that order at the moment of the promise;
 * promises are made the way the product makes them (mail/ack.py), two
   workflows as separate rows:
   - ``batch``: the agent presses ``a`` at 09:00, 11:00, 13:00 and 15:00 on
@@ -101,6 +104,7 @@ RATE_WINDOW_DAYS = 14  # premium-rate window
 MINIMUM = timedelta(hours=1)
 PREMIUM_MAX = timedelta(hours=2)
 CONFIGURED = timedelta(minutes=15)
+AT_RISK = 2 * 3600.0  # storage.tickets.queue_order's at_risk_margin (default 2 h), wall seconds
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,7 @@ class Ticket:
     premium: bool
     work: float  # handling, business seconds
     acked: bool = False
+    deadline: float | None = None  # the promise made (heard's), wall; the work order sorts by it
     reply: float | None = None  # the human reply (end of handling), wall
 
 
@@ -265,21 +270,31 @@ def run(sc: Scenario, ack: str = "batch") -> dict[str, dict]:
     tickets = [Ticket(t, clock.biz(t), rng.random() < PREMIUM_SHARE, _handling(rng)) for t in times]
     free = [0.0] * sc.agents  # business seconds at which each agent is free
     began = [0.0] * sc.agents  # business seconds at which each agent's current ticket was taken
-    prem_q: list[Ticket] = []
-    norm_q: list[Ticket] = []
-    heads = [0, 0]  # heads of the queues (lists used as FIFOs)
+    queue: list[Ticket] = []  # arrived, not taken (in arrival order)
     plans: list[Consideration] = []
 
+    def work_order(now_wall: float, waiting: list[Ticket]) -> list[Ticket]:
+        """``storage.tickets.queue_order`` at ``now_wall``: promises within ``AT_RISK`` of their deadline
+        first, then tier (premium), promised before unpromised, nearest deadline, age."""
+        risk = now_wall + AT_RISK
+
+        def key(tk: Ticket):
+            dl = tk.deadline
+            return (0 if dl is not None and dl <= risk else 1, 0 if tk.premium else 1,
+                    1 if dl is None else 0, dl or 0.0, tk.t)
+
+        return sorted(waiting, key=key)
+
     def dispatch(limit: float) -> None:
-        """Agents take tickets (premium first, then FIFO) up to, not including, ``limit``."""
-        while heads[0] < len(prem_q) or heads[1] < len(norm_q):
+        """Agents take tickets in the app's work order (take next) up to, not including, ``limit``."""
+        while queue:
             agent = min(range(len(free)), key=free.__getitem__)
-            q = 0 if heads[0] < len(prem_q) else 1
-            tk = (prem_q, norm_q)[q][heads[q]]
-            at = max(free[agent], tk.b)
+            at = max(free[agent], min(tk.b for tk in queue))
             if at >= limit:
                 return
-            heads[q] += 1
+            now_wall = clock.wall(at)  # at closing time: the next opening
+            tk = work_order(now_wall, [x for x in queue if x.b <= at])[0]
+            queue.remove(tk)
             began[agent], free[agent] = at, at + tk.work
             tk.reply = clock.wall(at + tk.work)
             bisect.insort(solved, (at + tk.work, tk.work))
@@ -296,7 +311,7 @@ def run(sc: Scenario, ack: str = "batch") -> dict[str, dict]:
         recent_premium = [datetime.fromtimestamp(x, timezone.utc) for x in premium_arrivals[lo:]]
         jumpers = jumper_rate(recent_premium, now=now, hours=hours)
         in_progress = [timedelta(seconds=now_b - began[a]) for a in range(sc.agents) if free[a] > now_b]
-        order = {id(tk): i for i, tk in enumerate(prem_q[heads[0]:] + norm_q[heads[1]:])}
+        order = {id(tk): i for i, tk in enumerate(work_order(t, queue))}
         for tk in which:
             pos = order[id(tk)]
             jump = 0.0 if tk.premium else jumpers
@@ -311,18 +326,19 @@ def run(sc: Scenario, ack: str = "batch") -> dict[str, dict]:
             fixed = hours.add_business_time(now, hours.day_length)
             plans.append(Consideration(tk, t, skip, {"fixed-1bd": _ts(fixed), "naive": _ts(naive),
                                                      "heard": _ts(heard)}))
-            tk.acked = tk.acked or not skip
+            if not skip and not tk.acked:
+                tk.acked, tk.deadline = True, _ts(heard)
 
     batches = _batch_instants(clock, _ts(start), measured_end) if ack == "batch" else []
     bi = 0
     for tk in tickets:
         while bi < len(batches) and batches[bi] <= tk.t:
             dispatch(clock.biz(batches[bi]))
-            waiting = [x for x in prem_q[heads[0]:] + norm_q[heads[1]:] if not x.acked]
+            waiting = [x for x in work_order(batches[bi], queue) if not x.acked]
             plan(batches[bi], waiting)
             bi += 1
         dispatch(tk.b)
-        (prem_q if tk.premium else norm_q).append(tk)
+        queue.append(tk)
         if ack == "auto" and tk.t < measured_end:
             plan(tk.t, [tk])
         if tk.premium:
