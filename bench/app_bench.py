@@ -8,7 +8,12 @@ measured here is the app's own. Then, under ``App.run_test``:
 - cursor move (j) and opening a ticket (enter): ms from posting the key to the
   first painted frame that shows the result (checked as each frame is painted),
   median over N presses;
-- search: from the last typed key to the frame showing the matches;
+- search: from the last typed key to the frame showing the matches, for five
+  searches from a customer address to words in most of the mail (median of
+  up to 7 tries each; the median and the slowest of the five);
+- the query alone, off screen, and the cold case: the sort of the whole open
+  queue that a search filters (run in the background when `/` is pressed, if
+  the last sort is older than 30 s or the data changed since);
 - peak RSS of this process.
 
 Usage: python bench/app_bench.py [--tickets 100000] [--presses 50]
@@ -99,7 +104,7 @@ def fill(path: str, n: int, seed: int = 7) -> None:
                 "text": text, "html_only": False, "attachments": "[]", "defects": "", "references": "",
                 "created_at": NOW,
             })
-            fts.append((msg_id, subject, text, f"{cust['name']} {cust['address']}"))
+            fts.append((msg_id, t, subject, text, f"{cust['name']} {cust['address']}"))
     with store.write_conn() as conn:
         conn.execute(insert(Customer.__table__), customers)
         for i in range(0, n, 20000):
@@ -205,15 +210,29 @@ async def measure(path: str, presses: int) -> dict:
         for word in ("refund", "webhook token", "kowalski", "printer driver crash", "c1234@cust"):
             screen = app.screen
             box = screen.query_one("#search")
-            box.value = word[:-1]
-            box.cursor_position = len(box.value)
-            await pilot.pause(0.3)
-            searches.append(await key(word[-1], lambda: screen.search_text == word and not screen.table.loading
-                                      and _loaded(screen, word)))
-            print(f"search {word!r}: {searches[-1] * 1000:.1f} ms", file=sys.stderr)
+            times = []
+            for _ in range(max(1, min(presses, 7))):
+                box.value = word[:-1]
+                box.cursor_position = len(box.value)
+                await pilot.pause(0.3)
+                times.append(await key(word[-1], lambda: screen.search_text == word and not screen.table.loading
+                                       and _loaded(screen, word)))
+            searches.append(statistics.median(times))
+            print(f"search {word!r}: {searches[-1] * 1000:.1f} ms (median of {len(times)}; "
+                  f"{len(screen.table.ids):,} tickets)", file=sys.stderr)
         out["search"] = statistics.median(searches)
+        out["search, slowest of the five"] = max(searches)
+        # The query alone, off screen: the matches kept in the sorted work order (what a search
+        # does while it is typed), and the cold case that sorts the whole view first (what `/`
+        # starts in the background when the last sort is older than 30 s or the data changed).
+        screen = app.screen
         t0 = time.perf_counter()
-        out["search (query only)"] = (app.queue_ids("open", "printer driver"), time.perf_counter() - t0)[1]
+        found = app.search_ids("printer driver")
+        [i for i in screen._work_order("open") if i in found]
+        out["search (query only)"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        app.queue_ids("open")
+        out["sort of the open queue (cold search)"] = time.perf_counter() - t0
     store.close()
     out["peak RSS MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -231,7 +250,9 @@ TARGETS = {
     "G (to row 1 of the last page)": ("ms", 50),
     "open ticket (enter)": ("ms", 50),
     "search": ("ms", 100),
+    "search, slowest of the five": ("ms", 100),
     "search (query only)": ("ms", 100),
+    "sort of the open queue (cold search)": ("ms", None),
     "peak RSS MB": ("MB", 300),
 }
 
@@ -256,13 +277,16 @@ def main() -> int:
         result = asyncio.run(measure(path, args.presses))
     print(f"\napp benchmark: {args.tickets:,} tickets ({result.pop('open tickets'):,} in the open queue), "
           f"median of {args.presses} presses\n")
-    print(f"{'measure':34} {'result':>10}   {'target':>10}   ok")
+    print(f"{'measure':38} {'result':>10}   {'target':>10}   ok")
     for name, value in result.items():
         unit, target = TARGETS[name]
         shown = value * 1000 if unit == "ms" else value
-        ok = "yes" if shown < target else "NO"
         fmt = f"{shown:.2f}" if unit == "s" else f"{shown:.1f}"
-        print(f"{name:34} {fmt:>7} {unit:<2}   < {target:>5} {unit:<2}   {ok}")
+        if target is None:
+            print(f"{name:38} {fmt:>7} {unit:<2}")
+            continue
+        ok = "yes" if shown < target else "NO"
+        print(f"{name:38} {fmt:>7} {unit:<2}   < {target:>5} {unit:<2}   {ok}")
     return 0
 
 

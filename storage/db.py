@@ -144,6 +144,11 @@ def _sent_headers(store: Store, conn: Connection) -> None:
     SQLModel.metadata.tables["sent_headers"].create(conn, checkfirst=True)
 
 
+def _search_by_ticket(store: Store, conn: Connection) -> None:
+    # The full-text index keys its rows by ticket (see storage/search.py): index everything again.
+    store.search.rebuild(conn)
+
+
 def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
     """For later migrations: add a column unless a fresh schema already has it."""
     if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
@@ -157,4 +162,5 @@ MIGRATIONS: list[tuple[str, Callable[[Store, Connection], None]]] = [
     ("0003_outbox_promises", _outbox_and_promises),
     ("0004_outbox_claims", _outbox_claims),
     ("0005_sent_headers", _sent_headers),
+    ("0006_search_by_ticket", _search_by_ticket),
 ]

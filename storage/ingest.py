@@ -330,7 +330,8 @@ class Ingest:
                     self.add_location(pk, m.folder, m.uidvalidity, m.uid)
             self.search.add(
                 self.conn,
-                ((pk, m.subject, m.text, f"{m.from_name} {m.from_addr}") for pk, m in zip(pks, self._pending)),
+                ((pk, tid, m.subject, m.text, f"{m.from_name} {m.from_addr}")
+                 for pk, m, (tid, _) in zip(pks, self._pending, self._pending_meta)),
             )
             self._pending.clear()
             self._pending_meta.clear()

@@ -279,6 +279,26 @@ async def test_f_cycles_the_filters(store, ids):
 
 
 @pilot_test
+async def test_a_search_shows_mail_that_arrives_while_it_is_open(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"invoice")
+        await settle(pilot)
+        assert sorted(queue(app).ids) == [ids[1], ids[5]]
+        late = seed(store, [("Invoice 3000 missing", "dora@shop.example", "Dora", 1, "Where is it?", {})])[0]
+        app.data_changed()  # what the sync worker calls after new mail
+        await settle(pilot)
+        assert sorted(queue(app).ids) == sorted([ids[1], ids[5], late])
+        # The matches stay in the work order of the view.
+        await pilot.press("escape")
+        await settle(pilot)
+        order = queue(app).ids
+        assert queue(app).ids and [i for i in order if i in {ids[1], ids[5], late}] == [
+            i for i in order if i in set(app.search_ids("invoice"))]
+
+
+@pilot_test
 async def test_slash_searches_subjects_bodies_and_customers(store, ids):
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
@@ -328,6 +348,29 @@ async def test_mouse_click_moves_the_cursor_and_double_click_opens(store, ids):
         await pilot.click(QueueTable, offset=(40, 2), times=2)
         await settle(pilot)
         assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[2]
+
+
+@pilot_test
+async def test_a_long_queue_has_a_scroll_bar_that_moves_and_takes_clicks(store):
+    many = [(f"Question {i}", f"c{i}@cust.example", f"C {i}", 100 - i, "Help", {}) for i in range(80)]
+    seed(store, many)
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = queue(app)
+        width, height = table.size
+        def bar() -> list[str]:  # the background of the last column, line by line
+            return [str(list(table.render_line(y).crop(width - 1, width))[0].style.bgcolor) for y in range(height)]
+        top = bar()
+        assert len(set(top)) == 2 and top[0] != top[-1]  # a thumb at the top of a track
+        await pilot.press("G")
+        await settle(pilot)
+        bottom = bar()
+        assert bottom[-1] == top[0] and bottom[0] == top[-1]  # the thumb went down with the list
+        await pilot.click(QueueTable, offset=(width - 1, 0))  # a click on the bar's top
+        assert table.cursor == 0
+        await pilot.click(QueueTable, offset=(width - 1, height // 2))
+        assert abs(table.cursor - len(table.ids) // 2) <= len(table.ids) // height + 1
 
 
 # -- hostile mail ----------------------------------------------------------------------------
@@ -613,6 +656,10 @@ async def test_a_sync_error_is_a_toast_and_a_header_state_never_a_crash(store):
         await pilot.pause(0.2)
         assert any(t.startswith("sync: ") for t in toasts(app))
         assert "offline" in screen_text(app)
+        # The retries of the same problem update the header; they do not pile up toasts.
+        assert await _wait_for(pilot, lambda: "retrying in 2 s" in (app.sync.error or ""))
+        await pilot.pause(0.2)
+        assert sum(t.startswith("sync: ") for t in toasts(app)) == 1
         await pilot.press("j", "enter")
         await pilot.pause(0.2)
         assert app.is_running and isinstance(app.screen, TicketScreen)

@@ -162,6 +162,38 @@ def test_search_finds_words_in_subject_body_and_customer(store):
         assert found("nothing-like-this") == []
 
 
+def test_a_search_index_from_before_0006_is_rebuilt_and_still_finds_everything(tmp_path):
+    path = tmp_path / "heard.db"
+    s = Store(str(path))
+    a = add_ticket(s, "Invoice PDF empty", "ann@cust.example", "The exported Rechnung is blank")
+    b = add_ticket(s, "Login", "bob@other.example", "Passwort vergessen")
+    add_reply(s, a, "m-" + str(a), text="Still blank after the update")
+    s.close()
+    # The index as it was: one row per message, keyed by the message pk.
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE message_fts")
+    con.execute("CREATE VIRTUAL TABLE message_fts USING fts5(subject, body, customer, content='', "
+                "tokenize='unicode61 remove_diacritics 2')")
+    con.execute("INSERT INTO message_fts (rowid, subject, body, customer) "
+                "SELECT id, subject, text, from_name || ' ' || from_addr FROM messages")
+    con.execute("DELETE FROM schema_migrations WHERE name = '0006_search_by_ticket'")
+    con.commit()
+    con.close()
+    s = Store(str(path))
+    try:
+        with s.read() as r:
+            conn = r.connection()
+            def found(query):
+                return queue_ids(conn, view="all", now=NOW, matching=s.search.ticket_select(query))
+
+            assert found("rechnung") == [a]
+            assert found("update blank") == [a]  # a word of the reply, one of the first mail
+            assert found("bob@other") == [b]
+            assert s.search.ticket_ids(conn, "vergessen") == {b}
+    finally:
+        s.close()
+
+
 def test_queue_json_shape_and_counts(store):
     tid = add_ticket(store, "Where is my invoice")
     with store.read() as r:

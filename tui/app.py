@@ -48,6 +48,7 @@ from tui.screens import CHANGE_BINDINGS, VIEWS, QueueScreen, TicketScreen
 from tui.widgets import StatusHeader, SyncState, inert, status_label
 
 Clock = Callable[[], datetime]
+_RETRY_NOTE = re.compile(r"\s*\(retrying in [^)]*\)$")
 
 
 def utc_now() -> datetime:
@@ -133,6 +134,11 @@ class HeardApp(App[int]):
                     return []
             return tickets.queue_ids(conn, view=view, agent=self.agent, matching=matching, now=self.clock(),
                                      at_risk_margin=self.at_risk_margin)
+
+    def search_ids(self, query: str) -> set[int]:
+        """Every ticket a search finds, in any view (to filter a work order already sorted)."""
+        with self.db() as conn:
+            return self.store.search.ticket_ids(conn, query)
 
     def fetch_rows(self, ids: list[int]) -> dict[int, dict]:
         with self.db() as conn:
@@ -234,9 +240,11 @@ class HeardApp(App[int]):
         self.sync.error = event.error
         if event.mode != "offline":
             self.sync.last_sync = self.clock()
-        if event.error and event.error != self._last_sync_error:
+        # One toast per problem: the retries of the same error only update the header.
+        problem = _RETRY_NOTE.sub("", event.error) if event.error else None
+        if problem and problem != self._last_sync_error:
             self.toast(f"sync: {event.error}", severity="error", timeout=8)
-        self._last_sync_error = event.error
+        self._last_sync_error = problem
         if event.new_messages:
             self.data_changed()
             if event.new_tickets:

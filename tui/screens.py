@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import TYPE_CHECKING
 
 from textual import on, work
@@ -33,6 +35,10 @@ from tui.widgets import (
 
 if TYPE_CHECKING:
     from tui.app import HeardApp
+
+# How long a view's sorted work order may be reused to show a search (the order
+# depends on the clock: promises turn at-risk as time passes).
+_BASE_FRESH = 30.0
 
 VIEWS = [
     ("open", "open"),
@@ -81,6 +87,12 @@ class QueueScreen(Screen):
 
     view: reactive[str] = reactive("open", init=False)
     _loaded_query: str | None = None
+    # The unfiltered work order of a view, as last loaded: (view, data generation, ids,
+    # monotonic time). The generation counts data_changed calls: an order sorted
+    # before a change is never reused after it.
+    _base: tuple[str, int, list[int], float] | None = None
+    _generation = 0
+    _base_lock = threading.Lock()
     search_text: reactive[str] = reactive("", init=False)
 
     @property
@@ -115,8 +127,30 @@ class QueueScreen(Screen):
     @work(thread=True, exclusive=True, group="queue", exit_on_error=False)
     def _load(self, view: str, query: str) -> None:
         app = self.heard
-        ids = app.initial_queue_ids(view, query)
+        if query:
+            # A search keeps the view's matches in its work order, sorted once and reused
+            # while the search is typed.
+            found = app.search_ids(query)
+            ids = [i for i in self._work_order(view) if i in found]
+        else:
+            gen = self._generation
+            ids = app.initial_queue_ids(view, query)
+            self._base = (view, gen, ids, time.monotonic())
         self.app.call_from_thread(self._show, view, query, ids)
+
+    def _work_order(self, view: str) -> list[int]:
+        """The view's whole work order (in a worker thread): the last one loaded while it is fresh."""
+        with self._base_lock:
+            base, gen = self._base, self._generation
+            if base is not None and base[:2] == (view, gen) and time.monotonic() - base[3] < _BASE_FRESH:
+                return base[2]
+            ids = self.heard.queue_ids(view)
+            self._base = (view, gen, ids, time.monotonic())
+            return ids
+
+    @work(thread=True, exclusive=True, group="queue-order", exit_on_error=False)
+    def _prepare_search(self, view: str) -> None:
+        self._work_order(view)
 
     def _show(self, view: str, query: str, ids: list[int]) -> None:
         if (view, query) != (self.view, self.search_text):
@@ -143,9 +177,10 @@ class QueueScreen(Screen):
         marked = len(self.table.marked)
         if marked:
             parts += [("  ·  ", "$text-muted"), (f"{marked} marked", "bold $text-warning")]
-        self.query_one("#filters", Static).update(Content.assemble(*parts))
+        self.query_one("#filters", Static).update(Content.assemble(*parts), layout=False)  # always one line
 
     def data_changed(self) -> None:
+        self._generation += 1
         self.table.invalidate()
         self.reload()
 
@@ -167,6 +202,7 @@ class QueueScreen(Screen):
         self.reload()
 
     def action_search(self) -> None:
+        self._prepare_search(self.view)  # the sort a search filters, ready by the first word
         box = self.query_one("#search", Input)
         box.add_class("-visible")
         box.focus()

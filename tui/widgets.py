@@ -252,7 +252,7 @@ class StatusHeader(Static):
             parts.append((f" · {short_time(sync.last_sync, now, tz)}", "$text-muted"))
         if sync.error:
             parts += [("  ", ""), inert(sync.error, "$text-error")]
-        self.update(Content.assemble(*parts))
+        self.update(Content.assemble(*parts), layout=False)  # one line whatever it says
 
 
 class KeyFooter(Footer):
