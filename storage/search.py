@@ -95,12 +95,13 @@ class SqliteFts5Index:
         )
 
     def add(self, conn: Connection, rows: Iterable[tuple[int, int, str, str, str]]) -> None:
-        params = [{"r": fts_rowid(pk, tid), "s": s, "b": b, "c": c} for pk, tid, s, b, c in rows]
+        params = [(fts_rowid(pk, tid), s, b, c) for pk, tid, s, b, c in rows]
+        # In rowid order: FTS5 flushes its pending terms to a new segment whenever a
+        # rowid is lower than the one before (a reply to an older ticket).
+        params.sort(key=lambda p: p[0])
         if params:
-            conn.execute(
-                text("INSERT INTO message_fts (rowid, subject, body, customer) VALUES (:r, :s, :b, :c)"),
-                params,
-            )
+            conn.exec_driver_sql("INSERT INTO message_fts (rowid, subject, body, customer) VALUES (?, ?, ?, ?)",
+                                 params)
 
 
 class LikeIndex:

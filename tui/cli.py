@@ -397,7 +397,11 @@ EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:
-    _load_extensions()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _command_name(argv) not in COMMANDS:
+        # The feature modules' commands (and `--help`, which lists every command);
+        # the core ones, `sync` above all, start without importing them.
+        _load_extensions()
     parser = build_parser()
     args = parser.parse_args(argv)
     name = args.command or "app"
@@ -410,6 +414,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The subcommand asked for, when it can be told before parsing (None: load everything)."""
+    it = iter(argv)
+    for arg in it:
+        if arg == "--config":
+            next(it, None)
+        elif arg.startswith("--config="):
+            continue
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg
+    return None
 
 
 def _load_extensions() -> None:
