@@ -129,6 +129,9 @@ class MessageConverter:
             ),
             defects="; ".join(pm.defects),
             tier=tier.name if tier else None,
+            # Used only when the mail starts a ticket (a first mail can be vague); worked out
+            # here, in the parsing process, to keep it off the storing thread.
+            vague_reason=None if outgoing or auto else vague_reason(pm.subject, pm.text),
         )
 
 
@@ -180,8 +183,6 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
                 ticket_exists=ing.ticket_exists,
                 sent_parents=ing.sent_parents,
             )
-            if tid is None and m.direction == "in" and not m.automated_reason:
-                m.vague_reason = vague_reason(m.subject, m.text)  # only a first mail can be vague
             ing.add(m, tid, reason)
         ing.flush()
         if cursor:
