@@ -544,8 +544,16 @@ def _record_error(store: Store, folder: str, error: str) -> None:
 @dataclass
 class WatchStatus:
     mode: str  # idle | polling | offline
-    error: str | None = None
+    error: str | None = None  # what went wrong
     summary: SyncSummary | None = None
+    retry_in: int | None = None  # seconds until the next try, while offline
+
+    @property
+    def message(self) -> str | None:
+        """The error as shown to a person, with the retry it is waiting for."""
+        if self.error and self.retry_in is not None:
+            return f"{self.error} (retrying in {self.retry_in} s)"
+        return self.error
 
 
 def watch(
@@ -599,7 +607,7 @@ def watch(
                 on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
         except (MailServerError, OSError, IMAPClientError) as exc:
             msg = str(exc) if isinstance(exc, MailServerError) else str(network_error(cfg.imap, exc))
-            on_status(WatchStatus("offline", error=f"{msg} (retrying in {int(backoff)} s)"))
+            on_status(WatchStatus("offline", error=msg, retry_in=int(backoff)))
             stop.wait(backoff)
             backoff = min(backoff * 2, max_backoff)
         finally:

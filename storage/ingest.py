@@ -346,13 +346,10 @@ class Ingest:
         # A location already recorded (a re-fetch after a crash) is not an error.
         if self.conn.dialect.name == "sqlite":
             insert_rows(self.conn, T_LOC, self._locations, verb="INSERT OR IGNORE")
-            self._locations.clear()
-            return
         else:  # PostgreSQL
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            stmt = pg_insert(T_LOC).on_conflict_do_nothing()
-        self.conn.execute(stmt, self._locations)
+            self.conn.execute(pg_insert(T_LOC).on_conflict_do_nothing(), self._locations)
         self._locations.clear()
 
     def _update_tickets(self) -> None:
@@ -397,20 +394,19 @@ def insert_rows(conn: Connection, table, rows: list[dict], *, verb: str = "INSER
     The sync inserts tens of thousands of rows a minute; SQLAlchemy's per-row
     parameter handling cost more than SQLite's work on the small tables. The
     columns' own bind processors still convert each value (dates, booleans).
+    ``verb`` is SQLite's (``INSERT OR IGNORE``); other databases get a plain insert.
     """
     if not rows:
         return
     if conn.dialect.name != "sqlite":
-        stmt = insert(table) if verb == "INSERT" else insert(table).prefix_with(verb.removeprefix("INSERT").strip())
-        conn.execute(stmt, rows)
+        conn.execute(insert(table), rows)
         return
     cols = list(rows[0])
     quote = conn.dialect.identifier_preparer.quote
     procs = [table.c[c].type._cached_bind_processor(conn.dialect) for c in cols]
     sql = (f"{verb} INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
            f"VALUES ({', '.join('?' * len(cols))})")
-    plain = [i for i, p in enumerate(procs) if p is None]
-    if len(plain) == len(cols):
+    if all(p is None for p in procs):
         data = [tuple(r[c] for c in cols) for r in rows]
     else:
         pairs = list(zip(cols, procs))

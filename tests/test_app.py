@@ -291,11 +291,11 @@ async def test_a_search_shows_mail_that_arrives_while_it_is_open(store, ids):
         await settle(pilot)
         assert sorted(queue(app).ids) == sorted([ids[1], ids[5], late])
         # The matches stay in the work order of the view.
+        found = queue(app).ids
         await pilot.press("escape")
         await settle(pilot)
         order = queue(app).ids
-        assert queue(app).ids and [i for i in order if i in {ids[1], ids[5], late}] == [
-            i for i in order if i in set(app.search_ids("invoice"))]
+        assert found == [i for i in order if i in {ids[1], ids[5], late}]
 
 
 @pilot_test

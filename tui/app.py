@@ -48,7 +48,6 @@ from tui.screens import CHANGE_BINDINGS, VIEWS, QueueScreen, TicketScreen
 from tui.widgets import StatusHeader, SyncState, inert, status_label
 
 Clock = Callable[[], datetime]
-_RETRY_NOTE = re.compile(r"\s*\(retrying in [^)]*\)$")
 
 
 def utc_now() -> datetime:
@@ -58,10 +57,12 @@ def utc_now() -> datetime:
 class SyncStatusChanged(Message):
     """From the sync thread: a mode (idle, polling, offline), an error, what arrived."""
 
-    def __init__(self, mode: str, error: str | None, new_messages: int, new_tickets: int) -> None:
+    def __init__(self, mode: str, error: str | None, new_messages: int, new_tickets: int,
+                 problem: str | None = None) -> None:
         super().__init__()
         self.mode = mode
-        self.error = error
+        self.error = error  # as shown, with the retry
+        self.problem = problem if problem is not None else error  # the same across retries
         self.new_messages = new_messages
         self.new_tickets = new_tickets
 
@@ -216,8 +217,9 @@ class HeardApp(App[int]):
             if summary is not None and self.cfg.smtp is not None:
                 self._after_sync(summary)
             self.post_message(SyncStatusChanged(
-                status.mode, status.error,
+                status.mode, status.message,
                 summary.new_messages if summary else 0, summary.tickets_created if summary else 0,
+                problem=status.error,
             ))
 
         watch(self.store, self.cfg, stop=self._stop_sync, on_status=report)
@@ -241,10 +243,9 @@ class HeardApp(App[int]):
         if event.mode != "offline":
             self.sync.last_sync = self.clock()
         # One toast per problem: the retries of the same error only update the header.
-        problem = _RETRY_NOTE.sub("", event.error) if event.error else None
-        if problem and problem != self._last_sync_error:
+        if event.problem and event.problem != self._last_sync_error:
             self.toast(f"sync: {event.error}", severity="error", timeout=8)
-        self._last_sync_error = problem
+        self._last_sync_error = event.problem
         if event.new_messages:
             self.data_changed()
             if event.new_tickets:

@@ -182,7 +182,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     def on_status(st) -> None:
         if st.error:
-            print(f"heard: {st.error}", file=sys.stderr, flush=True)
+            print(f"heard: {st.message}", file=sys.stderr, flush=True)
         elif st.summary and (st.summary.new_messages or st.summary.uidvalidity_changed):
             out(f"[{st.mode}] {st.summary.line()}")
         if st.summary is not None:
