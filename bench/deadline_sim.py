@@ -42,14 +42,26 @@ The model of the desk:
   whole handling time. "kept" means that reply came at or before the deadline.
 
 "promised/real" is the median of (deadline - promise time) / (reply - promise
-time), wall clock. "no ack" counts tickets never acknowledged because of the
-skip rule, and the share of them whose reply really went out within the hour.
+time), wall clock: how much longer the promise was than what followed it.
+"from mail" is the same ratio counted from the customer's mail, (deadline -
+arrival) / (reply - arrival): the whole wait the customer was promised against
+the one they had, the clock of a helpdesk's first-reply time. The two differ
+only for batch acknowledgements (night mail promised at 09:00 has waited all
+night already); the target is checked against both. "no ack" counts tickets
+never acknowledged because of the skip rule, and the share of them whose
+reply really went out within the hour.
+
+Queue-jumpers: the premium rate is learned apart for open and closed hours
+(:func:`storage.deadlines.jumper_rates`), so a promise made on Friday
+evening counts the premium mail of the weekend that will be waiting ahead of
+it on Monday, and a daytime promise no longer counts night arrivals as
+daytime ones; a rate learned from few arrivals widens the promise.
 
 What the numbers say (the targets are >= 97% kept, median <= 1.4x), for
 ``heard`` on the main seeds:
 
-* Kept: 98.1-100% everywhere except the weekend backlog with ``auto``
-  (94.7%, 25 of 469 broken). The Saturday flood is acknowledged while it
+* Kept: 98.0-100% everywhere except the weekend backlog with ``auto``
+  (95.5%, 21 of 468 broken; 94.7% before the closed-hours rate). The Saturday flood is acknowledged while it
   arrives: 19 ordinary tickets promised between Friday 17:00 and Saturday
   05:00 (0-19 ahead of them) are overtaken on Monday by the 19 premium
   tickets of the weekend, most still to come, which the premium rate
@@ -61,16 +73,24 @@ What the numbers say (the targets are >= 97% kept, median <= 1.4x), for
   of a point, ratios within 0.2) and lifted the worst seeds (weekend auto 90.8 -> 93.5%; calm then overloaded 81.3 ->
   84.2% batch, 84.0 -> 85.3% auto).
 * Over four seeds (``--seeds 4``) the worst seed is below 97% in: calm, 1
-  agent, auto (95.5%) and calm, 3 agents, batch (95.5%), each one monster
+  agent, auto (94.9%) and calm, 3 agents, batch (95.4%), each one monster
   ticket (5-9 hours) holding an agent while the promises behind it fall
-  due; the weekend backlog (93.5% batch and auto, the flood); calm then
-  overloaded (84.2% batch, 85.3% auto) in one seed whose second surge week
-  was unlucky twice: its tickets took 28 minutes on average (25 expected)
-  and 30 premium tickets arrived (23 and 14 in the weeks before). With 60
-  or so tickets ahead of every promise, one such stretch is shared by all
-  the promises made in it and breaks them together.
-* Tightness: 1.39 in calm then overloaded; 1.48-1.88 in the overloaded
-  weeks, 1.56-2.03 in the weekend backlog, 1.83-5.07 in calm weeks. The
+  due; the weekend backlog (93.5% batch, 94.5% auto, the flood); calm then
+  overloaded (84.3% batch, 85.6% auto) in one seed whose surge weeks were
+  unlucky twice: the handling model learned 22.6 minutes a ticket from the
+  calm weeks (the true mean is 24.7) and the surge's tickets took 28, and
+  30 premium tickets arrived (23 and 14 in the weeks before). With 50-60
+  tickets ahead of every promise, one such stretch is shared by all the
+  promises made in it and breaks them together: a 24% shortfall in work
+  per ticket moves 55 tickets' promise past closing time into the next
+  day. Reading the premium share of *all* recent mail (to see a surge
+  before the premium windows do) was tried: worst seeds +1 to +1.5 points,
+  main rows looser; not adopted.
+* Tightness (from the promise): 1.39-1.41 in calm then overloaded;
+  1.48-1.87 in the overloaded weeks, 1.56-1.91 in the weekend backlog,
+  1.71-4.80 in calm weeks. From the customer's mail: 1.32-1.39 in calm then
+  overloaded, 1.41 in calm, 3 agents, batch, 1.46-1.59 overloaded, 1.53-1.56
+  weekend, 1.71-2.41 in the other calm rows. The
   overloaded misses are not slack in the model: pooled over seeds, the real
   wait of promises with 30-100 tickets ahead lands at z-scores (in units of
   the modelled log-spread) with sd 0.63-0.85 and mean -0.2 to 0, and the
@@ -117,7 +137,7 @@ from storage.deadlines import (  # noqa: E402
     BusinessHours,
     HandlingModel,
     answered_within,
-    jumper_rate,
+    jumper_rates,
     promise_deadline,
     round_into_business_hours,
 )
@@ -338,7 +358,7 @@ def run(sc: Scenario, ack: str = "batch") -> dict[str, dict]:
         mean = statistics.fmean(s.total_seconds() for s in recent)
         lo = bisect.bisect_left(premium_arrivals, t - RATE_WINDOW_DAYS * 86400)
         recent_premium = [datetime.fromtimestamp(x, timezone.utc) for x in premium_arrivals[lo:]]
-        jumpers = jumper_rate(recent_premium, now=now, hours=hours)
+        jumpers = jumper_rates(recent_premium, now=now, hours=hours)
         in_progress = [timedelta(seconds=now_b - began[a]) for a in range(sc.agents) if free[a] > now_b]
         order = {id(tk): i for i, tk in enumerate(work_order(t, queue))}
         for tk in which:
@@ -384,6 +404,7 @@ def run(sc: Scenario, ack: str = "batch") -> dict[str, dict]:
         key = "heard" if policy == "heard-all" else policy
         kept = prem_kept = prem_n = 0
         rs: list[float] = []
+        rs_mail: list[float] = []
         for c in rows:
             dl = c.deadlines[key]
             ok = c.tk.reply <= dl + 1e-6
@@ -392,10 +413,12 @@ def run(sc: Scenario, ack: str = "batch") -> dict[str, dict]:
                 prem_n += 1
                 prem_kept += ok
             rs.append((dl - c.at) / max(c.tk.reply - c.at, 1.0))
+            rs_mail.append((dl - c.tk.t) / max(c.tk.reply - c.tk.t, 1.0))
         out[policy] = {
             "promises": len(rows),
             "kept": kept / len(rows) if rows else float("nan"),
             "ratio": statistics.median(rs) if rs else float("nan"),
+            "ratio_mail": statistics.median(rs_mail) if rs_mail else float("nan"),
             "premium": (prem_kept / prem_n) if prem_n else float("nan"),
         }
     # Customers who got no acknowledgement because the reply would come first: did it?
@@ -437,16 +460,20 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((sc.name, ack, policy, r))
     w = max(len(n) for n, _, _, _ in rows)
     print(f"{'scenario':<{w}}  {'ack':<5}  {'policy':<9}  {'promises':>8}  {'kept %':>6}  "
-          f"{'promised/real':>13}  {'premium kept %':>14}  {'no ack (reply <= 1h %)':>22}")
-    failed = []
+          f"{'promised/real':>13}  {'from mail':>9}  {'premium kept %':>14}  {'no ack (reply <= 1h %)':>22}")
+    failed, failed_mail = [], []
     for name, ack, policy, r in rows:
         extra = f"{r['no_ack']:>8} ({100 * r['no_ack_quick']:5.1f}%)" if "no_ack" in r else ""
         print(f"{name:<{w}}  {ack:<5}  {policy:<9}  {r['promises']:>8}  {100 * r['kept']:>6.1f}  "
-              f"{r['ratio']:>13.2f}  {100 * r['premium']:>14.1f}  {extra:>22}")
+              f"{r['ratio']:>13.2f}  {r['ratio_mail']:>9.2f}  {100 * r['premium']:>14.1f}  {extra:>22}")
         if policy == "heard" and (r["kept"] < 0.97 or r["ratio"] > 1.4):
             failed.append(f"{name} ({ack})")
+        if policy == "heard" and (r["kept"] < 0.97 or r["ratio_mail"] > 1.4):
+            failed_mail.append(f"{name} ({ack})")
     print(f"\ntargets for heard: >= 97.0% kept, median promised/real <= 1.40"
           f" -- {'met in every scenario' if not failed else 'missed in: ' + '; '.join(failed)}")
+    print(f"the same, the ratio counted from the customer's mail"
+          f" -- {'met in every scenario' if not failed_mail else 'missed in: ' + '; '.join(failed_mail)}")
     print(f"({_time.perf_counter() - t0:.1f} s)")
     if argv[:1] == ["--seeds"]:
         robustness(int(argv[1]))

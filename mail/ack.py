@@ -51,7 +51,7 @@ from storage.deadlines import (
     answered_within,
     format_deadline,
     format_deadline_short,
-    jumper_rate,
+    jumper_rates,
     parse_duration,
     parse_tiers,
     promise_deadline,
@@ -446,7 +446,7 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         order = queue_ids(conn, view="open", now=now)
         rows = {r["id"]: r for r in ledger.waiting_rows(conn)}
         model = handling_model(conn, settings, now=now)
-        jumpers = jumper_rate(ledger.tier_arrivals(conn, since=now - timedelta(days=14)), now=now,
+        jumpers = jumper_rates(ledger.tier_arrivals(conn, since=now - timedelta(days=14)), now=now,
                               hours=settings.hours)
         in_progress = [max(settings.hours.business_time_between(t, now), timedelta(0))
                        for t in ledger.in_progress_since(conn)]

@@ -37,7 +37,7 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from email.utils import parseaddr
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -53,6 +53,8 @@ __all__ = [
     "PROMISE_Z",
     "SKIP_Z",
     "jumper_rate",
+    "jumper_rates",
+    "Jumpers",
     "round_up_to_hour",
     "round_into_business_hours",
     "format_deadline",
@@ -412,8 +414,9 @@ def _reply_wait(
     agents: int,
     model: HandlingModel,
     in_progress: Sequence[timedelta] | None,
-    jumpers_per_hour: float,
+    jumpers: "Jumpers",
     z: float,
+    closed_seconds: Callable[[float], float] | None = None,
 ) -> float:
     """Business seconds until the human reply to the ticket at ``position``, at quantile Phi(z).
 
@@ -426,7 +429,12 @@ def _reply_wait(
       several agents, the others are part-way through a ticket when this one
       is taken (on average E[X^2] / 2E[X] of work left, renewal theory), so
       that much less is in the way. A free agent with nobody ahead: at once.
-    * queue-jumpers (``jumpers_per_hour``) arriving while it waits add their work;
+    * queue-jumpers (``jumpers``) arriving while it waits add their work:
+      those of the business hours of the wait and, when ``closed_seconds``
+      says how much closed time (nights, weekends) the wait spans, those of
+      the closed hours too (they are waiting at the next opening). A rate
+      learned from few arrivals is itself uncertain, which widens the
+      spread by the square of the expected count;
     * then its own handling time.
 
     The mean learned from ``samples`` tickets is itself uncertain; that error
@@ -454,13 +462,22 @@ def _reply_wait(
         # Never below the share of one ticket-in-progress each (the first of k to finish).
         start_mean = max(work_mean - others, work_mean / k) / k
         start_var = work_var / (k * k)
-    lam = max(jumpers_per_hour, 0.0) / 3600.0  # per business second
+    lam_open = max(jumpers.open_per_hour, 0.0) / 3600.0  # per business second
+    lam_closed = max(jumpers.closed_per_hour, 0.0) / 3600.0  # per closed second
+    rate_rel_var = 1.0 / jumpers.observed if jumpers.observed else 0.0
 
     def quantile(jumps: float) -> float:
         n_eff = ahead + jumps + 1  # tickets whose mean error adds up, own included
         m = start_mean + jumps * mu / k + mu
-        v = start_var + jumps * second_moment / (k * k) + var + (n_eff * n_eff) * var / (samples * k * k)
+        v = (start_var + jumps * second_moment / (k * k) + var + (n_eff * n_eff) * var / (samples * k * k)
+             + rate_rel_var * (jumps * mu / k) ** 2)
         return _lognormal_quantile(m, v, z)
+
+    def expected_jumps(wait: float) -> float:
+        jumps = lam_open * wait
+        if lam_closed and closed_seconds is not None:
+            jumps += lam_closed * closed_seconds(wait)
+        return jumps
 
     base = quantile(0.0)
     wait = base
@@ -468,11 +485,26 @@ def _reply_wait(
     # when jumpers alone fill the desk the wait has no honest bound; cap the
     # inflation at 5x (premium overload is an operational emergency).
     for _ in range(30):
-        new = min(quantile(lam * wait), 5 * base + 1.0)
+        new = min(quantile(expected_jumps(wait)), 5 * base + 1.0)
         if abs(new - wait) < 1.0:
             return new
         wait = new
     return wait
+
+
+def _jumpers(value: "Jumpers | float") -> "Jumpers":
+    return value if isinstance(value, Jumpers) else Jumpers(open_per_hour=float(value))
+
+
+def _closed_time(now: datetime, hours: BusinessHours) -> Callable[[float], float]:
+    """Closed (wall minus business) seconds between ``now`` and ``business`` seconds of work later."""
+    u_now = _utc(now)
+
+    def closed(business: float) -> float:
+        end = _utc(hours.add_business_time(now, timedelta(seconds=max(business, 0.0))))
+        return max((end - u_now).total_seconds() - business, 0.0)
+
+    return closed
 
 
 def reply_wait(
@@ -481,13 +513,20 @@ def reply_wait(
     agents: int,
     handling: HandlingModel | timedelta,
     in_progress: Sequence[timedelta] | None = None,
-    jumpers_per_hour: float = 0.0,
+    jumpers_per_hour: "Jumpers | float" = 0.0,
     z: float = PROMISE_Z,
+    now: datetime | None = None,
+    hours: BusinessHours | None = None,
 ) -> timedelta:
-    """Business time until the human reply to a waiting ticket, at quantile Phi(z) (see :func:`promise_deadline`)."""
+    """Business time until the human reply to a waiting ticket, at quantile Phi(z) (see :func:`promise_deadline`).
+
+    With ``now`` and ``hours``, queue-jumpers of the closed hours the wait spans count too.
+    """
     if isinstance(handling, timedelta):
         handling = HandlingModel.from_typical(handling)
-    return timedelta(seconds=math.ceil(_reply_wait(position, agents, handling, in_progress, jumpers_per_hour, z)))
+    closed = _closed_time(now, hours) if now is not None and hours is not None else None
+    return timedelta(seconds=math.ceil(_reply_wait(position, agents, handling, in_progress,
+                                                   _jumpers(jumpers_per_hour), z, closed)))
 
 
 def answered_within(
@@ -499,7 +538,7 @@ def answered_within(
     handling: HandlingModel | timedelta,
     hours: BusinessHours,
     in_progress: Sequence[timedelta] | None = None,
-    jumpers_per_hour: float = 0.0,
+    jumpers_per_hour: "Jumpers | float" = 0.0,
     z: float = SKIP_Z,
 ) -> bool:
     """True when the work order says the human reply goes out within ``within`` (wall clock) anyway.
@@ -513,7 +552,7 @@ def answered_within(
     """
     _utc(now)
     wait = reply_wait(position=position, agents=agents, handling=handling, in_progress=in_progress,
-                      jumpers_per_hour=jumpers_per_hour, z=z)
+                      jumpers_per_hour=jumpers_per_hour, z=z, now=now, hours=hours)
     return _utc(hours.add_business_time(now, wait)) <= _utc(now) + within
 
 
@@ -544,6 +583,53 @@ def jumper_rate(
         biz_hours = max(biz, hours.day_length).total_seconds() / 3600
         best = max(best, count / biz_hours)
     return best
+
+
+@dataclass(frozen=True)
+class Jumpers:
+    """Queue-jumping tickets (premium customers) expected while a ticket waits.
+
+    ``open_per_hour``: arrivals per business hour; ``closed_per_hour``: per
+    hour the desk is closed (nights, weekends, holidays), which are all
+    waiting at the next opening; ``observed``: how many arrivals the rates
+    were learned from (``None``: exact, no estimation error).
+    """
+
+    open_per_hour: float = 0.0
+    closed_per_hour: float = 0.0
+    observed: int | None = None
+
+
+def jumper_rates(
+    arrivals: Iterable[datetime],
+    *,
+    now: datetime,
+    hours: BusinessHours,
+    windows: Sequence[timedelta] = (timedelta(days=14), timedelta(days=7)),
+) -> Jumpers:
+    """Queue-jumpers per business hour and per closed hour, for :func:`promise_deadline`.
+
+    Each window gives both rates (arrivals while open / business hours, at
+    least one business day; arrivals while closed / closed hours) and the
+    larger of each is used, as in :func:`jumper_rate`. ``observed`` is the
+    smallest number of arrivals a rate came from, so a rate learned from a
+    handful is held with less confidence.
+    """
+    u_now = _utc(now)
+    times = sorted(_utc(a) for a in arrivals if _utc(a) <= u_now)
+    open_rate = closed_rate = 0.0
+    observed: int | None = None
+    for w in windows:
+        start = u_now - w
+        recent = times[bisect.bisect_left(times, start):]
+        biz = hours.business_time_between(start, u_now)
+        n_open = sum(1 for t in recent if hours.is_open(t))
+        biz_hours = max(biz, hours.day_length).total_seconds() / 3600
+        closed_hours = max((u_now - start) - biz, _HOUR).total_seconds() / 3600
+        open_rate = max(open_rate, n_open / biz_hours)
+        closed_rate = max(closed_rate, (len(recent) - n_open) / closed_hours)
+        observed = len(recent) if observed is None else min(observed, len(recent))
+    return Jumpers(open_rate, closed_rate, observed or 0)
 
 
 def round_up_to_hour(dt: datetime) -> datetime:
@@ -598,7 +684,7 @@ def promise_deadline(
     hours: BusinessHours,
     minimum: timedelta = timedelta(hours=1),
     tier_max: timedelta | None = None,
-    jumpers_per_hour: float = 0.0,
+    jumpers_per_hour: "Jumpers | float" = 0.0,
     in_progress: Sequence[timedelta] | None = None,
     z: float = PROMISE_Z,
 ) -> datetime:
@@ -610,9 +696,11 @@ def promise_deadline(
     time, which is read as a lognormal with the default spread.
     ``minimum``: never promise sooner than ``now + minimum`` (business time).
     ``tier_max``: the customer's tier maximum response time (business time).
-    ``jumpers_per_hour``: tickets per business hour that will be put *ahead*
-    of this one after it was queued (for an ordinary customer: the recent
-    rate of premium tickets; for a premium customer usually 0).
+    ``jumpers_per_hour``: tickets that will be put *ahead* of this one after
+    it was queued (for an ordinary customer: the recent rate of premium
+    tickets; for a premium customer usually 0): a :class:`Jumpers` from
+    :func:`jumper_rates` (open and closed hours apart, with the count they
+    were learned from), or a plain rate per business hour.
     ``in_progress``: how long (business time) each ticket being worked on now
     has been in progress, one per busy agent; fewer than ``agents`` means
     some are free. None when unknown: every agent is read as busy with a
@@ -638,7 +726,8 @@ def promise_deadline(
         handling = HandlingModel.from_typical(handling)
     _utc(now)  # reject naive datetimes early
 
-    wait = timedelta(seconds=math.ceil(_reply_wait(position, agents, handling, in_progress, jumpers_per_hour, z)))
+    wait = timedelta(seconds=math.ceil(_reply_wait(position, agents, handling, in_progress,
+                                                   _jumpers(jumpers_per_hour), z, _closed_time(now, hours))))
     wait = max(wait, minimum, _ZERO)
     if tier_max is not None:
         wait = min(wait, tier_max)

@@ -18,7 +18,9 @@ from storage.deadlines import (
     expected_handling_time,
     format_deadline,
     format_deadline_short,
+    Jumpers,
     jumper_rate,
+    jumper_rates,
     parse_duration,
     parse_tiers,
     promise_deadline,
@@ -442,3 +444,35 @@ def test_jumper_rate_takes_the_busiest_window():
     assert jumper_rate(steady[:5], now=now, hours=H) == pytest.approx(5 / 80)  # the 14 days
     assert jumper_rate([], now=now, hours=H) == 0.0
     assert jumper_rate([b(2026, 11, 29, 10)], now=now, hours=H) == 0.0  # the future does not count
+
+
+def test_jumper_rates_keep_open_and_closed_hours_apart():
+    now = b(2026, 11, 30, 9, 0)  # Monday morning
+    weekdays = [b(2026, 11, d, 10, 0) for d in range(23, 28)]  # one a day, Mon-Fri 10:00
+    nights = [b(2026, 11, 28, 3, 0), b(2026, 11, 29, 3, 0)]  # two over the weekend
+    j = jumper_rates(weekdays + nights, now=now, hours=H)
+    assert j.open_per_hour == pytest.approx(5 / 40)
+    assert j.closed_per_hour == pytest.approx(2 / (7 * 24 - 40))
+    assert j.observed == 7
+    assert jumper_rates([], now=now, hours=H) == Jumpers(0.0, 0.0, 0)
+
+
+def test_premium_mail_of_the_weekend_delays_a_friday_evening_promise():
+    friday = b(2026, 11, 27, 18, 0)
+    model = timedelta(minutes=15)
+    quiet = deadline(friday, position=10, handling=model, jumpers_per_hour=Jumpers(0.3, 0.0))
+    weekend = deadline(friday, position=10, handling=model, jumpers_per_hour=Jumpers(0.3, 0.3))
+    assert weekend > quiet  # 63 closed hours x 0.3: about 19 tickets waiting on Monday ahead of it
+    # A wait inside one business day spans no closed hours: the closed rate does not matter.
+    tuesday = b(2026, 11, 24, 9, 0)
+    assert (deadline(tuesday, position=2, handling=model, jumpers_per_hour=Jumpers(0.3, 0.0))
+            == deadline(tuesday, position=2, handling=model, jumpers_per_hour=Jumpers(0.3, 5.0)))
+
+
+def test_a_rate_learned_from_few_arrivals_gives_a_later_promise():
+    now = b(2026, 11, 24, 9, 0)
+    model = timedelta(minutes=15)
+    sure = deadline(now, position=30, handling=model, jumpers_per_hour=Jumpers(1.0, 0.0, None))
+    many = deadline(now, position=30, handling=model, jumpers_per_hour=Jumpers(1.0, 0.0, 400))
+    few = deadline(now, position=30, handling=model, jumpers_per_hour=Jumpers(1.0, 0.0, 3))
+    assert sure <= many < few
