@@ -84,7 +84,7 @@ async def test_review_lists_eligible_and_skipped_leave_one_out_send_and_record(s
         rows = [str(eligible.get_row_at(i)[1]) for i in range(eligible.row_count)]
         assert sorted(rows) == sorted(f"#{ids[k]}" for k in ("ann", "bob", "cy"))
         # A hostile subject is shown literally, never as markup.
-        assert any("[b]PDF[/b]" in str(eligible.get_row_at(i)[3]) for i in range(eligible.row_count))
+        assert any("[b]PDF[/b]" in str(eligible.get_row_at(i)[4]) for i in range(eligible.row_count))
 
         left_out = int(rows[0].lstrip("#"))
         await pilot.press("space")  # leave the highlighted ticket out

@@ -181,7 +181,8 @@ class AckReviewScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static("Acknowledge waiting customers", id="ack-title", markup=False)
         table = DataTable(id="ack-eligible", cursor_type="row", zebra_stripes=True)
-        table.add_columns("", "#", "Customer", "Subject", "Promise (as the customer reads it)")
+        # The promise before the subject: a long subject is cut at the screen's edge, never the deadline.
+        table.add_columns("", "#", "Customer", "Promise (as the customer reads it)", "Subject")
         yield table
         yield Static("", id="ack-skipped-title", markup=False)
         skipped = DataTable(id="ack-skipped", cursor_type="none", show_header=False)
@@ -249,7 +250,7 @@ class AckReviewScreen(Screen[None]):
         if c.tier:
             promise += f" [{c.tier}]"
         return (mark, _cell(f"#{c.ticket_id}", style), _cell(c.customer_name or c.customer, style),
-                _cell(c.subject, style), _cell(promise, style))
+                _cell(promise, style), _cell(c.subject, style))
 
     def _current(self):
         if not self.plan or not self.plan.candidates:
