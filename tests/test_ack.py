@@ -496,9 +496,11 @@ def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys
                            "--no-send", "--force", capsys=capsys)
     assert code == 0 and f"#{tid}: update queued as outbox #2" in out
     code, out, _ = heard(cfg, "report", capsys=capsys)
-    assert "promises made the start to now: 2" in out and "updated  1" in out and "open     1" in out
+    assert "promises made so far: 2" in out and "updated  1" in out and "open     1" in out
     code, out, _ = heard(cfg, "report", "--since", "2000-01-01", "--until", "2000-12-31", "--json", capsys=capsys)
     assert json.loads(out)["made"] == 0
+    code, out, _ = heard(cfg, "report", "--since", "2000-01-01", "--until", "2000-12-31", capsys=capsys)
+    assert "promises made from 2000-01-01 to 2000-12-31: 0" in out
     code, _, err = heard(cfg, "report", "--since", "yesterday", capsys=capsys)
     assert code == 1 and "--since 'yesterday' is not a date" in err
     code, out, _ = heard(cfg, "housekeeping", "--dry-run", capsys=capsys)

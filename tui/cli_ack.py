@@ -155,7 +155,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps(rep.as_dict()))
         return 0
-    period = f"{args.since or 'the start'} to {args.until or 'now'}"
+    if args.since:
+        period = f"from {args.since} to {args.until or 'now'}"
+    else:
+        period = f"until {args.until}" if args.until else "so far"
     out(f"promises made {period}: {rep.made}")
     out(f"  kept     {rep.kept}")
     out(f"  broken   {rep.broken}" + (f"  (median {human_delay(rep.median_broken_delay)} late)" if rep.broken else ""))
