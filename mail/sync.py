@@ -163,7 +163,7 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
                  *, cursor: dict | None = None, now: datetime | None = None) -> Ingest:
     """Thread and store a batch in one transaction; ``cursor`` commits with it."""
     now = now or utcnow()
-    with store.write_conn() as conn:
+    with store.write_conn(bulk=True) as conn:
         ing = Ingest(conn, store.search, now)
         ids, tags = [], []
         for m, irt, refs in items:
@@ -349,7 +349,8 @@ def sync_once(
 
         pool = _parse_pool(converter) if total >= PARALLEL_MIN else None
         try:
-            _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
+            with store.bulk_load():
+                _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)

@@ -9,6 +9,7 @@ PostgreSQL also runs; the SQLite-only parts (pragmas, FTS5) sit behind
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -72,6 +73,7 @@ class Store:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._bulk: _Checkpointer | None = None
         self.search: SearchIndex = search_index_for(self.dialect)
         if migrate:
             try:
@@ -94,10 +96,56 @@ class Store:
                 yield session
 
     @contextmanager
-    def write_conn(self) -> Iterator[Connection]:
-        """A Core connection in one write transaction, for bulk work (the sync)."""
+    def write_conn(self, *, bulk: bool = False) -> Iterator[Connection]:
+        """A Core connection in one write transaction, for bulk work (the sync).
+
+        ``bulk``: one of a run of large transactions inside :meth:`bulk_load`,
+        whose commit leaves checkpointing to that background thread.
+        """
+        ckpt = self._bulk if bulk else None
+        if ckpt is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
         with self._writer.begin() as conn:
-            yield conn
+            dbapi = conn.connection.dbapi_connection
+            before = dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            dbapi.execute(f"PRAGMA wal_autocheckpoint={ckpt.writer_pages}")
+            try:
+                yield conn
+            except BaseException:
+                dbapi.execute(f"PRAGMA wal_autocheckpoint={before}")
+                raise
+        # Set back after the commit: SQLite decides on its automatic checkpoint in the commit.
+        dbapi.execute(f"PRAGMA wal_autocheckpoint={before}")
+        ckpt.committed()
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """While a run of large write transactions goes in (an initial sync), checkpoint on a thread.
+
+        SQLite checkpoints (copies the WAL's pages into the database file and
+        fsyncs both) inside the commit that takes the WAL past 1,000 pages: with
+        batches of several MB, in every commit, on the writing thread. Here a
+        thread with its own connection runs a PASSIVE checkpoint (it never
+        waits for, nor blocks, a reader or a writer, in any process) after
+        each ``write_conn(bulk=True)`` commit, while the writer goes on with
+        its next batch; SQLite releases the GIL meanwhile. The writer's own
+        automatic checkpoint waits until the WAL holds ``WAL_BOUND`` bytes, and
+        then finds only the last batch left to copy; after it the WAL starts
+        over, so it stays bounded. Connections get their usual setting back
+        after each transaction, so other writes, here or in other processes,
+        are unaffected. Elsewhere than SQLite this does nothing.
+        """
+        if self.dialect != "sqlite" or self._bulk is not None:
+            yield
+            return
+        self._bulk = _Checkpointer(self)
+        try:
+            yield
+        finally:
+            bulk, self._bulk = self._bulk, None
+            bulk.stop()
 
     def migrate(self) -> list[str]:
         applied: list[str] = []
@@ -118,6 +166,49 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+WAL_BOUND = 32 * 1024 * 1024  # bytes of WAL before a bulk writer checkpoints itself
+
+
+class _Checkpointer:
+    """A thread with its own connection: a PASSIVE checkpoint after each bulk commit."""
+
+    def __init__(self, store: Store):
+        self._conn = store.engine.raw_connection()
+        self._db = self._conn.driver_connection
+        page = self._db.execute("PRAGMA page_size").fetchone()[0]
+        self.writer_pages = max(1000, WAL_BOUND // page)
+        self._wake = threading.Condition()
+        self._pending = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="heard-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        with self._wake:
+            self._pending = True
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._stop:
+                    self._wake.wait()
+                if self._stop:
+                    return
+                self._pending = False
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except Exception:  # only an optimisation: the writer's own checkpoint still comes
+                pass
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self._thread.join()
+        self._conn.close()
 
 
 def _initial(store: Store, conn: Connection) -> None:

@@ -1,6 +1,8 @@
 """The ticket store on a real SQLite file: WAL, migrations, atomic claims, the event log."""
 
 import json
+import os
+import threading
 import multiprocessing as mp
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -221,3 +223,58 @@ def test_search_in_the_queue_finds_every_match_in_work_order_not_just_the_best_5
         assert found == queue_ids(conn, view="open", now=NOW)[:520]  # the work order, unchanged
         assert queue_ids(conn, view="open", now=NOW, matching=store.search.ticket_select('vergessen "')) == [other]
     assert store.search.ticket_select("  !? ") is None
+
+
+def _wal_bytes(path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_a_bulk_load_checkpoints_on_its_own_thread_and_keeps_the_wal_bounded(tmp_path, monkeypatch):
+    import storage.db as db
+
+    monkeypatch.setattr(db, "WAL_BOUND", 2 * 1024 * 1024)  # 512 pages: the floor of 1,000 applies
+    path = tmp_path / "heard.db"
+    s = Store(str(path))
+    with s.write_conn() as conn:
+        conn.exec_driver_sql("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)")
+    other = sqlite3.connect(path, timeout=15)  # another writer, as another process would be
+    biggest = 0
+    with s.bulk_load():
+        assert "heard-checkpoint" in {t.name for t in threading.enumerate()}
+        for i in range(40):
+            with s.write_conn(bulk=True) as conn:  # 1 MB a transaction, 40 MB in all
+                conn.exec_driver_sql("INSERT INTO blobs (b) VALUES (?)", [(os.urandom(1024),) for _ in range(1024)])
+            if i % 10 == 0:
+                with other:
+                    other.execute("INSERT INTO blobs (b) VALUES (x'00')")
+            biggest = max(biggest, _wal_bytes(path))
+        with s.write_conn() as conn:  # a write outside the bulk run keeps SQLite's own setting
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    assert "heard-checkpoint" not in {t.name for t in threading.enumerate()}
+    # Bounded by the writer's own checkpoint at 1,000 pages (4 MB) plus a transaction, not 40 MB.
+    assert biggest < 8 * 1024 * 1024, biggest
+    for _ in range(3):  # every pooled connection is back to the default
+        with s.write_conn() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    assert other.execute("SELECT count(*) FROM blobs").fetchone()[0] == 40 * 1024 + 4
+    other.close()
+    s.close()
+
+
+def test_a_failed_bulk_transaction_rolls_back_and_restores_the_setting(tmp_path):
+    path = tmp_path / "heard.db"
+    s = Store(str(path))
+    with s.write_conn() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    with s.bulk_load():
+        with pytest.raises(RuntimeError):
+            with s.write_conn(bulk=True) as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                raise RuntimeError("boom")
+        with s.write_conn(bulk=True) as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+    with s.write_conn() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+        assert [r[0] for r in conn.exec_driver_sql("SELECT x FROM t")] == [2]
+    s.close()
