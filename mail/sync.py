@@ -275,90 +275,11 @@ def sync_once(
         sent = sent_folder_for_threading(cfg)
         if sent and sent != folder:
             sync_sent_headers(store, client, sent)
-        try:
-            info = client.select_folder(folder, readonly=True)  # EXAMINE: \Seen untouched
-        except IMAPClientError as exc:
-            raise MailServerError(f"cannot open folder {folder!r} on {cfg.imap.host} ({exc}): check [imap] folder") from None
-        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
-        uidnext = int(info.get(b"UIDNEXT", 0) or 0)
-        modseq = info.get(b"HIGHESTMODSEQ")
-        modseq = int(modseq) if modseq is not None else None
-        with store.read() as s:
-            state = sync_state(s.connection(), folder)
-        if state and state["uidvalidity"] == uidvalidity and uidnext and state["uidnext"] == uidnext:
-            _touch(store, folder, uidvalidity, state["last_uid"], uidnext, modseq)
-            return summary  # nothing new: one round trip after login
-        last_uid = 0
-        if state and state["uidvalidity"] == uidvalidity:
-            last_uid = state["last_uid"]
-        elif state and state["uidvalidity"]:
-            summary.uidvalidity_changed = True
-            log.warning("UIDVALIDITY of %s changed %s -> %s: re-linking", folder, state["uidvalidity"], uidvalidity)
-        uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
-        if uids:
-            with store.read() as s:
-                have = known_uids(s.connection(), folder, uidvalidity)
-            todo = [u for u in uids if u not in have]
-        else:
-            todo = []
-        converter = MessageConverter(cfg)
-        created: set[int] = set()
-        updated: set[int] = set()
-        total = len(todo)
-        done = 0
-        if progress:
-            progress(0, total)
-        chunks = [todo[i : i + batch] for i in range(0, total, batch)]
+        _sync_folder(store, cfg, client, summary, progress=progress, batch=batch)
+        if sent and sent != folder:
+            from mail.sent import bring_in_sent_replies  # mail.sent builds on this module
 
-        def parse_chunk(chunk: list[int], fetched: dict):
-            # A UID missing from the reply was expunged between SEARCH and FETCH.
-            batch_ = [(uid, *fetched[uid]) for uid in chunk if uid in fetched]
-            cursor = dict(folder=folder, uidvalidity=uidvalidity, last_uid=chunk[-1],
-                          uidnext=uidnext if chunk is chunks[-1] else 0, highestmodseq=modseq)
-            if pool is None:
-                items = converter.convert_fetched(batch_)
-                result = lambda: items  # noqa: E731
-            else:
-                future = pool.submit(_worker_convert, batch_)
-
-                def result():
-                    got = future.result()
-                    for m, _, _ in got:
-                        m.raw = fetched[m.uid][0]
-                    return got
-            def finish():
-                items = result()
-                for m, _, _ in items:
-                    m.folder, m.uidvalidity = folder, uidvalidity
-                return items, cursor
-            return finish
-
-        def store_chunk(items: list, cursor: dict, count: int) -> None:
-            nonlocal done
-            r = ingest_batch(store, converter, items, cursor=cursor).result
-            summary.new_messages += r.new_messages
-            summary.automated += r.automated
-            summary.quarantined += r.quarantined
-            summary.duplicates += r.duplicates
-            summary.reopened += len(r.reopened)
-            created.update(r.tickets_created)
-            updated.update(r.tickets_updated)
-            done += count
-            if progress:
-                progress(done, total)
-
-        pool = _parse_pool(converter) if total >= PARALLEL_MIN else None
-        try:
-            with store.bulk_load():
-                _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-        if not todo:
-            _touch(store, folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
-        summary.tickets_created = len(created)
-        summary.tickets_updated = len(updated - created)
-        summary.new_ticket_ids = sorted(created)
+            bring_in_sent_replies(store, client, sent, MessageConverter(cfg), reselect=folder)
         return summary
     except (OSError, IMAPClientError) as exc:
         err = network_error(cfg.imap, exc)
@@ -373,6 +294,97 @@ def sync_once(
                 client.logout()
             except Exception:
                 pass
+
+
+def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSummary, *,
+                 progress: Progress | None, batch: int) -> SyncSummary:
+    """:func:`sync_once` for the configured folder (which turns errors into one line)."""
+    folder = cfg.imap.folder
+    try:
+        info = client.select_folder(folder, readonly=True)  # EXAMINE: \Seen untouched
+    except IMAPClientError as exc:
+        raise MailServerError(f"cannot open folder {folder!r} on {cfg.imap.host} ({exc}): check [imap] folder") from None
+    uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+    uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+    modseq = info.get(b"HIGHESTMODSEQ")
+    modseq = int(modseq) if modseq is not None else None
+    with store.read() as s:
+        state = sync_state(s.connection(), folder)
+    if state and state["uidvalidity"] == uidvalidity and uidnext and state["uidnext"] == uidnext:
+        _touch(store, folder, uidvalidity, state["last_uid"], uidnext, modseq)
+        return summary  # nothing new: one round trip after login
+    last_uid = 0
+    if state and state["uidvalidity"] == uidvalidity:
+        last_uid = state["last_uid"]
+    elif state and state["uidvalidity"]:
+        summary.uidvalidity_changed = True
+        log.warning("UIDVALIDITY of %s changed %s -> %s: re-linking", folder, state["uidvalidity"], uidvalidity)
+    uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+    if uids:
+        with store.read() as s:
+            have = known_uids(s.connection(), folder, uidvalidity)
+        todo = [u for u in uids if u not in have]
+    else:
+        todo = []
+    converter = MessageConverter(cfg)
+    created: set[int] = set()
+    updated: set[int] = set()
+    total = len(todo)
+    done = 0
+    if progress:
+        progress(0, total)
+    chunks = [todo[i : i + batch] for i in range(0, total, batch)]
+
+    def parse_chunk(chunk: list[int], fetched: dict):
+        # A UID missing from the reply was expunged between SEARCH and FETCH.
+        batch_ = [(uid, *fetched[uid]) for uid in chunk if uid in fetched]
+        cursor = dict(folder=folder, uidvalidity=uidvalidity, last_uid=chunk[-1],
+                      uidnext=uidnext if chunk is chunks[-1] else 0, highestmodseq=modseq)
+        if pool is None:
+            items = converter.convert_fetched(batch_)
+            result = lambda: items  # noqa: E731
+        else:
+            future = pool.submit(_worker_convert, batch_)
+
+            def result():
+                got = future.result()
+                for m, _, _ in got:
+                    m.raw = fetched[m.uid][0]
+                return got
+        def finish():
+            items = result()
+            for m, _, _ in items:
+                m.folder, m.uidvalidity = folder, uidvalidity
+            return items, cursor
+        return finish
+
+    def store_chunk(items: list, cursor: dict, count: int) -> None:
+        nonlocal done
+        r = ingest_batch(store, converter, items, cursor=cursor).result
+        summary.new_messages += r.new_messages
+        summary.automated += r.automated
+        summary.quarantined += r.quarantined
+        summary.duplicates += r.duplicates
+        summary.reopened += len(r.reopened)
+        created.update(r.tickets_created)
+        updated.update(r.tickets_updated)
+        done += count
+        if progress:
+            progress(done, total)
+
+    pool = _parse_pool(converter) if total >= PARALLEL_MIN else None
+    try:
+        with store.bulk_load():
+            _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if not todo:
+        _touch(store, folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
+    summary.tickets_created = len(created)
+    summary.tickets_updated = len(updated - created)
+    summary.new_ticket_ids = sorted(created)
+    return summary
 
 
 PARALLEL_MIN = 1500  # messages: below this a parsing process costs more to start than it saves

@@ -307,6 +307,6 @@ def test_a_reply_to_mail_we_sent_from_another_client_joins_the_ticket(imap, tmp_
     assert "0 tickets created, 1 tickets updated" in out
     code, out, _ = heard(cfg, "show", "1", "--json", capsys=capsys)
     t = json.loads(out)
-    assert t["message_count"] == 2
-    assert t["messages"][1]["thread_reason"] == (
-        "In-Reply-To <webmail-1@heard.example>, our sent reply to <m1@cust.example>")
+    # Our reply itself is in the ticket too (mail/sent.py), so the customer's answer joins by it.
+    assert t["message_count"] == 3
+    assert t["messages"][-1]["thread_reason"] == "In-Reply-To <webmail-1@heard.example>"
