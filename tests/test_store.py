@@ -252,8 +252,9 @@ def test_a_bulk_load_checkpoints_on_its_own_thread_and_keeps_the_wal_bounded(tmp
         with s.write_conn() as conn:  # a write outside the bulk run keeps SQLite's own setting
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
     assert "heard-checkpoint" not in {t.name for t in threading.enumerate()}
-    # Bounded by the writer's own checkpoint at 1,000 pages (4 MB) plus a transaction, not 40 MB.
-    assert biggest < 8 * 1024 * 1024, biggest
+    # Bounded by the writer's own checkpoint at 1,000 pages (4 MB) plus the transactions the
+    # checkpoint thread is behind on a busy machine: far below the 40 MB written.
+    assert biggest < 16 * 1024 * 1024, biggest
     for _ in range(3):  # every pooled connection is back to the default
         with s.write_conn() as conn:
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
