@@ -107,10 +107,11 @@ class Store:
             with self._writer.begin() as conn:
                 yield conn
             return
+        ckpt.before_begin()
         with self._writer.begin() as conn:
             dbapi = conn.connection.dbapi_connection
             before = dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-            dbapi.execute(f"PRAGMA wal_autocheckpoint={ckpt.writer_pages}")
+            dbapi.execute("PRAGMA wal_autocheckpoint=0")
             try:
                 yield conn
             except BaseException:
@@ -126,16 +127,19 @@ class Store:
 
         SQLite checkpoints (copies the WAL's pages into the database file and
         fsyncs both) inside the commit that takes the WAL past 1,000 pages: with
-        batches of several MB, in every commit, on the writing thread. Here a
-        thread with its own connection runs a PASSIVE checkpoint (it never
-        waits for, nor blocks, a reader or a writer, in any process) after
-        each ``write_conn(bulk=True)`` commit, while the writer goes on with
-        its next batch; SQLite releases the GIL meanwhile. The writer's own
-        automatic checkpoint waits until the WAL holds ``WAL_BOUND`` bytes, and
-        then finds only the last batch left to copy; after it the WAL starts
-        over, so it stays bounded. Connections get their usual setting back
-        after each transaction, so other writes, here or in other processes,
-        are unaffected. Elsewhere than SQLite this does nothing.
+        batches of several MB, in every commit, on the writing thread. Here the
+        commits of ``write_conn(bulk=True)`` do not checkpoint; a thread with
+        its own connection runs a PASSIVE checkpoint (it never waits for, nor
+        blocks, a reader or a writer, in any process) after each of them,
+        while the writer goes on with its next batch (SQLite releases the GIL).
+
+        The WAL only starts over when a write transaction begins with all of
+        it copied, which a writer that never pauses does not give: so once it
+        holds ``WAL_BOUND`` bytes, the next bulk transaction first copies the
+        little the thread has not (the last batch), and the WAL starts over
+        in it. Connections get their usual setting back after each
+        transaction, so other writes, here or in other processes, are
+        unaffected. Elsewhere than SQLite this does nothing.
         """
         if self.dialect != "sqlite" or self._bulk is not None:
             yield
@@ -168,7 +172,8 @@ class Store:
         self.engine.dispose()
 
 
-WAL_BOUND = 32 * 1024 * 1024  # bytes of WAL before a bulk writer checkpoints itself
+WAL_BOUND = 32 * 1024 * 1024  # bytes of WAL a bulk load lets accumulate before it starts over
+MAX_BEHIND = 3  # bulk commits not yet checkpointed before the writer checkpoints itself
 
 
 class _Checkpointer:
@@ -177,31 +182,52 @@ class _Checkpointer:
     def __init__(self, store: Store):
         self._conn = store.engine.raw_connection()
         self._db = self._conn.driver_connection
-        page = self._db.execute("PRAGMA page_size").fetchone()[0]
-        self.writer_pages = max(1000, WAL_BOUND // page)
+        self._bound = max(1000, WAL_BOUND // self._db.execute("PRAGMA page_size").fetchone()[0])  # pages
+        self._lock = threading.Lock()  # one checkpoint at a time on our connection
         self._wake = threading.Condition()
-        self._pending = False
+        self._commits = 0  # bulk commits so far
+        self._copied = 0  # of them, those the last checkpoint started after
+        self._wal_pages = 0  # as of the last checkpoint
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="heard-checkpoint", daemon=True)
         self._thread.start()
 
     def committed(self) -> None:
         with self._wake:
-            self._pending = True
+            self._commits += 1
             self._wake.notify()
+
+    def before_begin(self) -> None:
+        """Past the bound: copy what is left, so the transaction about to begin starts the WAL over.
+
+        Also when the thread has fallen a few commits behind: the WAL's size
+        is known as of the last checkpoint, so the bound holds to within as
+        many batches.
+        """
+        if self._wal_pages >= self._bound or self._commits - self._copied >= MAX_BEHIND:
+            self._checkpoint(restarting=True)
+
+    def _checkpoint(self, *, restarting: bool = False) -> None:
+        with self._lock:
+            upto = self._commits
+            if upto == self._copied:
+                return  # another checkpoint got here first
+            try:
+                _busy, wal_pages, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except Exception:  # an optimisation only: SQLite checkpoints again with the next write
+                return
+            self._copied = upto
+            # All of it copied before the writer begins: its first write starts the WAL over.
+            self._wal_pages = 0 if restarting and copied == wal_pages else wal_pages
 
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._pending and not self._stop:
+                while self._commits == self._copied and not self._stop:
                     self._wake.wait()
                 if self._stop:
                     return
-                self._pending = False
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except Exception:  # only an optimisation: the writer's own checkpoint still comes
-                pass
+            self._checkpoint()
 
     def stop(self) -> None:
         with self._wake:
