@@ -44,6 +44,13 @@ def test_store_is_wal_and_migrations_run_once(tmp_path):
     assert names == [n for n, _ in MIGRATIONS]
 
 
+def test_the_search_index_merges_eight_segments_at_a_time(tmp_path):
+    path = tmp_path / "heard.db"
+    Store(str(path)).close()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT v FROM message_fts_config WHERE k = 'automerge'").fetchone()[0] == 8
+
+
 def test_an_older_database_is_migrated_not_replaced(tmp_path):
     path = tmp_path / "heard.db"
     s = Store(str(path))
