@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 
 from sqlalchemy import bindparam, case, func, insert, select, text, update
 from sqlalchemy.engine import Connection
@@ -127,28 +128,39 @@ class Ingest:
     def prefetch(self, message_ids: Iterable[str], hashes: Iterable[str], ticket_ids: Iterable[int],
                  addresses: Iterable[str] = ()) -> None:
         ids = [i for i in set(message_ids) if i not in self._ids]
-        for chunk in _chunks(ids, 500):
-            q = select(T_MESSAGE.c.message_id, T_MESSAGE.c.ticket_id).where(T_MESSAGE.c.message_id.in_(chunk))
-            for mid, tid in self.conn.execute(q):
-                self._ids.setdefault(mid, tid)
+        for mid, tid in self._lookup(T_MESSAGE.c.message_id, T_MESSAGE.c.ticket_id, values=ids):
+            self._ids.setdefault(mid, tid)
         hs = [h for h in set(hashes) if h not in self._hashes]
-        for chunk in _chunks(hs, 500):
-            q = select(T_MESSAGE.c.content_hash, T_MESSAGE.c.id).where(T_MESSAGE.c.content_hash.in_(chunk))
-            for h, pk in self.conn.execute(q):
-                self._hashes[h] = pk
+        for h, pk in self._lookup(T_MESSAGE.c.content_hash, T_MESSAGE.c.id, values=hs):
+            self._hashes[h] = pk
         addrs = [a for a in set(addresses) if a not in self._customers]
-        for chunk in _chunks(addrs, 500):
-            q = select(T_CUSTOMER.c.address, T_CUSTOMER.c.id).where(T_CUSTOMER.c.address.in_(chunk))
-            for addr, cid in self.conn.execute(q):
-                self._customers[addr] = cid
+        for addr, cid in self._lookup(T_CUSTOMER.c.address, T_CUSTOMER.c.id, values=addrs):
+            self._customers[addr] = cid
         self._load_tickets(set(ticket_ids) | set(self._ids.values()))
+
+    def _lookup(self, key, *columns, values: list):
+        """Rows (key, *columns) of the key's table whose key is one of ``values``, 500 at a time.
+
+        On SQLite as plain SQL to the driver: these run for every batch of a
+        sync, and SQLAlchemy's handling of an IN list of hundreds of values
+        cost more than the lookups. The columns must need no result conversion.
+        """
+        if not values:
+            return
+        if not self._explicit_ids:  # not SQLite
+            for chunk in _chunks(values, 500):
+                yield from self.conn.execute(select(key, *columns).where(key.in_(chunk)))
+            return
+        quote = self.conn.dialect.identifier_preparer.quote
+        head = (f"SELECT {', '.join(quote(c.name) for c in (key, *columns))} FROM {quote(key.table.name)} "
+                f"WHERE {quote(key.name)} IN (")
+        for chunk in _chunks(values, 500):
+            yield from self.conn.exec_driver_sql(head + ", ".join("?" * len(chunk)) + ")", tuple(chunk))
 
     def _load_tickets(self, ids: set[int]) -> None:
         missing = [i for i in ids if i not in self._tickets]
-        for chunk in _chunks(missing, 500):
-            q = select(T_TICKET.c.id, T_TICKET.c.status, T_TICKET.c.flagged).where(T_TICKET.c.id.in_(chunk))
-            for tid, status, flagged in self.conn.execute(q):
-                self._tickets[tid] = _TicketState(status=status, created=False, flagged=flagged)
+        for tid, status, flagged in self._lookup(T_TICKET.c.id, T_TICKET.c.status, T_TICKET.c.flagged, values=missing):
+            self._tickets[tid] = _TicketState(status=status, created=False, flagged=bool(flagged))
 
     def ticket_for_message_id(self, message_id: str) -> int | None:
         return self._ids.get(message_id)
@@ -157,11 +169,9 @@ class Ingest:
         """Load what our Sent-folder messages among ``message_ids`` replied to (and those ids' tickets)."""
         ids = [i for i in set(message_ids) if i not in self._ids and i not in self._sent_parents]
         parents: set[str] = set()
-        for chunk in _chunks(ids, 500):
-            q = select(T_SENT.c.message_id, T_SENT.c.parents).where(T_SENT.c.message_id.in_(chunk))
-            for mid, refs in self.conn.execute(q):
-                self._sent_parents[mid] = refs.split()
-                parents.update(self._sent_parents[mid])
+        for mid, refs in self._lookup(T_SENT.c.message_id, T_SENT.c.parents, values=ids):
+            self._sent_parents[mid] = refs.split()
+            parents.update(self._sent_parents[mid])
         if parents:
             self.prefetch(parents, (), ())
 
@@ -403,15 +413,34 @@ def insert_rows(conn: Connection, table, rows: list[dict], *, verb: str = "INSER
         return
     cols = list(rows[0])
     quote = conn.dialect.identifier_preparer.quote
-    procs = [table.c[c].type._cached_bind_processor(conn.dialect) for c in cols]
     sql = (f"{verb} INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
            f"VALUES ({', '.join('?' * len(cols))})")
-    if all(p is None for p in procs):
-        data = [tuple(r[c] for c in cols) for r in rows]
-    else:
-        pairs = list(zip(cols, procs))
-        data = [tuple(r[c] if p is None or r[c] is None else p(r[c]) for c, p in pairs) for r in rows]
-    conn.exec_driver_sql(sql, data)
+    conn.exec_driver_sql(sql, _bound_rows(conn, table, cols, rows))
+
+
+def _bound_rows(conn: Connection, table, cols: list[str], rows: list[dict]) -> list:
+    """The rows as parameter sequences, each value through its column's bind processor."""
+    procs = [(i, p) for i, c in enumerate(cols) if (p := table.c[c].type._cached_bind_processor(conn.dialect))]
+    if len(cols) == 1:
+        (c,) = cols
+        return [(r[c],) for r in rows] if not procs else [(None if r[c] is None else procs[0][1](r[c]),) for r in rows]
+    get = itemgetter(*cols)
+    if not procs:
+        return [get(r) for r in rows]
+    data = []
+    last = [(i, p, None, None) for i, p in procs]  # per column: the last value and what it became
+    for r in rows:
+        values = list(get(r))
+        for k, (i, p, seen, done) in enumerate(last):
+            v = values[i]
+            if v is None:
+                continue
+            if v is not seen:  # the same object again (the batch's `created_at`): no need to convert it twice
+                done = p(v)
+                last[k] = (i, p, v, done)
+            values[i] = done
+        data.append(tuple(values))  # SQLAlchemy takes tuples
+    return data
 
 
 def record_sent_headers(conn: Connection, rows: list[tuple[str, list[str]]]) -> None:
