@@ -100,26 +100,20 @@ class Store:
         """A Core connection in one write transaction, for bulk work (the sync).
 
         ``bulk``: one of a run of large transactions inside :meth:`bulk_load`,
-        whose commit leaves checkpointing to that background thread.
+        on its connection, whose commits leave checkpointing to its thread.
         """
-        ckpt = self._bulk if bulk else None
-        if ckpt is None:
+        load = self._bulk if bulk else None
+        if load is None or not load.writing.acquire(blocking=False):  # none, or in use by another thread
             with self._writer.begin() as conn:
                 yield conn
             return
-        ckpt.before_begin()
-        with self._writer.begin() as conn:
-            dbapi = conn.connection.dbapi_connection
-            before = dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-            dbapi.execute("PRAGMA wal_autocheckpoint=0")
-            try:
-                yield conn
-            except BaseException:
-                dbapi.execute(f"PRAGMA wal_autocheckpoint={before}")
-                raise
-        # Set back after the commit: SQLite decides on its automatic checkpoint in the commit.
-        dbapi.execute(f"PRAGMA wal_autocheckpoint={before}")
-        ckpt.committed()
+        try:
+            load.before_begin()
+            with load.conn.begin():
+                yield load.conn
+            load.committed()
+        finally:
+            load.writing.release()
 
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
@@ -127,29 +121,32 @@ class Store:
 
         SQLite checkpoints (copies the WAL's pages into the database file and
         fsyncs both) inside the commit that takes the WAL past 1,000 pages: with
-        batches of several MB, in every commit, on the writing thread. Here the
-        commits of ``write_conn(bulk=True)`` do not checkpoint; a thread with
-        its own connection runs a PASSIVE checkpoint (it never waits for, nor
-        blocks, a reader or a writer, in any process) after each of them,
+        batches of several MB, in every commit, on the writing thread. Here
+        ``write_conn(bulk=True)`` transactions run on one connection that does
+        not checkpoint in its commits, and whose page cache (``BULK_CACHE``)
+        holds a whole batch and the indexes it touches; a thread with its own
+        connection runs a PASSIVE checkpoint (it never waits for, nor blocks,
+        a reader or a writer, in any process) after each of their commits,
         while the writer goes on with its next batch (SQLite releases the GIL).
 
         The WAL only starts over when a write transaction begins with all of
         it copied, which a writer that never pauses does not give: so once it
         holds ``WAL_BOUND`` bytes, the next bulk transaction first copies the
         little the thread has not (the last batch), and the WAL starts over
-        in it. Connections get their usual setting back after each
-        transaction, so other writes, here or in other processes, are
-        unaffected. Elsewhere than SQLite this does nothing.
+        in it. The connection gets its usual settings back at the end, so other
+        writes, here or in other processes, are unaffected. Elsewhere than
+        SQLite this does nothing.
         """
         if self.dialect != "sqlite" or self._bulk is not None:
             yield
             return
-        self._bulk = _Checkpointer(self)
+        self._bulk = _BulkLoad(self)
         try:
             yield
         finally:
             bulk, self._bulk = self._bulk, None
-            bulk.stop()
+            with bulk.writing:  # a bulk transaction still running on another thread
+                bulk.stop()
 
     def migrate(self) -> list[str]:
         applied: list[str] = []
@@ -174,14 +171,26 @@ class Store:
 
 WAL_BOUND = 32 * 1024 * 1024  # bytes of WAL a bulk load lets accumulate before it starts over
 MAX_BEHIND = 3  # bulk commits not yet checkpointed before the writer checkpoints itself
+BULK_CACHE = 8 * 1024 * 1024  # bytes of page cache for the bulk writer (SQLite's default: 2 MB)
 
 
-class _Checkpointer:
-    """A thread with its own connection: a PASSIVE checkpoint after each bulk commit."""
+class _BulkLoad:
+    """The bulk writer's connection, and a thread with its own: a PASSIVE checkpoint after each commit."""
 
     def __init__(self, store: Store):
-        self._conn = store.engine.raw_connection()
-        self._db = self._conn.driver_connection
+        self.writing = threading.Lock()  # the writer connection is in a transaction
+        self.conn = store._writer.connect()
+        try:
+            dbapi = self.conn.connection.dbapi_connection
+            self._saved = {k: dbapi.execute(f"PRAGMA {k}").fetchone()[0] for k in ("wal_autocheckpoint", "cache_size")}
+            dbapi.execute("PRAGMA wal_autocheckpoint=0")
+            dbapi.execute(f"PRAGMA cache_size={-(BULK_CACHE // 1024)}")
+            self._raw = store.engine.raw_connection()
+        except BaseException:
+            self.conn.invalidate()
+            self.conn.close()
+            raise
+        self._db = self._raw.driver_connection
         self._bound = max(1000, WAL_BOUND // self._db.execute("PRAGMA page_size").fetchone()[0])  # pages
         self._lock = threading.Lock()  # one checkpoint at a time on our connection
         self._wake = threading.Condition()
@@ -234,7 +243,14 @@ class _Checkpointer:
             self._stop = True
             self._wake.notify()
         self._thread.join()
-        self._conn.close()
+        self._raw.close()
+        try:
+            dbapi = self.conn.connection.dbapi_connection
+            for k, v in self._saved.items():
+                dbapi.execute(f"PRAGMA {k}={v}")
+        except Exception:  # not back to normal: not back to the pool either
+            self.conn.invalidate()
+        self.conn.close()
 
 
 def _initial(store: Store, conn: Connection) -> None:

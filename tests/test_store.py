@@ -247,11 +247,15 @@ def test_a_bulk_load_checkpoints_on_its_own_thread_and_keeps_the_wal_bounded(tmp
         conn.exec_driver_sql("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)")
     other = sqlite3.connect(path, timeout=15)  # another writer, as another process would be
     biggest = 0
+    writers = set()
     with s.bulk_load():
         assert "heard-checkpoint" in {t.name for t in threading.enumerate()}
         for i in range(40):
             with s.write_conn(bulk=True) as conn:  # 1 MB a transaction, 40 MB in all
                 conn.exec_driver_sql("INSERT INTO blobs (b) VALUES (?)", [(os.urandom(1024),) for _ in range(1024)])
+                writers.add(id(conn.connection.dbapi_connection))
+                assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+                assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -db.BULK_CACHE // 1024
             if i % 10 == 0:
                 with other:
                     other.execute("INSERT INTO blobs (b) VALUES (x'00')")
@@ -262,9 +266,11 @@ def test_a_bulk_load_checkpoints_on_its_own_thread_and_keeps_the_wal_bounded(tmp
     # Bounded by the writer's own checkpoint at 1,000 pages (4 MB) plus the transactions the
     # checkpoint thread is behind on a busy machine: far below the 40 MB written.
     assert biggest < 16 * 1024 * 1024, biggest
-    for _ in range(3):  # every pooled connection is back to the default
+    assert len(writers) == 1  # one connection, its cache warm from batch to batch
+    for _ in range(3):  # every pooled connection is back to the defaults
         with s.write_conn() as conn:
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -2000
     assert other.execute("SELECT count(*) FROM blobs").fetchone()[0] == 40 * 1024 + 4
     other.close()
     s.close()
@@ -285,4 +291,30 @@ def test_a_failed_bulk_transaction_rolls_back_and_restores_the_setting(tmp_path)
     with s.write_conn() as conn:
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
         assert [r[0] for r in conn.exec_driver_sql("SELECT x FROM t")] == [2]
+    s.close()
+
+
+def test_bulk_writes_from_two_threads_at_once_both_land(tmp_path):
+    s = Store(str(tmp_path / "heard.db"))
+    with s.write_conn() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(30):
+                with s.write_conn(bulk=True) as conn:  # the second thread gets a pooled connection
+                    conn.exec_driver_sql("INSERT INTO t VALUES (?)", (k * 100 + i,))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with s.bulk_load():
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    with s.read() as r:
+        assert r.connection().exec_driver_sql("SELECT count(*) FROM t").scalar() == 60
     s.close()
