@@ -10,6 +10,7 @@ of duplicating; a message the parser chokes on is stored raw and flagged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import json
@@ -374,7 +375,8 @@ def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSum
 
     pool = _parse_pool(converter) if total >= PARALLEL_MIN else None
     try:
-        with store.bulk_load():
+        # A single batch commits once: no checkpoints to move off the storing thread.
+        with store.bulk_load() if len(chunks) > 1 else contextlib.nullcontext():
             _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
     finally:
         if pool is not None:
@@ -404,9 +406,27 @@ def _parse_pool(converter: MessageConverter):
             initializer=_worker_init, initargs=(converter.parts,),
         )
         pool.submit(int).result()  # start it now, before any thread of ours
-        return pool
     except Exception:  # no usable process support here: parse in-process
         return None
+    _widen_pipes(pool)
+    return pool
+
+
+PIPE_BYTES = 1024 * 1024  # Linux's limit for unprivileged processes (/proc/sys/fs/pipe-max-size)
+
+
+def _widen_pipes(pool) -> None:
+    """Let the pool's pipes hold 1 MB instead of 64 KB: a batch's raw bytes (several MB) then
+    cross in a few large reads and writes instead of one wake-up per 64 KB on each side,
+    which cost the parsing process (the busiest one) about a tenth of its time."""
+    try:
+        import fcntl
+
+        ends = [pool._call_queue._writer, pool._result_queue._writer]  # CPython's ProcessPoolExecutor
+        for end in ends:
+            fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except Exception:  # another platform or Python, or a lower limit: the default pipes work too
+        pass
 
 
 def _pipeline(chunks: list[list[int]], *, fetch, parse, store) -> None:

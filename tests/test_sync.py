@@ -310,3 +310,20 @@ def test_a_reply_to_mail_we_sent_from_another_client_joins_the_ticket(imap, tmp_
     # Our reply itself is in the ticket too (mail/sent.py), so the customer's answer joins by it.
     assert t["message_count"] == 3
     assert t["messages"][-1]["thread_reason"] == "In-Reply-To <webmail-1@heard.example>"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
+def test_the_parsing_process_gets_wide_pipes_and_still_parses():
+    import fcntl
+
+    from mail.sync import PIPE_BYTES, MessageConverter, _parse_pool, _worker_convert
+
+    pool = _parse_pool(MessageConverter.from_parts(["support@heard.example"], "heard.example", {}))
+    try:
+        for end in (pool._call_queue._writer, pool._result_queue._writer):
+            assert fcntl.fcntl(end.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+        raw = b"From: a@cust.example\r\nSubject: Hi\r\nMessage-ID: <x@cust.example>\r\n\r\n" + b"body " * 100_000
+        (m, _, _), = pool.submit(_worker_convert, [(7, raw, None)]).result()
+        assert (m.uid, m.subject, m.raw) == (7, "Hi", b"")  # the bytes stay with the parent
+    finally:
+        pool.shutdown()
