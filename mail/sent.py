@@ -25,7 +25,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy import case, update
 
-from mail.sync import MessageConverter, fetch_raw
+from mail.sync import MessageConverter, fetch_raw, header_ids, header_part
 from mail.threads import thread_decision
 from storage.db import Store, utcnow
 from storage.ingest import Ingest, NewMessage, sync_state
@@ -34,23 +34,12 @@ from storage.models import Ticket
 
 __all__ = ["bring_in_sent_replies", "cursor_key"]
 
-_IDS = re.compile(rb"<([^<>\s]+@[^<>\s]+)>")
 _HEADERS = b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES SUBJECT)]"
 T = Ticket.__table__
 
 
 def cursor_key(folder: str) -> str:
     return f"sent-replies:{folder}"
-
-
-def _header_ids(head: bytes) -> tuple[str | None, list[str]]:
-    """(Message-ID, the ids it answers) from a header block."""
-    low = head.lower()
-    at = low.find(b"message-id:")
-    mid = _IDS.search(head, at) if at >= 0 else None
-    message_id = mid.group(1).decode("ascii", "replace") if mid else None
-    ids = [m.decode("ascii", "replace") for m in _IDS.findall(head)]
-    return message_id, list(dict.fromkeys(i for i in ids if i != message_id))
 
 
 _AUTO = re.compile(rb"^auto-submitted:[ \t]*([^\r\n]*)", re.I | re.M)
@@ -115,8 +104,8 @@ def _bring_in_chunk(store: Store, client: IMAPClient, folder: str, uidvalidity: 
     heads: dict[int, tuple[str | None, list[str], str]] = {}
     if chunk:
         for uid, data in client.fetch(chunk, [_HEADERS]).items():
-            head = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
-            mid, parents = _header_ids(head)
+            head = header_part(data)
+            mid, parents = header_ids(head)
             heads[uid] = (mid, parents, _subject(head))
     ids = [i for mid, parents, _ in heads.values() for i in ([mid] if mid else []) + parents]
     with store.read() as s:
@@ -144,8 +133,7 @@ def _bring_in_chunk(store: Store, client: IMAPClient, folder: str, uidvalidity: 
     with store.write_conn() as conn:
         ing = Ingest(conn, store.search, now)
         ing.prefetch([i for m, irt, refs in items for i in [*irt, *refs, *([m.message_id] if m.message_id else [])]],
-                     (), ())
-        ing.prefetch([], [m.content_hash for m, _, _ in items], ())
+                     [m.content_hash for m, _, _ in items], ())
         replied: dict[int, datetime] = {}
         count = 0
         for m, irt, refs in items:

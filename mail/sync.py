@@ -276,11 +276,12 @@ def sync_once(
         sent = sent_folder_for_threading(cfg)
         if sent and sent != folder:
             sync_sent_headers(store, client, sent)
-        _sync_folder(store, cfg, client, summary, progress=progress, batch=batch)
+        converter = MessageConverter(cfg)
+        _sync_folder(store, cfg, client, summary, converter, progress=progress, batch=batch)
         if sent and sent != folder:
             from mail.sent import bring_in_sent_replies  # mail.sent builds on this module
 
-            bring_in_sent_replies(store, client, sent, MessageConverter(cfg), reselect=folder)
+            bring_in_sent_replies(store, client, sent, converter, reselect=folder)
         return summary
     except (OSError, IMAPClientError) as exc:
         err = network_error(cfg.imap, exc)
@@ -297,8 +298,8 @@ def sync_once(
                 pass
 
 
-def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSummary, *,
-                 progress: Progress | None, batch: int) -> SyncSummary:
+def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSummary,
+                 converter: MessageConverter, *, progress: Progress | None, batch: int) -> SyncSummary:
     """:func:`sync_once` for the configured folder (which turns errors into one line)."""
     folder = cfg.imap.folder
     try:
@@ -327,7 +328,6 @@ def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSum
         todo = [u for u in uids if u not in have]
     else:
         todo = []
-    converter = MessageConverter(cfg)
     created: set[int] = set()
     updated: set[int] = set()
     total = len(todo)
@@ -513,6 +513,21 @@ def sent_folder_for_threading(cfg: Config) -> str:
 _HEADER_IDS = re.compile(rb"<([^<>\s]+@[^<>\s]+)>")
 
 
+def header_part(data: dict) -> bytes:
+    """The header block of a ``BODY.PEEK[HEADER.FIELDS (...)]`` fetch; servers echo the field
+    list in their own order, so whichever HEADER part came."""
+    return next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+
+
+def header_ids(head: bytes) -> tuple[str | None, list[str]]:
+    """(Message-ID, the ids it answers) from a header block."""
+    at = head.lower().find(b"message-id:")
+    mid = _HEADER_IDS.search(head, at) if at >= 0 else None
+    message_id = mid.group(1).decode("ascii", "replace") if mid else None
+    ids = [m.decode("ascii", "replace") for m in _HEADER_IDS.findall(head)]
+    return message_id, list(dict.fromkeys(i for i in ids if i != message_id))
+
+
 def sync_sent_headers(store: Store, client: IMAPClient, folder: str, *, batch: int = 2000) -> int:
     """Index the threading headers of the Sent folder; bodies are not fetched. New ones counted.
 
@@ -540,15 +555,9 @@ def sync_sent_headers(store: Store, client: IMAPClient, folder: str, *, batch: i
         if chunk:
             fetched = client.fetch(chunk, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)]"])
             for data in fetched.values():
-                # Servers echo the field list in their own order: take whichever HEADER part came.
-                head = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
-                at = head.lower().find(b"message-id:")
-                mid = _HEADER_IDS.search(head, at) if at >= 0 else None
-                if mid is None:
-                    continue
-                ids = [m.decode("ascii", "replace") for m in _HEADER_IDS.findall(head)]
-                message_id = mid.group(1).decode("ascii", "replace")
-                rows.append((message_id, list(dict.fromkeys(i for i in ids if i != message_id))))
+                message_id, parents = header_ids(header_part(data))
+                if message_id is not None:
+                    rows.append((message_id, parents))
         with store.write_conn() as conn:
             record_sent_headers(conn, rows)
             Ingest(conn, store.search, utcnow()).set_cursor(

@@ -73,7 +73,7 @@ class Store:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-        self._bulk: _Checkpointer | None = None
+        self._bulk: _BulkLoad | None = None
         self.search: SearchIndex = search_index_for(self.dialect)
         if migrate:
             try:

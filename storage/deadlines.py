@@ -52,7 +52,6 @@ __all__ = [
     "answered_within",
     "PROMISE_Z",
     "SKIP_Z",
-    "jumper_rate",
     "jumper_rates",
     "Jumpers",
     "round_up_to_hour",
@@ -556,35 +555,6 @@ def answered_within(
     return _utc(hours.add_business_time(now, wait)) <= _utc(now) + within
 
 
-def jumper_rate(
-    arrivals: Iterable[datetime],
-    *,
-    now: datetime,
-    hours: BusinessHours,
-    windows: Sequence[timedelta] = (timedelta(days=14), timedelta(days=7)),
-) -> float:
-    """Queue-jumping tickets per business hour, for ``promise_deadline``.
-
-    ``arrivals`` are the arrival times of recent tickets that the work order
-    puts ahead of ordinary ones (premium customers). The rate is taken over
-    each window (arrivals / business hours in it, at least one business day)
-    and the *largest* is used: a busier last week lengthens promises at once,
-    and a calm week does not shorten them below the two-week average. (A
-    two-day window was tried in bench/deadline_sim.py: it made ordinary
-    Mondays pessimistic and still could not foresee a weekend outage.)
-    """
-    u_now = _utc(now)
-    times = sorted(_utc(a) for a in arrivals if _utc(a) <= u_now)
-    best = 0.0
-    for w in windows:
-        start = u_now - w
-        count = len(times) - bisect.bisect_left(times, start)
-        biz = hours.business_time_between(start, u_now)
-        biz_hours = max(biz, hours.day_length).total_seconds() / 3600
-        best = max(best, count / biz_hours)
-    return best
-
-
 @dataclass(frozen=True)
 class Jumpers:
     """Queue-jumping tickets (premium customers) expected while a ticket waits.
@@ -609,11 +579,16 @@ def jumper_rates(
 ) -> Jumpers:
     """Queue-jumpers per business hour and per closed hour, for :func:`promise_deadline`.
 
-    Each window gives both rates (arrivals while open / business hours, at
-    least one business day; arrivals while closed / closed hours) and the
-    larger of each is used, as in :func:`jumper_rate`. ``observed`` is the
-    smallest number of arrivals a rate came from, so a rate learned from a
-    handful is held with less confidence.
+    ``arrivals`` are the arrival times of recent tickets that the work order
+    puts ahead of ordinary ones (premium customers). Each window gives both
+    rates (arrivals while open / business hours, at least one business day;
+    arrivals while closed / closed hours) and the *largest* of each is used:
+    a busier last week lengthens promises at once, and a calm week does not
+    shorten them below the two-week average. (A two-day window was tried in
+    bench/deadline_sim.py: it made ordinary Mondays pessimistic and still
+    could not foresee a weekend outage.) ``observed`` is the smallest number
+    of arrivals a rate came from, so a rate learned from a handful is held
+    with less confidence.
     """
     u_now = _utc(now)
     times = sorted(_utc(a) for a in arrivals if _utc(a) <= u_now)

@@ -19,7 +19,6 @@ from storage.deadlines import (
     format_deadline,
     format_deadline_short,
     Jumpers,
-    jumper_rate,
     jumper_rates,
     parse_duration,
     parse_tiers,
@@ -434,16 +433,19 @@ def test_equally_specific_matches_pick_the_strictest_tier():
 # ------------------------------------------------------------- jumper rate
 
 
-def test_jumper_rate_takes_the_busiest_window():
+def test_jumper_rates_take_the_busiest_window():
     now = b(2026, 11, 28, 12, 0)  # Saturday
     steady = [b(2026, 11, d, 10, 0) for d in range(16, 28) if date(2026, 11, d).weekday() < 5]
-    base = jumper_rate(steady, now=now, hours=H)
-    assert base == pytest.approx(5 / 40)  # five in the last week's 40 business hours
-    surge = steady + [b(2026, 11, 28, h, 0) for h in range(0, 12)]
-    assert jumper_rate(surge, now=now, hours=H) == pytest.approx(17 / 40)  # the last 7 days
-    assert jumper_rate(steady[:5], now=now, hours=H) == pytest.approx(5 / 80)  # the 14 days
-    assert jumper_rate([], now=now, hours=H) == 0.0
-    assert jumper_rate([b(2026, 11, 29, 10)], now=now, hours=H) == 0.0  # the future does not count
+    base = jumper_rates(steady, now=now, hours=H)
+    assert base.open_per_hour == pytest.approx(5 / 40)  # five in the last week's 40 business hours
+    surge = steady + [b(2026, 11, 28, h, 0) for h in range(0, 12)]  # Saturday morning: closed
+    busy = jumper_rates(surge, now=now, hours=H)
+    assert busy.open_per_hour == pytest.approx(5 / 40)
+    assert busy.closed_per_hour == pytest.approx(12 / 128)  # the last 7 days' 128 closed hours
+    assert jumper_rates(steady[:5], now=now, hours=H).open_per_hour == pytest.approx(5 / 80)  # the 14 days
+    assert jumper_rates([], now=now, hours=H).open_per_hour == 0.0
+    future = jumper_rates([b(2026, 11, 29, 10)], now=now, hours=H)
+    assert (future.open_per_hour, future.closed_per_hour) == (0.0, 0.0)  # the future does not count
 
 
 def test_jumper_rates_keep_open_and_closed_hours_apart():
