@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imapclient import _parse_untagged_response
 
 from mail.config import ServerConfig
 
@@ -90,3 +92,43 @@ def _quietly_close(client: imapclient.IMAPClient) -> None:
             client.shutdown()
         except Exception:
             pass
+
+
+LINE_WAIT = 5.0  # seconds a response line that has begun may take to end
+MORE_WAIT = 0.05  # seconds to wait for a further line once one has been read
+
+
+def idle_check(client: imapclient.IMAPClient, timeout: float | None) -> list:
+    """The server's responses during IDLE, waiting up to ``timeout`` seconds for the first.
+
+    ``IMAPClient.idle_check`` reads with the socket non-blocking, so a line a
+    server sends in two writes ("* 1 FETCH (" and "FLAGS ())", as pymap does
+    on new mail) is cut in half: the connection aborts and the next command
+    reads the rest as garbage. Here only the wait for a line's first byte is
+    bounded (``timeout``, then ``MORE_WAIT`` for each further line); a line
+    that has begun is read whole (given ``LINE_WAIT`` to end). A closed
+    connection raises, like any other command.
+    """
+    imap = client._imap
+    sock = client.socket()
+    responses = []
+    wait = timeout
+    try:
+        while _readable(imap.file, sock, wait):
+            sock.settimeout(LINE_WAIT)
+            responses.append(_parse_untagged_response(imap._get_line()))
+            wait = MORE_WAIT
+    finally:
+        client._set_read_timeout()
+    return responses
+
+
+def _readable(file, sock: socket.socket, wait: float | None) -> bool:
+    """Something to read: already buffered (by the reader or by TLS), or arriving within ``wait``."""
+    sock.settimeout(0.0)
+    try:
+        if file.peek(1):  # non-blocking: the buffer, or what the socket has right now
+            return True
+    except ssl.SSLWantReadError:
+        pass
+    return bool(select.select([sock], [], [], wait)[0])  # also readable at end of stream: the read says so

@@ -28,7 +28,7 @@ from imapclient.exceptions import IMAPClientError
 
 from mail.autoreply import automated_reason
 from mail.config import Config
-from mail.imap import MailServerError, connect_imap, network_error
+from mail.imap import MailServerError, connect_imap, idle_check, network_error
 from mail.parse import ParsedMessage, parse_message
 from mail.threads import thread_decision
 from mail.vague import vague_reason
@@ -625,18 +625,11 @@ def watch(
                     client.idle()
                     started = time.monotonic()
                     changed = False
-                    quick_empty = 0
                     while not stop.is_set() and time.monotonic() - started < idle_timeout:
-                        waited = time.monotonic()
-                        responses = client.idle_check(timeout=0.5)
+                        responses = idle_check(client, 0.5)  # a server that went away raises here
                         if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                             changed = True
                             break
-                        # imapclient swallows EOF during IDLE: a readable socket with nothing
-                        # to read, again and again, is a server that went away.
-                        quick_empty = quick_empty + 1 if not responses and time.monotonic() - waited < 0.25 else 0
-                        if quick_empty >= 5:
-                            raise ConnectionResetError("the server closed the connection")
                     client.idle_done()
                     if stop.is_set():
                         break

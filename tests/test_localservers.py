@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from mail.imap import idle_check
 from mail.localservers import DROP, PymapServer, ServerStartError, SmtpServer
 
 pytestmark = pytest.mark.slow
@@ -119,7 +120,7 @@ def test_pymap_idle_sees_new_mail(pymap_server):
         pymap_server.deliver_maildir(pymap_server.username, RAW)
         seen = False
         while time.monotonic() - t < 5 and not seen:
-            seen = any(b"EXISTS" in r for r in c.idle_check(timeout=0.2))
+            seen = any(b"EXISTS" in r for r in idle_check(c, 0.2))
         c.idle_done()
         assert seen
         assert time.monotonic() - t < 1.0
