@@ -11,6 +11,7 @@ of duplicating; a message the parser chokes on is stored raw and flagged.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import re
 import json
@@ -381,6 +382,7 @@ def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSum
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+            gc.unfreeze()
     if not todo:
         _touch(store, folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
     summary.tickets_created = len(created)
@@ -400,6 +402,12 @@ def _parse_pool(converter: MessageConverter):
     # fork is quick and safe before the pipeline's threads exist; inside a process
     # that already runs threads (the app), spawn a clean interpreter instead.
     method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "fork":
+        # Objects alive now (the imported modules, above all) are left out of the cyclic garbage
+        # collector's passes in both processes until the sync ends (_sync_folder unfreezes): the
+        # child does not copy the pages the collector would touch, and neither process walks them
+        # again and again while the batches go through (about a tenth of a second per 10,000 mails).
+        gc.freeze()
     try:
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context(method),
@@ -407,6 +415,7 @@ def _parse_pool(converter: MessageConverter):
         )
         pool.submit(int).result()  # start it now, before any thread of ours
     except Exception:  # no usable process support here: parse in-process
+        gc.unfreeze()
         return None
     _widen_pipes(pool)
     return pool
