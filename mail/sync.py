@@ -12,30 +12,39 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
-import re
-import json
 import logging
-import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from mail.autoreply import automated_reason
 from mail.config import Config
+from mail.convert import (  # noqa: F401  (MessageConverter and the pool were defined here once)
+    PARALLEL_MIN,
+    PIPE_BYTES,
+    MessageConverter,
+    _internal_date,
+    _parse_pool,
+    _worker_convert,
+)
 from mail.imap import MailServerError, connect_imap, idle_check, network_error
-from mail.parse import ParsedMessage, parse_message
 from mail.threads import thread_decision
-from mail.vague import vague_reason
-from storage.db import Store, utcnow
-from storage.deadlines import parse_tiers, tier_for
-from storage.ingest import Ingest, NewMessage, known_uids, record_sent_headers, record_sync_error, sync_state
+from storage.records import NewMessage, OpeningStore, utcnow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datetime import datetime
+
+    from storage.db import Store
+    from storage.ingest import Ingest
+
+# storage.ingest (and with it SQLAlchemy) is imported inside the functions that write: this
+# module loads without it, so `heard sync` connects and fetches while the store opens.
 
 log = logging.getLogger(__name__)
 
@@ -66,104 +75,11 @@ class SyncSummary:
         )
 
 
-class MessageConverter:
-    """ParsedMessage → NewMessage: the per-message rules that need the config."""
-
-    def __init__(self, cfg: Config):
-        self.parts = (list(cfg.own_addresses), cfg.own_domain, dict(cfg.tiers or {}))
-        self._setup(*self.parts)
-
-    @classmethod
-    def from_parts(cls, own_addresses: list[str], own_domain: str, tiers: dict) -> MessageConverter:
-        self = cls.__new__(cls)
-        self.parts = (own_addresses, own_domain, tiers)
-        self._setup(*self.parts)
-        return self
-
-    def _setup(self, own_addresses: list[str], own_domain: str, tiers: dict) -> None:
-        self.own_addresses = set(own_addresses)
-        self.own_domains = {own_domain}
-        self.tiers = parse_tiers(tiers) if tiers else {}
-
-    def convert_fetched(self, batch: list[tuple[int, bytes, bytes | None]]) -> list[tuple[NewMessage, list, list]]:
-        """Parse and convert (uid, raw, INTERNALDATE) triples; ``uid`` is set on each message."""
-        out = []
-        for uid, raw, idate in batch:
-            pm = parse_message(raw)
-            m = self.convert(raw, pm, internal_date=_internal_date(idate) if pm.date is None else None)
-            m.uid = uid
-            out.append((m, list(pm.in_reply_to), list(pm.references)))
-        return out
-
-    def convert(self, raw: bytes, pm: ParsedMessage, *, internal_date: datetime | None) -> NewMessage:
-        outgoing = pm.from_addr in self.own_addresses
-        auto = None
-        if "x-heard-doctor" in pm.headers:  # `heard doctor`'s round-trip check, not a conversation
-            outgoing, auto = False, "heard doctor round trip"
-        elif not outgoing:
-            auto = automated_reason(
-                pm.headers,
-                envelope_sender=None,
-                from_addr=pm.from_addr,
-                message_id=pm.message_id,
-                content_type=pm.content_type,
-                own_addresses=self.own_addresses,
-                own_domains=self.own_domains,
-            )
-        date = pm.date or internal_date or utcnow()
-        tier = tier_for(pm.from_addr, self.tiers) if self.tiers and pm.from_addr else None
-        return NewMessage(
-            raw=raw,
-            content_hash=hashlib.sha256(raw).hexdigest(),
-            message_id=pm.message_id,
-            refs=list(pm.in_reply_to) + [r for r in pm.references if r not in pm.in_reply_to],
-            subject=pm.subject,
-            from_addr=pm.from_addr,
-            from_name=pm.from_name,
-            date=date,
-            date_offset_minutes=pm.date_offset_minutes,
-            direction="out" if outgoing else "in",
-            automated_reason=auto,
-            text=pm.text,
-            html_only=pm.html_only,
-            attachments_json=json.dumps(
-                [{"name": a.name, "content_type": a.content_type, "size": a.size} for a in pm.attachments]
-            ),
-            defects="; ".join(pm.defects),
-            tier=tier.name if tier else None,
-            # Used only when the mail starts a ticket (a first mail can be vague); worked out
-            # here, in the parsing process, to keep it off the storing thread.
-            vague_reason=None if outgoing or auto else vague_reason(pm.subject, pm.text),
-        )
-
-
-_worker_converter: MessageConverter | None = None
-
-
-def _worker_init(parts: tuple) -> None:
-    global _worker_converter
-    _worker_converter = MessageConverter.from_parts(*parts)
-    parent = os.getppid()
-
-    def follow_parent() -> None:
-        # A parent killed with -9 cannot stop us: leave with it, never linger.
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(0)
-
-    threading.Thread(target=follow_parent, name="heard-parse-watchdog", daemon=True).start()
-
-
-def _worker_convert(batch: list[tuple[int, bytes, bytes | None]]) -> list[tuple[NewMessage, list, list]]:
-    items = _worker_converter.convert_fetched(batch)
-    for m, _, _ in items:
-        m.raw = b""  # the parent still has the bytes: don't send them back
-    return items
-
-
 def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[NewMessage, list[str], list[str]]],
                  *, cursor: dict | None = None, now: datetime | None = None) -> Ingest:
     """Thread and store a batch in one transaction; ``cursor`` commits with it."""
+    from storage.ingest import Ingest
+
     now = now or utcnow()
     with store.write_conn(bulk=True) as conn:
         ing = Ingest(conn, store.search, now)
@@ -250,24 +166,24 @@ def _fetched(out: dict, meta: bytes, raw: bytes) -> None:
         out[int(uid.group(1))] = (raw, idate.group(1) if idate else None)
 
 
-def _internal_date(value: bytes | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value.decode(), "%d-%b-%Y %H:%M:%S %z").astimezone(timezone.utc)
-    except ValueError:
-        return None
+def _opened(store: Store | OpeningStore) -> Store:
+    return store.get() if isinstance(store, OpeningStore) else store
 
 
 def sync_once(
-    store: Store,
+    store: Store | OpeningStore,
     cfg: Config,
     *,
     client: IMAPClient | None = None,
     progress: Progress | None = None,
     batch: int = BATCH,
 ) -> SyncSummary:
-    """Fetch what is new in the configured folder; safe to kill at any moment."""
+    """Fetch what is new in the configured folder; safe to kill at any moment.
+
+    ``store`` may be an :class:`OpeningStore` not yet started (`heard sync`):
+    its opening thread starts once the parsing process has forked, and
+    fetching and parsing begin while it loads; batches are stored once it is open.
+    """
     own_client = client is None
     folder = cfg.imap.folder
     summary = SyncSummary(folder=folder)
@@ -276,13 +192,13 @@ def sync_once(
             client = connect_imap(cfg.imap)
         sent = sent_folder_for_threading(cfg)
         if sent and sent != folder:
-            sync_sent_headers(store, client, sent)
+            sync_sent_headers(_opened(store), client, sent)
         converter = MessageConverter(cfg)
         _sync_folder(store, cfg, client, summary, converter, progress=progress, batch=batch)
         if sent and sent != folder:
             from mail.sent import bring_in_sent_replies  # mail.sent builds on this module
 
-            bring_in_sent_replies(store, client, sent, converter, reselect=folder)
+            bring_in_sent_replies(_opened(store), client, sent, converter, reselect=folder)
         return summary
     except (OSError, IMAPClientError) as exc:
         err = network_error(cfg.imap, exc)
@@ -299,7 +215,7 @@ def sync_once(
                 pass
 
 
-def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSummary,
+def _sync_folder(store: Store | OpeningStore, cfg: Config, client: IMAPClient, summary: SyncSummary,
                  converter: MessageConverter, *, progress: Progress | None, batch: int) -> SyncSummary:
     """:func:`sync_once` for the configured folder (which turns errors into one line)."""
     folder = cfg.imap.folder
@@ -311,10 +227,9 @@ def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSum
     uidnext = int(info.get(b"UIDNEXT", 0) or 0)
     modseq = info.get(b"HIGHESTMODSEQ")
     modseq = int(modseq) if modseq is not None else None
-    with store.read() as s:
-        state = sync_state(s.connection(), folder)
+    state = _sync_state(store, folder)
     if state and state["uidvalidity"] == uidvalidity and uidnext and state["uidnext"] == uidnext:
-        _touch(store, folder, uidvalidity, state["last_uid"], uidnext, modseq)
+        _touch(_opened(store), folder, uidvalidity, state["last_uid"], uidnext, modseq)
         return summary  # nothing new: one round trip after login
     last_uid = 0
     if state and state["uidvalidity"] == uidvalidity:
@@ -324,8 +239,7 @@ def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSum
         log.warning("UIDVALIDITY of %s changed %s -> %s: re-linking", folder, state["uidvalidity"], uidvalidity)
     uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
     if uids:
-        with store.read() as s:
-            have = known_uids(s.connection(), folder, uidvalidity)
+        have = _known_uids(store, folder, uidvalidity)
         todo = [u for u in uids if u not in have]
     else:
         todo = []
@@ -362,7 +276,7 @@ def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSum
 
     def store_chunk(items: list, cursor: dict, count: int) -> None:
         nonlocal done
-        r = ingest_batch(store, converter, items, cursor=cursor).result
+        r = ingest_batch(_opened(store), converter, items, cursor=cursor).result
         summary.new_messages += r.new_messages
         summary.automated += r.automated
         summary.quarantined += r.quarantined
@@ -375,81 +289,73 @@ def _sync_folder(store: Store, cfg: Config, client: IMAPClient, summary: SyncSum
             progress(done, total)
 
     pool = _parse_pool(converter) if total >= PARALLEL_MIN else None
-    try:
+    opening = isinstance(store, OpeningStore)
+    if opening:
+        store.start()  # after the fork: the child never sees the thread that imports SQLAlchemy
+
+    def bulk():
         # A single batch commits once: no checkpoints to move off the storing thread.
-        with store.bulk_load() if len(chunks) > 1 else contextlib.nullcontext():
-            _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk)
+        return _opened(store).bulk_load() if len(chunks) > 1 else contextlib.nullcontext()
+
+    try:
+        # While the store opens, parsed batches wait for it: a few more of them than otherwise.
+        _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk,
+                  storing=bulk, ahead=OPENING_AHEAD if opening else 2)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
             gc.unfreeze()
     if not todo:
-        _touch(store, folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
+        _touch(_opened(store), folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
     summary.tickets_created = len(created)
     summary.tickets_updated = len(updated - created)
     summary.new_ticket_ids = sorted(created)
     return summary
 
 
-PARALLEL_MIN = 1500  # messages: below this a parsing process costs more to start than it saves
+OPENING_AHEAD = 4  # parsed batches that may wait for a store still opening (about 12 MB of mail)
 
 
-def _parse_pool(converter: MessageConverter):
-    """One process that parses while this one fetches and stores: parsing holds the GIL."""
-    import concurrent.futures
-    import multiprocessing
+def _sync_state(store: Store | OpeningStore, folder: str) -> dict | None:
+    if isinstance(store, OpeningStore):
+        early = store.sync_state(folder)
+        if early is not None:
+            return early[0]
+    from storage.ingest import sync_state
 
-    # fork is quick and safe before the pipeline's threads exist; inside a process
-    # that already runs threads (the app), spawn a clean interpreter instead.
-    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    if method == "fork":
-        # Objects alive now (the imported modules, above all) are left out of the cyclic garbage
-        # collector's passes in both processes until the sync ends (_sync_folder unfreezes): the
-        # child does not copy the pages the collector would touch, and neither process walks them
-        # again and again while the batches go through (about a tenth of a second per 10,000 mails).
-        gc.freeze()
-    try:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context(method),
-            initializer=_worker_init, initargs=(converter.parts,),
-        )
-        pool.submit(int).result()  # start it now, before any thread of ours
-    except Exception:  # no usable process support here: parse in-process
-        gc.unfreeze()
-        return None
-    _widen_pipes(pool)
-    return pool
+    with _opened(store).read() as s:
+        return sync_state(s.connection(), folder)
 
 
-PIPE_BYTES = 1024 * 1024  # Linux's limit for unprivileged processes (/proc/sys/fs/pipe-max-size)
+def _known_uids(store: Store | OpeningStore, folder: str, uidvalidity: int) -> set[int]:
+    if isinstance(store, OpeningStore):
+        early = store.known_uids(folder, uidvalidity)
+        if early is not None:
+            return early
+    from storage.ingest import known_uids
+
+    with _opened(store).read() as s:
+        return known_uids(s.connection(), folder, uidvalidity)
 
 
-def _widen_pipes(pool) -> None:
-    """Let the pool's pipes hold 1 MB instead of 64 KB: a batch's raw bytes (several MB) then
-    cross in a few large reads and writes instead of one wake-up per 64 KB on each side,
-    which cost the parsing process (the busiest one) about a tenth of its time."""
-    try:
-        import fcntl
-
-        ends = [pool._call_queue._writer, pool._result_queue._writer]  # CPython's ProcessPoolExecutor
-        for end in ends:
-            fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except Exception:  # another platform or Python, or a lower limit: the default pipes work too
-        pass
-
-
-def _pipeline(chunks: list[list[int]], *, fetch, parse, store) -> None:
+def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
+              storing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+              ahead: int = 2) -> None:
     """Fetch, parse and store batches on three threads, stored strictly in UID order.
 
     Fetching waits on the network and storing mostly runs inside SQLite (FTS
     tokenising, page writes), both outside the GIL, so they overlap with
     parsing. Each batch still commits its raw bytes and its cursor together,
     in order, so a kill at any point loses at most the uncommitted batches.
+
+    ``storing()`` is entered on the storing thread around all the stores
+    (it may wait for the store to open); up to ``ahead`` parsed batches
+    queue for it.
     """
     if not chunks:
         return
     fetched_q: queue.Queue = queue.Queue(maxsize=2)
-    parsed_q: queue.Queue = queue.Queue(maxsize=2)
+    parsed_q: queue.Queue = queue.Queue(maxsize=ahead)
     failed = threading.Event()
     errors: list[BaseException] = []
     done = object()
@@ -475,15 +381,16 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store) -> None:
 
     def writer() -> None:
         try:
-            while not failed.is_set():
-                try:
-                    item = parsed_q.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if item is done:
-                    return
-                finish, count = item
-                store(*finish(), count)
+            with storing():
+                while not failed.is_set():
+                    try:
+                        item = parsed_q.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    if item is done:
+                        return
+                    finish, count = item
+                    store(*finish(), count)
         except BaseException as exc:
             errors.append(exc)
             failed.set()
@@ -548,6 +455,8 @@ def sync_sent_headers(store: Store, client: IMAPClient, folder: str, *, batch: i
         info = client.select_folder(folder, readonly=True)
     except IMAPClientError:
         return 0  # no such folder (yet): nothing to index
+    from storage.ingest import Ingest, record_sent_headers, sync_state
+
     key = f"sent:{folder}"
     uidvalidity = int(info.get(b"UIDVALIDITY", 0))
     uidnext = int(info.get(b"UIDNEXT", 0) or 0)
@@ -578,15 +487,19 @@ def sync_sent_headers(store: Store, client: IMAPClient, folder: str, *, batch: i
 
 
 def _touch(store: Store, folder: str, uidvalidity: int, last_uid: int, uidnext: int, modseq: int | None) -> None:
+    from storage.ingest import Ingest
+
     with store.write_conn() as conn:
         Ingest(conn, store.search, utcnow()).set_cursor(
             folder, uidvalidity=uidvalidity, last_uid=last_uid, uidnext=uidnext, highestmodseq=modseq
         )
 
 
-def _record_error(store: Store, folder: str, error: str) -> None:
+def _record_error(store: Store | OpeningStore, folder: str, error: str) -> None:
     try:
-        with store.write_conn() as conn:
+        from storage.ingest import record_sync_error
+
+        with _opened(store).write_conn() as conn:
             record_sync_error(conn, folder, error)
     except Exception:  # the store itself may be the problem; the caller reports the error
         pass

@@ -12,7 +12,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -20,15 +19,10 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, SQLModel
 
 from storage import models  # noqa: F401  (registers the tables)
+from storage.records import StoreError, utcnow  # noqa: F401  (defined without SQLAlchemy, used from here)
 from storage.search import SearchIndex, search_index_for
 
 
-class StoreError(RuntimeError):
-    """A one-line problem with the database, with what to do about it."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def database_url(database: str) -> str:
@@ -57,18 +51,28 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's own words, without SQLAlchemy's "Background on this error" link or the SQL."""
+    orig = getattr(exc, "orig", None)  # the driver's error inside SQLAlchemy's wrapper
+    return (str(orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class Store:
     """The ticket store: one per process (or per thread-worker family)."""
 
     def __init__(self, database: str, *, migrate: bool = True):
-        self.url = database_url(database)
+        try:
+            self.url = database_url(database)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder for database {database!r} ({exc.strerror or exc}): "
+                             "check [storage] database") from None
         kwargs = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
         try:
             self.engine = create_engine(self.url, **kwargs)
         except Exception as exc:
-            raise StoreError(f"cannot use database {database!r}: {exc}; check [storage] database") from None
+            raise StoreError(f"cannot use database {database!r}: {_first_line(exc)}; check [storage] database") from None
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
@@ -81,7 +85,8 @@ class Store:
             except StoreError:
                 raise
             except Exception as exc:
-                raise StoreError(f"cannot open database {database!r}: {exc}") from None
+                raise StoreError(f"cannot open database {database!r}: {_first_line(exc)}; "
+                                 "check [storage] database, or move the file aside and run heard sync again") from None
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, case, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.lifecycle import Status, customer_reply_reopens
+from storage.records import NewMessage  # noqa: F401  (defined without SQLAlchemy, used from here)
 from storage.models import Customer, Event, Message, MessageLocation, RawMessage, SentHeader, SyncState, Ticket
 
 T_TICKET = Ticket.__table__
@@ -27,33 +28,6 @@ T_SYNC = SyncState.__table__
 T_SENT = SentHeader.__table__
 
 SYNC_ACTOR = "heard sync"
-
-
-@dataclass(slots=True)
-class NewMessage:
-    """A fetched, parsed message, as plain values."""
-
-    raw: bytes
-    content_hash: str
-    message_id: str | None
-    refs: list[str]  # In-Reply-To first, then References (newest first)
-    subject: str
-    from_addr: str
-    from_name: str
-    date: datetime
-    date_offset_minutes: int | None = None
-    direction: str = "in"
-    automated_reason: str | None = None
-    text: str = ""
-    html_only: bool = False
-    attachments_json: str = "[]"
-    defects: str = ""
-    vague_reason: str | None = None
-    tier: str | None = None
-    # Where it came from; None for our own outgoing mail.
-    folder: str | None = None
-    uidvalidity: int | None = None
-    uid: int | None = None
 
 
 @dataclass(slots=True)

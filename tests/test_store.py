@@ -318,3 +318,49 @@ def test_bulk_writes_from_two_threads_at_once_both_land(tmp_path):
     with s.read() as r:
         assert r.connection().exec_driver_sql("SELECT count(*) FROM t").scalar() == 60
     s.close()
+
+
+def test_the_sync_cursor_can_be_read_before_the_store_has_opened(tmp_path):
+    """`heard sync` decides what to fetch while SQLAlchemy loads: the early read must agree with the store."""
+    from storage.ingest import Ingest, known_uids, sync_state
+    from storage.records import OpeningStore, sqlite_path
+
+    path = tmp_path / "heard.db"
+    assert OpeningStore(str(path)).sync_state("INBOX") == (None,)  # no file yet: nothing synced
+    assert not path.exists()  # and reading did not create one
+    store = Store(str(path))
+    assert OpeningStore(str(path)).sync_state("INBOX") == (None,)
+    with store.write_conn() as conn:
+        Ingest(conn, store.search, datetime.now(timezone.utc)).set_cursor(
+            "INBOX", uidvalidity=7, last_uid=41, uidnext=42, highestmodseq=None)
+    add_ticket(store, folder="INBOX", uidvalidity=7, uid=40)
+    add_ticket(store, folder="INBOX", uidvalidity=6, uid=39)  # from before a UIDVALIDITY change
+    early = OpeningStore(f"sqlite:///{path}")
+    with store.read() as s:
+        state = sync_state(s.connection(), "INBOX")
+        have = known_uids(s.connection(), "INBOX", 7)
+    (got,) = early.sync_state("INBOX")
+    assert {k: got[k] for k in ("uidvalidity", "last_uid", "uidnext")} == {"uidvalidity": 7, "last_uid": 41, "uidnext": 42}
+    assert {k: state[k] for k in got if k != "folder"} == {k: got[k] for k in got if k != "folder"}
+    assert early.known_uids("INBOX", 7) == have == {40}
+    # Once open, the store itself answers; elsewhere than SQLite the caller waits for it.
+    assert isinstance(early.get(), Store) and early.sync_state("INBOX") is None
+    assert OpeningStore("postgresql://heard@db.example/heard").sync_state("INBOX") is None
+    assert sqlite_path("sqlite:////var/lib/heard.db").as_posix() == "/var/lib/heard.db"
+    assert sqlite_path("sqlite:///relative.db").as_posix() == "relative.db"
+    assert sqlite_path("sqlite://") is None and sqlite_path("sqlite:///:memory:") is None
+
+
+def test_a_database_that_cannot_be_opened_is_one_line_that_says_what_to_do(tmp_path):
+    from storage.db import StoreError
+
+    junk = tmp_path / "heard.db"
+    junk.write_bytes(b"not a database " * 100)
+    with pytest.raises(StoreError) as err:
+        Store(str(junk))
+    assert "\n" not in str(err.value) and "file is not a database" in str(err.value)
+    assert "check [storage] database" in str(err.value)
+    assert junk.read_bytes() == b"not a database " * 100  # nothing overwritten
+    with pytest.raises(StoreError) as err:
+        Store("/proc/no-such-dir/heard.db")
+    assert "\n" not in str(err.value) and "check [storage] database" in str(err.value)

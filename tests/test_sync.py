@@ -280,6 +280,17 @@ def test_missing_folder_is_one_line(pymap_server, tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1 and "[imap] folder" in err
 
 
+def test_a_database_that_cannot_be_opened_stops_the_sync_with_one_line(pymap_server, tmp_path, capsys):
+    """The store opens while the sync already fetches: its error still ends the sync, in one line."""
+    pymap_server.append([mail(n) for n in range(1, 4)])
+    cfg = write_config(tmp_path, pymap_server)
+    (tmp_path / "heard.db").write_bytes(b"not a database " * 100)
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1 and err.count("\n") == 1, err
+    assert "file is not a database" in err and "check [storage] database" in err
+    assert (tmp_path / "heard.db").read_bytes() == b"not a database " * 100
+
+
 @pytest.mark.dovecot
 def test_condstore_modseq_is_recorded_with_the_cursor(dovecot_server, tmp_path, capsys):
     dovecot_server.append([mail(1)])
@@ -294,13 +305,15 @@ def test_a_reply_to_mail_we_sent_from_another_client_joins_the_ticket(imap, tmp_
     """The customer's client sets only In-Reply-To, to our reply that only the Sent folder has."""
     imap.append([mail(1, "Invoice PDF is blank")])
     ours = (f"From: Support <{SUPPORT}>\r\nTo: ann@cust.example\r\nSubject: Re: Invoice PDF is blank\r\n"
-            f"Message-ID: <webmail-1@heard.example>\r\nIn-Reply-To: <m1@cust.example>\r\n"
+            f"Message-ID: <webmail-1@heard.example>\r\nDate: Mon, 23 Nov 2026 09:10:00 +0100\r\n"
+            f"In-Reply-To: <m1@cust.example>\r\n"
             f"References: <m1@cust.example>\r\n\r\nCould you send a screenshot?\r\n").encode()
     imap.append([ours], folder="Sent")
     cfg = write_config(tmp_path, imap)
     cfg.write_text(cfg.read_text().replace('folder = "INBOX"', 'folder = "INBOX"\nsent_folder = "Sent"'))
     heard(cfg, "sync", capsys=capsys)
-    imap.append([mail(2, "RE: Invoice PDF is blank", irt="webmail-1@heard.example").replace(
+    imap.append([mail(2, "RE: Invoice PDF is blank", irt="webmail-1@heard.example",
+                      date="Mon, 23 Nov 2026 09:20:00 +0100").replace(
         b"References: <webmail-1@heard.example>\r\n", b"")])
     code, out, err = heard(cfg, "sync", capsys=capsys)
     assert code == 0, err

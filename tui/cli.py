@@ -14,12 +14,19 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mail.config import Config, ConfigError, default_config_path, load_config, write_config
 from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
-from storage.db import Store, StoreError, utcnow
 from storage.lifecycle import STATUS_LABELS, LifecycleError, Status
+from storage.records import OpeningStore, StoreError, utcnow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from storage.db import Store
+
+# storage.db (SQLAlchemy, about half a second) is imported when a command opens the store:
+# `heard sync` starts fetching while it loads.
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -41,6 +48,8 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def open_store(cfg: Config) -> Store:
+    from storage.db import Store
+
     return Store(cfg.database)
 
 
@@ -171,13 +180,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from mail.sync import sync_once, watch
 
     cfg = config_from(args)
-    store = open_store(cfg)
     bar = ProgressBar()
     if not args.watch:
-        summary = sync_once(store, cfg, progress=bar)
+        # The store opens on a thread while the sync connects, forks its parsing process and fetches.
+        opening = OpeningStore(cfg.database)
+        summary = sync_once(opening, cfg, progress=bar)
+        store = opening.get()
         out(summary.line())
         after_sync(store, cfg, summary)
         return 0
+    store = open_store(cfg)
     stop = threading.Event()
 
     def on_status(st) -> None:
