@@ -48,7 +48,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-BATCH = 250
+BATCH = 250  # messages per FETCH, and per transaction
+BATCH_BYTES = 8 * 1024 * 1024  # and about this much mail at most: up to 8 batches are in memory at once
+LARGE = 256 * 1024  # messages over this are sized before fetching; smaller ones are counted as SMALL
+SMALL = 16 * 1024
 Progress = Callable[[int, int], None]
 
 
@@ -249,7 +252,7 @@ def _sync_folder(store: Store | OpeningStore, cfg: Config, client: IMAPClient, s
     done = 0
     if progress:
         progress(0, total)
-    chunks = [todo[i : i + batch] for i in range(0, total, batch)]
+    chunks = plan_batches(todo, _large_sizes(client, todo), batch=batch)
 
     def parse_chunk(chunk: list[int], fetched: dict):
         # A UID missing from the reply was expunged between SEARCH and FETCH.
@@ -311,6 +314,41 @@ def _sync_folder(store: Store | OpeningStore, cfg: Config, client: IMAPClient, s
     summary.tickets_updated = len(updated - created)
     summary.new_ticket_ids = sorted(created)
     return summary
+
+
+def plan_batches(uids: list[int], sizes: dict[int, int], *, batch: int = BATCH,
+                 budget: int | None = None) -> list[list[int]]:
+    """Cut UIDs (in order) into batches of at most ``batch`` messages and about ``budget`` bytes.
+
+    ``sizes`` has the size of each large message; the others count as
+    ``SMALL``. A message bigger than the budget is a batch of its own. A few
+    batches are in memory at once (fetched, parsing, waiting to be stored), so
+    this is what bounds the sync's memory on a mailbox of big attachments.
+    """
+    budget = BATCH_BYTES if budget is None else budget
+    chunks: list[list[int]] = []
+    chunk: list[int] = []
+    held = 0
+    for uid in uids:
+        size = sizes.get(uid, SMALL)
+        if chunk and (len(chunk) >= batch or held + size > budget):
+            chunks.append(chunk)
+            chunk, held = [], 0
+        chunk.append(uid)
+        held += size
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def _large_sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:
+    """The sizes of the messages over ``LARGE`` among ``uids``: one SEARCH, then one small FETCH if any."""
+    if len(uids) <= 1:
+        return {}
+    large = sorted(set(client.search(["UID", f"{uids[0]}:{uids[-1]}", "LARGER", str(LARGE)])) & set(uids))
+    if not large:
+        return {}
+    return {uid: int(data.get(b"RFC822.SIZE", 0)) for uid, data in client.fetch(large, [b"RFC822.SIZE"]).items()}
 
 
 OPENING_AHEAD = 4  # parsed batches that may wait for a store still opening (about 12 MB of mail)

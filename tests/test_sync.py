@@ -340,3 +340,42 @@ def test_the_parsing_process_gets_wide_pipes_and_still_parses():
         assert (m.uid, m.subject, m.raw) == (7, "Hi", b"")  # the bytes stay with the parent
     finally:
         pool.shutdown()
+
+
+def test_batches_are_cut_by_count_and_by_bytes_in_uid_order():
+    from mail.sync import SMALL, plan_batches
+
+    uids = list(range(1, 11))
+    # Small mail: by count only.
+    assert plan_batches(uids, {}, batch=4, budget=10 * SMALL) == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    # Big mail closes a batch early; one bigger than the budget goes alone; order is kept.
+    sizes = {3: 5 * SMALL, 4: 50 * SMALL, 8: 8 * SMALL}
+    assert plan_batches(uids, sizes, batch=4, budget=10 * SMALL) == [[1, 2, 3], [4], [5, 6, 7], [8, 9, 10]]
+    assert plan_batches([], {}, batch=4) == []
+
+
+def _big_mail(n: int, megabytes: int = 4) -> bytes:
+    import base64
+
+    payload = base64.encodebytes(os.urandom(megabytes * 3 * 1024 * 1024 // 4)).replace(b"\n", b"\r\n")
+    return mail(n, f"Logs {n}", body="").replace(
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nLogs attached.\r\n"
+        b"--b\r\nContent-Type: application/octet-stream; name=logs.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+    ) + payload + b"\r\n--b--\r\n"
+
+
+@pytest.mark.dovecot
+def test_a_mailbox_of_big_attachments_syncs_in_bounded_memory(dovecot_server, tmp_path):
+    """40 mails of 4 MB: fetched a few at a time (by size), not 160 MB at once."""
+    dovecot_server.deliver_maildir(dovecot_server.username, [_big_mail(n) for n in range(40)])
+    cfg = write_config(tmp_path, dovecot_server)
+    measure = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.stdout.strip())")
+    out = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "tui.cli", "--config", str(cfg), "sync"],
+                         capture_output=True, text=True, timeout=300).stdout
+    code, peak_mb, summary = out.split(" ", 2)
+    assert code == "0" and summary.startswith("40 new messages"), out
+    assert int(peak_mb) < 150, f"peak memory {peak_mb} MB for a 160 MB mailbox"
+    con = sqlite3.connect(tmp_path / "heard.db")
+    assert con.execute("SELECT count(*), min(length(raw)) FROM raw_messages").fetchone() == (40, len(_big_mail(0)))
