@@ -679,3 +679,14 @@ def test_same_subject_from_id_and_text_as_the_stdlib_on_well_formed_mail():
         names = [p.get_filename() for p in ref.iter_attachments() if p.get_filename()]
         assert [a.name for a in ours.attachments] == names
         assert ours.defects == []
+
+
+def test_repeated_part_headers_parse_alike_with_their_defects():
+    """Part header blocks are parsed once and reused: every message still gets its own defects."""
+    body = ("--B\nContent-Type: text/plain; charset=utf-8\nX-Junk: caf\xe9\x00\n\nhello\n"
+            "--B\nContent-Type: application/pdf; name=a.pdf\n\nPDF\n--B--\n")
+    raw = msg(*BASE, "Content-Type: multipart/mixed; boundary=B", body=body.encode("latin-1"))
+    first, second = parse_message(raw), parse_message(raw)
+    assert first == second
+    assert "8-bit junk in headers" in second.defects and "NUL bytes in headers" in second.defects
+    assert second.text == "hello" and [a.name for a in second.attachments] == ["a.pdf"]
