@@ -86,7 +86,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 def _parse(raw: bytes, pm: ParsedMessage) -> None:
     defects = pm.defects
-    if not raw.strip():
+    if raw[:1] in _ASCII_SPACE and not raw.strip():  # (strip() would copy the whole message)
         defects.append("empty message")
         defects.append("missing From")
         defects.append("missing Message-ID")
@@ -161,6 +161,9 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
             text = text.replace("\x00", "")
             defects.append("NUL bytes in body")
         pm.text = text
+
+
+_ASCII_SPACE = frozenset((b"", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"))  # what bytes.strip() removes
 
 
 class _State:
