@@ -488,7 +488,8 @@ def _encoded_size(h: dict[str, str], body: bytes) -> int:
     """Decoded size of an attachment, estimated without decoding it."""
     cte = h.get("content-transfer-encoding", "").strip().lower()
     if cte == "base64":
-        n = len(body.translate(None, b"\n\r "))  # one pass instead of three counts
+        # Deleting each byte with bytes.replace (memchr-based) beats counting or translating.
+        n = len(body.replace(b"\r", b"").replace(b"\n", b"").replace(b" ", b""))
         tail = body[-64:].rstrip()[-2:]  # rstrip() of the whole body would copy it
         if len(tail) < 2 and len(body) > 64:
             tail = body.rstrip()[-2:]
@@ -578,7 +579,7 @@ def _params(text: str) -> dict[str, str]:
                 v = re.sub(r"\\(.)", r"\1", v)
         if k not in out:
             out[k] = v
-    if any("*" in k for k in out):
+    if "*" in text and any("*" in k for k in out):  # (names are parts of the text)
         _rfc2231(out)
     return out
 
