@@ -616,10 +616,28 @@ def _rfc2231(params: dict[str, str]) -> None:
 _EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 
 
+# Encoded subjects and sender names repeat (a thread, a customer): decoded once.
+_EW_CACHE: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
 def _decode_words(value: str, defects: list[str]) -> str:
     """RFC 2047 encoded words -> text. Adjacent words of one charset are joined as bytes."""
     if "=?" not in value:
         return value
+    hit = _EW_CACHE.get(value)
+    if hit is None:
+        found: list[str] = []
+        hit = (_decode_encoded_words(value, found), tuple(found))
+        if len(value) <= 1024:
+            if len(_EW_CACHE) >= 1024:
+                _EW_CACHE.clear()
+            _EW_CACHE[value] = hit
+    if hit[1]:
+        defects.extend(hit[1])
+    return hit[0]
+
+
+def _decode_encoded_words(value: str, defects: list[str]) -> str:
     out: list[str] = []
     cs_pending = None
     pending: list[bytes] = []
@@ -753,8 +771,25 @@ def _ids(value: str) -> list[str]:
     return out
 
 
+# From and To values repeat (a customer, our own address): split once, shared read-only.
+_MAILBOX_CACHE: dict[str, list[tuple[str, str]]] = {}
+
+
 def _mailboxes(value: str) -> list[tuple[str, str]]:
-    """(display name still RFC 2047 encoded, lower-cased address) for an address list."""
+    """(display name still RFC 2047 encoded, lower-cased address) for an address list.
+
+    The list may be shared between calls: read it, never change it."""
+    hit = _MAILBOX_CACHE.get(value)
+    if hit is None:
+        hit = _split_mailboxes(value)
+        if len(value) <= 1024:
+            if len(_MAILBOX_CACHE) >= 1024:
+                _MAILBOX_CACHE.clear()
+            _MAILBOX_CACHE[value] = hit
+    return hit
+
+
+def _split_mailboxes(value: str) -> list[tuple[str, str]]:
     if '"' in value or "(" in value:
         pieces = _split_addresses(value)
     else:

@@ -690,3 +690,15 @@ def test_repeated_part_headers_parse_alike_with_their_defects():
     assert first == second
     assert "8-bit junk in headers" in second.defects and "NUL bytes in headers" in second.defects
     assert second.text == "hello" and [a.name for a in second.attachments] == ["a.pdf"]
+
+
+def test_repeated_encoded_subjects_and_senders_keep_their_defects():
+    """Encoded words and address lists are decoded once and reused: each message still gets its defects."""
+    rest = [h for h in BASE if not h.startswith(("Subject", "From"))]
+    raw = msg(*rest, "Subject: =?x-no-such-charset?q?caf=E9?=", "From: =?utf-8?b?SvZyZw==?= <J@Example.DE>",
+              body="x\n")
+    first, second = parse_message(raw), parse_message(raw)
+    assert first == second
+    assert any(d.startswith("unknown charset") for d in second.defects)
+    assert any(d.startswith("invalid UTF-8") for d in second.defects)
+    assert second.from_addr == "j@example.de" and second.to_addrs == first.to_addrs
