@@ -86,7 +86,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 def _parse(raw: bytes, pm: ParsedMessage) -> None:
     defects = pm.defects
-    if not raw.strip():
+    if raw[:1] in _ASCII_SPACE and not raw.strip():  # (strip() would copy the whole message)
         defects.append("empty message")
         defects.append("missing From")
         defects.append("missing Message-ID")
@@ -161,6 +161,9 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
             text = text.replace("\x00", "")
             defects.append("NUL bytes in body")
         pm.text = text
+
+
+_ASCII_SPACE = frozenset((b"", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"))  # what bytes.strip() removes
 
 
 class _State:
@@ -307,7 +310,7 @@ def _walk(
         results = []
         for part in parts:
             ph_bytes, pbody = _split_head(part)
-            ph = _parse_headers(_decode_head(ph_bytes, st.defects))[0] if ph_bytes else {}
+            ph = _part_headers(ph_bytes, st.defects) if ph_bytes else {}
             default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
             pct, pparams = _content_type(ph.get("content-type"), default, st.defects)
             results.append(_walk(st, ph, pct, pparams, pbody, depth + 1, ctype))
@@ -328,6 +331,26 @@ def _walk(
         return _leaf_text(st, ctype, params, h, body)
     st.attachments.append(Attachment(fname or _unnamed(ctype, body), ctype, _encoded_size(h, body)))
     return None, False
+
+
+# Part headers repeat from message to message ("Content-Type: text/plain;
+# charset=utf-8" + a transfer encoding): parsed once, shared read-only.
+_PH_CACHE: dict[bytes, tuple[dict[str, str], tuple[str, ...]]] = {}
+
+
+def _part_headers(ph_bytes: bytes, defects: list[str]) -> dict[str, str]:
+    """The headers of a MIME part (never modified by the caller: the dict may be shared)."""
+    hit = _PH_CACHE.get(ph_bytes)
+    if hit is None:
+        found: list[str] = []
+        hit = (_parse_headers(_decode_head(ph_bytes, found))[0], tuple(found))
+        if len(ph_bytes) <= 512:
+            if len(_PH_CACHE) >= 1024:
+                _PH_CACHE.clear()
+            _PH_CACHE[ph_bytes] = hit
+    if hit[1]:
+        defects.extend(hit[1])
+    return hit[0]
 
 
 def _combine(ctype: str, results: list[tuple]) -> tuple:
@@ -465,8 +488,11 @@ def _encoded_size(h: dict[str, str], body: bytes) -> int:
     """Decoded size of an attachment, estimated without decoding it."""
     cte = h.get("content-transfer-encoding", "").strip().lower()
     if cte == "base64":
-        n = len(body) - body.count(b"\n") - body.count(b"\r") - body.count(b" ")
-        tail = body.rstrip()[-2:]
+        # Deleting each byte with bytes.replace (memchr-based) beats counting or translating.
+        n = len(body.replace(b"\r", b"").replace(b"\n", b"").replace(b" ", b""))
+        tail = body[-64:].rstrip()[-2:]  # rstrip() of the whole body would copy it
+        if len(tail) < 2 and len(body) > 64:
+            tail = body.rstrip()[-2:]
         pad = 2 if tail == b"==" else 1 if tail[-1:] == b"=" else 0
         return max(n * 3 // 4 - pad, 0)
     if cte == "quoted-printable":
@@ -553,7 +579,7 @@ def _params(text: str) -> dict[str, str]:
                 v = re.sub(r"\\(.)", r"\1", v)
         if k not in out:
             out[k] = v
-    if any("*" in k for k in out):
+    if "*" in text and any("*" in k for k in out):  # (names are parts of the text)
         _rfc2231(out)
     return out
 
@@ -590,10 +616,28 @@ def _rfc2231(params: dict[str, str]) -> None:
 _EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 
 
+# Encoded subjects and sender names repeat (a thread, a customer): decoded once.
+_EW_CACHE: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
 def _decode_words(value: str, defects: list[str]) -> str:
     """RFC 2047 encoded words -> text. Adjacent words of one charset are joined as bytes."""
     if "=?" not in value:
         return value
+    hit = _EW_CACHE.get(value)
+    if hit is None:
+        found: list[str] = []
+        hit = (_decode_encoded_words(value, found), tuple(found))
+        if len(value) <= 1024:
+            if len(_EW_CACHE) >= 1024:
+                _EW_CACHE.clear()
+            _EW_CACHE[value] = hit
+    if hit[1]:
+        defects.extend(hit[1])
+    return hit[0]
+
+
+def _decode_encoded_words(value: str, defects: list[str]) -> str:
     out: list[str] = []
     cs_pending = None
     pending: list[bytes] = []
@@ -710,10 +754,13 @@ def _decode_bytes(data: bytes, charset: str | None, defects: list[str], where: s
         return data.decode("utf-8", "replace")
 
 
+_BRACKETED_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
+
+
 def _ids(value: str) -> list[str]:
     """Message ids from Message-ID / In-Reply-To / References, without brackets."""
     if "<" in value:
-        out = [i for i in re.findall(r"<\s*([^<>\s]+)\s*>", value) if "@" in i]
+        out = [i for i in _BRACKETED_ID.findall(value) if "@" in i]
         if out:
             return out
     out = []
@@ -724,8 +771,25 @@ def _ids(value: str) -> list[str]:
     return out
 
 
+# From and To values repeat (a customer, our own address): split once, shared read-only.
+_MAILBOX_CACHE: dict[str, list[tuple[str, str]]] = {}
+
+
 def _mailboxes(value: str) -> list[tuple[str, str]]:
-    """(display name still RFC 2047 encoded, lower-cased address) for an address list."""
+    """(display name still RFC 2047 encoded, lower-cased address) for an address list.
+
+    The list may be shared between calls: read it, never change it."""
+    hit = _MAILBOX_CACHE.get(value)
+    if hit is None:
+        hit = _split_mailboxes(value)
+        if len(value) <= 1024:
+            if len(_MAILBOX_CACHE) >= 1024:
+                _MAILBOX_CACHE.clear()
+            _MAILBOX_CACHE[value] = hit
+    return hit
+
+
+def _split_mailboxes(value: str) -> list[tuple[str, str]]:
     if '"' in value or "(" in value:
         pieces = _split_addresses(value)
     else:
@@ -813,32 +877,27 @@ _DATE = re.compile(
 def _set_date(pm: ParsedMessage, value: str) -> None:
     try:
         m = _DATE.match(value)
-        if m is not None and m.group(2).lower() in _MONTHS:
-            off = int(m.group(8)) * 60 + int(m.group(9))
-            if m.group(7) == "-":
+        month = _MONTHS.get(m.group(2).lower()) if m is not None else None
+        if month is not None:
+            day, _, year, hour, minute, second, sign, oh, om = m.groups()
+            off = int(oh) * 60 + int(om)
+            if sign == "-":
                 off = -off
-            unknown = off == 0 and m.group(7) == "-"
-            d = datetime(
-                int(m.group(3)),
-                _MONTHS[m.group(2).lower()],
-                int(m.group(1)),
-                int(m.group(4)),
-                int(m.group(5)),
-                int(m.group(6) or 0),
-            )
+            unknown = off == 0 and sign == "-"
+            d = datetime(int(year), month, int(day), int(hour), int(minute), int(second or 0), tzinfo=timezone.utc)
         else:
             t = _parsedate_tz(value)
             if t is None:
                 raise ValueError
-            d = datetime(*t[:6])
+            d = datetime(*t[:6], tzinfo=timezone.utc)
             unknown = t[9] is None
             off = 0 if unknown else t[9] // 60
         if unknown:  # "-0000": the offset is not known
-            pm.date = d.replace(tzinfo=timezone.utc)
+            pm.date = d
             return
         if not -1440 < off < 1440:
             raise ValueError
-        pm.date = (d - timedelta(minutes=off)).replace(tzinfo=timezone.utc)
+        pm.date = d - timedelta(minutes=off) if off else d
         pm.date_offset_minutes = off
     except (ValueError, OverflowError, TypeError, IndexError):
         pm.defects.append(f"bad Date header {_clip(value)}")

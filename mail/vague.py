@@ -54,17 +54,36 @@ _CONCRETE = re.compile(
     re.I,
 )
 _SIGNATURE = re.compile(r"^(?:--\s*|sent from my \w+.*|get outlook for \w+.*)$", re.I)
+_REPLY_PREFIX = re.compile(r"^(?:(?:re|fwd?|aw|sv|tr)\s*:\s*)+", re.I)
+_SIGNATURE_FIRST = frozenset("-sSgG\u017f")  # what a _SIGNATURE match can start with (re.I: long s too)
+_PREFIX_CHARS = 640  # a long mail is usually decided within its first lines
 
 
 def _body(text: str, max_words: int | None = None) -> str | None:
     """The customer's own words (no quotes, no signature); None once over ``max_words``."""
+    if max_words is not None and len(text) > _PREFIX_CHARS:
+        # Read the complete lines of a prefix first (the last one may be cut, so it
+        # is left out): they are the first lines of the whole text, so a decision
+        # reached among them is the one the whole text gives. Else read it all.
+        lines = []
+        words = 0
+        for line in text[:_PREFIX_CHARS].splitlines()[:-1]:
+            stripped = line.strip()
+            if stripped.startswith(">"):
+                continue
+            if stripped[:1] in _SIGNATURE_FIRST and _SIGNATURE.match(stripped):
+                return "\n".join(lines)
+            words += len(stripped.split())
+            if words > max_words:
+                return None
+            lines.append(line)
     lines = []
     words = 0
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith(">"):
             continue
-        if _SIGNATURE.match(stripped):
+        if stripped[:1] in _SIGNATURE_FIRST and _SIGNATURE.match(stripped):
             break
         if max_words is not None:
             words += len(stripped.split())
@@ -85,7 +104,7 @@ def vague_reason(subject: str, text: str) -> str | None:
     Quoted lines (">") and signatures ("-- ", "Sent from my ...") are ignored.
     """
     subject = (subject or "").strip()
-    subject = re.sub(r"^(?:(?:re|fwd?|aw|sv|tr)\s*:\s*)+", "", subject, flags=re.I)
+    subject = _REPLY_PREFIX.sub("", subject)
     body = _body(text or "", MAX_VAGUE_WORDS)
     if body is None:
         return None
@@ -94,9 +113,10 @@ def vague_reason(subject: str, text: str) -> str | None:
         return None
     if len(whole.split()) > MAX_VAGUE_WORDS:
         return None
-    if not (_VAGUE_PHRASES.search(whole) or _HELP_ONLY.match(subject) or _HELP_ONLY.match(body.strip())):
-        return None
+    # Both tests must pass; the concrete one goes first as it usually stops early.
     if _CONCRETE.search(whole):
+        return None
+    if not (_VAGUE_PHRASES.search(whole) or _HELP_ONLY.match(subject) or _HELP_ONLY.match(body.strip())):
         return None
     return VAGUE_REASON
 

@@ -217,3 +217,28 @@ def test_default_window_is_days():
     assert DEFAULT_AUTOMATIC_MAIL_WINDOW >= timedelta(days=1)
     with pytest.raises(ValueError):
         automatic_mail_allowed(None, NOW, timedelta(0))
+
+
+def test_lowered_headers_are_used_as_given_with_the_same_rules():
+    """lowered=True (ParsedMessage.headers: lower-case names, str values) skips the copy, not a rule."""
+    cases = [case[1] for case in FIRES + DOES_NOT_FIRE if all(k == k.lower() for k in case[1])]
+    cases += [
+        {"subject": "=?utf-8?q?Automatic_reply?=: Invoice", "list-foo": "x"},
+        {"subject": "=?utf-8?q?out_of?=office", "x-loop": "a"},
+        {"subject": "=?utf-8?q?out_of?=office"},  # decode_header/make_header put a space here
+        {"subject": "=?x-unknown?q?Out_of_office?="},  # undecodable: the raw text is matched
+        {"subject": "Out of office", "precedence": "bulk (list)"},
+        {"list-zzz": "", "list-aaa": ""},
+        {},
+    ]
+    for headers in cases:
+        for kw in ({}, {"envelope_sender": None}, {"from_addr": "noreply@x.example"}):
+            assert reason(dict(headers), lowered=True, **kw) == reason(dict(headers), **kw), headers
+
+
+def test_encoded_subjects_decode_the_same_every_time():
+    for _ in range(2):  # the second round comes from the decode cache
+        assert reason({"subject": "=?utf-8?q?out_of?=office"}) == "out-of-office subject"
+        assert reason({"subject": "=?utf-8?b?QXV0b21hdGljIHJlcGx5?= Re: x"}) == "out-of-office subject"
+        assert reason({"subject": "=?x-unknown?q?Out_of_office?="}) is None
+        assert reason({"subject": "Re: =?utf-8?q?Out_of_office?="}) is None

@@ -679,3 +679,26 @@ def test_same_subject_from_id_and_text_as_the_stdlib_on_well_formed_mail():
         names = [p.get_filename() for p in ref.iter_attachments() if p.get_filename()]
         assert [a.name for a in ours.attachments] == names
         assert ours.defects == []
+
+
+def test_repeated_part_headers_parse_alike_with_their_defects():
+    """Part header blocks are parsed once and reused: every message still gets its own defects."""
+    body = ("--B\nContent-Type: text/plain; charset=utf-8\nX-Junk: caf\xe9\x00\n\nhello\n"
+            "--B\nContent-Type: application/pdf; name=a.pdf\n\nPDF\n--B--\n")
+    raw = msg(*BASE, "Content-Type: multipart/mixed; boundary=B", body=body.encode("latin-1"))
+    first, second = parse_message(raw), parse_message(raw)
+    assert first == second
+    assert "8-bit junk in headers" in second.defects and "NUL bytes in headers" in second.defects
+    assert second.text == "hello" and [a.name for a in second.attachments] == ["a.pdf"]
+
+
+def test_repeated_encoded_subjects_and_senders_keep_their_defects():
+    """Encoded words and address lists are decoded once and reused: each message still gets its defects."""
+    rest = [h for h in BASE if not h.startswith(("Subject", "From"))]
+    raw = msg(*rest, "Subject: =?x-no-such-charset?q?caf=E9?=", "From: =?utf-8?b?SvZyZw==?= <J@Example.DE>",
+              body="x\n")
+    first, second = parse_message(raw), parse_message(raw)
+    assert first == second
+    assert any(d.startswith("unknown charset") for d in second.defects)
+    assert any(d.startswith("invalid UTF-8") for d in second.defects)
+    assert second.from_addr == "j@example.de" and second.to_addrs == first.to_addrs

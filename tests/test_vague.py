@@ -91,3 +91,37 @@ def test_clarifying_reply_passes_check_tone(customer):
     )
     assert warnings == []
 
+
+
+def _body_reading_every_line(text, max_words):
+    """The plain reading: every line, in order (what the prefix fast path must agree with)."""
+    lines, words = [], 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(">"):
+            continue
+        if re.match(r"^(?:--\s*|sent from my \w+.*|get outlook for \w+.*)$", stripped, re.I):
+            break
+        words += len(stripped.split())
+        if words > max_words:
+            return None
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def test_long_texts_are_decided_as_if_read_whole():
+    from mail.vague import _body
+
+    import random
+
+    rng = random.Random(3)
+    pieces = ["broken", "help!", "> quoted", "-- ", "Sent from my iPhone", "\r\n", "\n", "\r", "\u2028",
+              " ", "word " * 7, "nothing works", "   "]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.choice([100, 400, 1500]))) for _ in range(300)]
+    for cut in range(600, 700):  # a signature or a line break right at the edge of the first read
+        texts.append("a\n" * (cut // 2) + "-- \nsig broken " * 40)
+        texts.append("a\n" * (cut // 2) + "--broken help " * 40)  # cut to "--" it would look like a signature
+        texts.append("x" * cut + "\r\n" + "> q\n" * 30 + "help!\n")
+    for text in texts:
+        assert _body(text, 60) == _body_reading_every_line(text, 60)
+        assert _body(text, 100_000) == _body_reading_every_line(text, 100_000)
