@@ -68,6 +68,7 @@ class MessageConverter:
                 content_type=pm.content_type,
                 own_addresses=self.own_addresses,
                 own_domains=self.own_domains,
+                lowered=True,  # the parser's headers: lower-case names, str values
             )
         date = pm.date or internal_date or utcnow()
         tier = tier_for(pm.from_addr, self.tiers) if self.tiers and pm.from_addr else None
