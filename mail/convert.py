@@ -100,9 +100,18 @@ class MessageConverter:
 _worker_converter: MessageConverter | None = None
 
 
+BACKGROUND_NICE = 5  # the parsing process's niceness, over the sync's
+
+
 def _worker_init(parts: tuple) -> None:
     global _worker_converter
     _worker_converter = MessageConverter.from_parts(*parts)
+    try:
+        # Parsing keeps ahead of storing, which is the sync's critical path once the store is open,
+        # and of the app's screen when the app syncs: on a busy machine the parser waits, they don't.
+        os.nice(BACKGROUND_NICE)
+    except (AttributeError, OSError):
+        pass
     parent = os.getppid()
 
     def follow_parent() -> None:

@@ -9,6 +9,7 @@ PostgreSQL also runs; the SQLite-only parts (pragmas, FTS5) sit behind
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -235,6 +236,12 @@ class _BulkLoad:
             self._wal_pages = 0 if restarting and copied == wal_pages else wal_pages
 
     def _run(self) -> None:
+        if sys.platform.startswith("linux"):  # where a thread has a niceness of its own
+            try:
+                # Copying pages can wait; the writer (the sync's critical path) should not.
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + 5)
+            except OSError:
+                pass
         while True:
             with self._wake:
                 while self._commits == self._copied and not self._stop:
