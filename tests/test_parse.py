@@ -702,3 +702,24 @@ def test_repeated_encoded_subjects_and_senders_keep_their_defects():
     assert any(d.startswith("unknown charset") for d in second.defects)
     assert any(d.startswith("invalid UTF-8") for d in second.defects)
     assert second.from_addr == "j@example.de" and second.to_addrs == first.to_addrs
+
+
+def test_a_big_attachment_is_sized_exactly_without_copying_it_again():
+    import tracemalloc
+
+    data = bytes(range(256)) * (12 * 1024)  # 3 MB
+    b64 = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    raw = (b"From: a@cust.example\r\nSubject: logs\r\nMessage-ID: <big@cust.example>\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee logs\r\n"
+           b"--b\r\nContent-Type: application/octet-stream; name=logs.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + b64 + b"--b--\r\n")
+    tracemalloc.start()
+    try:
+        pm = parse_message(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(a.name, a.size) for a in pm.attachments] == [("logs.bin", len(data))]
+    assert pm.text.strip() == "see logs"
+    # The message, its body and the part: not several more copies of the attachment.
+    assert peak < 4 * len(raw), f"{peak / len(raw):.1f}x the message"
