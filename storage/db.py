@@ -163,6 +163,10 @@ class Store:
             if name in done:
                 continue
             with self.write_conn() as conn:
+                # Another process opening the same new database may have applied it since we
+                # looked: the write transaction (BEGIN IMMEDIATE) makes this check and the step one.
+                if conn.execute(text("SELECT 1 FROM schema_migrations WHERE name = :n"), {"n": name}).first():
+                    continue
                 step(self, conn)
                 conn.execute(
                     text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, :t)"),

@@ -364,3 +364,28 @@ def test_a_database_that_cannot_be_opened_is_one_line_that_says_what_to_do(tmp_p
     with pytest.raises(StoreError) as err:
         Store("/proc/no-such-dir/heard.db")
     assert "\n" not in str(err.value) and "check [storage] database" in str(err.value)
+
+
+def _open_at_once(path, barrier, q):
+    barrier.wait()
+    try:
+        Store(path)
+        q.put("ok")
+    except Exception as exc:  # the failure is the assertion's message
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_several_processes_opening_a_new_database_at_once_all_work(tmp_path):
+    """Two agents (or the app and `heard sync`) starting together on a fresh shared database."""
+    path = str(tmp_path / "fresh.db")
+    ctx = mp.get_context("spawn")
+    barrier, q = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_at_once, args=(path, barrier, q)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert results == ["ok"] * 4
+    names = [r[0] for r in sqlite3.connect(path).execute("SELECT name FROM schema_migrations")]
+    assert sorted(names) == sorted(n for n, _ in MIGRATIONS)  # each applied once
