@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imaplib
 import select
 import socket
 import ssl
@@ -21,9 +22,17 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()  # verifies certificates and host names
 
 
-def network_error(cfg: ServerConfig, exc: BaseException) -> MailServerError:
+def network_error(cfg: ServerConfig, exc: BaseException, *, connected: bool = False) -> MailServerError:
+    """One line for a network failure. ``connected``: it happened after we were logged in (a sync, a send)."""
     where = f"{cfg.host}:{cfg.port}"
     key = f"[{cfg.section}]"
+    if connected and isinstance(exc, (TimeoutError, socket.timeout)):
+        return MailServerError(f"{where} stopped answering; what arrived so far is kept: sync again for the rest")
+    if connected and isinstance(exc, imaplib.IMAP4.abort):  # imapclient's: the socket broke mid-command
+        exc = ConnectionResetError(str(exc))
+    if connected and isinstance(exc, OSError) and not isinstance(exc, ssl.SSLCertVerificationError):
+        return MailServerError(f"lost the connection to {where} ({exc.strerror or exc}); "
+                               "what arrived so far is kept: sync again for the rest")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return MailServerError(
             f"certificate check failed for {where} ({exc.verify_message}): "

@@ -204,7 +204,7 @@ def sync_once(
             bring_in_sent_replies(_opened(store), client, sent, converter, reselect=folder)
         return summary
     except (OSError, IMAPClientError) as exc:
-        err = network_error(cfg.imap, exc)
+        err = network_error(cfg.imap, exc, connected=True)
         _record_error(store, folder, str(err))
         raise err from None
     except MailServerError as exc:
@@ -601,7 +601,7 @@ def watch(
                         break
                 on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
         except (MailServerError, OSError, IMAPClientError) as exc:
-            msg = str(exc) if isinstance(exc, MailServerError) else str(network_error(cfg.imap, exc))
+            msg = str(exc) if isinstance(exc, MailServerError) else str(network_error(cfg.imap, exc, connected=True))
             on_status(WatchStatus("offline", error=msg, retry_in=int(backoff)))
             stop.wait(backoff)
             backoff = min(backoff * 2, max_backoff)

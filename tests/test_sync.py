@@ -228,6 +228,52 @@ def test_a_kill_mid_sync_then_sync_again_leaves_exactly_the_servers_messages(dov
     assert con.execute("SELECT count(*) FROM tickets").fetchone()[0] == total
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:  # gone meanwhile
+        return ""
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return []
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+@pytest.mark.dovecot
+def test_a_connection_lost_mid_sync_is_one_line_and_the_next_sync_completes(dovecot_server, tmp_path):
+    total = 1500
+    body = "The export stops at row 1000. " * 700 + "\r\n"  # about 20 KB: fetching takes a while
+    dovecot_server.deliver_maildir(dovecot_server.username, [mail(i, f"Ticket {i}", body=body) for i in range(total)])
+    cfg_path = write_config(tmp_path, dovecot_server)
+    db = tmp_path / "heard.db"
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Once the sync is logged in and fetching, the server side of its connection (Dovecot's
+    # imap process) dies; the server itself stays up.
+    imap = []
+    deadline = time.monotonic() + 30
+    while not imap and time.monotonic() < deadline and proc.poll() is None:
+        imap = [p for p in _descendants(dovecot_server.pid) if _comm(p) == "imap"]
+        time.sleep(0.01)
+    time.sleep(0.02)
+    for pid in imap:
+        os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err.count("\n") == 1 and "Traceback" not in err, (out, err)
+    assert "lost the connection" in err and "sync again" in err
+    code = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync"],
+                          capture_output=True, timeout=120).returncode
+    assert code == 0
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*), count(DISTINCT message_id) FROM messages").fetchone() == (total, total)
+
+
 @pytest.mark.dovecot
 def test_uidvalidity_change_relinks_without_duplicates(dovecot_server, tmp_path, capsys):
     dovecot_server.append([mail(1), mail(2, "Re: Export to CSV fails", irt="m1@cust.example"), mail(3, "Billing")])
