@@ -119,6 +119,9 @@ class Config:
         return self.agent_name or self.agent_email or os.environ.get("USER", "agent")
 
 
+_KINDS = {int: "a whole number (no quotes)", str: "text in quotes", bool: "true or false", float: "a number", list: "a list", dict: "a table"}
+
+
 def _get(table: dict, section: str, key: str, kind: type, default: Any = ..., choices: tuple = ()) -> Any:
     if key not in table:
         if default is ...:
@@ -126,7 +129,7 @@ def _get(table: dict, section: str, key: str, kind: type, default: Any = ..., ch
         return default
     value = table[key]
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"[{section}] {key} must be a {kind.__name__}, not {value!r}")
+        raise ConfigError(f"[{section}] {key} must be {_KINDS.get(kind, kind.__name__)}, not {value!r}")
     if choices and value not in choices:
         raise ConfigError(f"[{section}] {key} = {value!r}: use one of {', '.join(choices)}")
     return value

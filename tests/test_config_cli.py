@@ -78,7 +78,7 @@ password_command = "echo pw"
         ("", "[account] section is missing"),
         (BASE.replace('host = "imap.example.com"\n', ""), "[imap] host is missing"),
         (BASE + "port = 99999\n", "[imap] port = 99999"),
-        (BASE + 'port = "993"\n', "[imap] port must be a int"),
+        (BASE + 'port = "993"\n', "[imap] port must be a whole number (no quotes)"),
         (BASE + 'security = "ssl"\n', "[imap] security = 'ssl': use one of tls, starttls, none"),
         (BASE.replace('password_command = "echo pw"', 'password = "hunter2"'), "[imap] set password_command"),
         (BASE + 'password = "hunter2"\n', "[imap] password must not be in the config file"),
