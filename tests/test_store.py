@@ -389,3 +389,23 @@ def test_several_processes_opening_a_new_database_at_once_all_work(tmp_path):
     assert results == ["ok"] * 4
     names = [r[0] for r in sqlite3.connect(path).execute("SELECT name FROM schema_migrations")]
     assert sorted(names) == sorted(n for n, _ in MIGRATIONS)  # each applied once
+
+
+def test_export_streams_every_ticket_exactly_as_show_prints_it_across_batches(store):
+    from storage.tickets import export_tickets
+
+    ids = []
+    for i in range(7):
+        tid = add_ticket(store, f"Question {i}", from_addr=f"c{i}@cust.example", message_id=f"q{i}@cust.example")
+        ids.append(tid)
+        if i % 2:
+            add_reply(store, tid, f"q{i}@cust.example", text=f"More about {i}.", from_addr=f"c{i}@cust.example")
+        if i % 3 == 0:
+            set_status(store, tid, "pending", reason=f"asked customer {i}", actor="Ana", now=NOW)
+    with store.read() as s:
+        conn = s.connection()
+        exported = list(export_tickets(conn, batch=3))  # three batches, the last one short
+        shown = [ticket_detail(conn, tid) for tid in ids]
+    assert exported == shown
+    assert [len(t["messages"]) for t in exported] == [1, 2, 1, 2, 1, 2, 1]
+    assert [len(t["events"]) for t in exported] == [1, 0, 0, 1, 0, 0, 1]
