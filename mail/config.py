@@ -158,8 +158,12 @@ def _server(data: dict, section: str, default_port: dict[str, int]) -> ServerCon
     )
     if cfg.poll_interval < 1:
         raise ConfigError(f"[{section}] poll_interval = {cfg.poll_interval}: use a number of seconds, 1 or more")
-    if not cfg.password_command and not cfg.keyring:
-        raise ConfigError(f"[{section}] set password_command = \"...\" or keyring = true")
+    if section == "imap" and not cfg.username:
+        raise ConfigError("[imap] username is missing: add the login name (often the support address)")
+    # An SMTP relay that needs no login (a local MTA, a relay on the LAN): username = "" and no password.
+    if cfg.username and not cfg.password_command and not cfg.keyring:
+        raise ConfigError(f"[{section}] set password_command = \"...\" or keyring = true"
+                          + (', or username = "" for a server that needs no login' if section == "smtp" else ""))
     if "password" in t:
         raise ConfigError(f"[{section}] password must not be in the config file: use password_command or keyring")
     return cfg

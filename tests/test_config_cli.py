@@ -84,6 +84,9 @@ password_command = "echo pw"
         (BASE + 'password = "hunter2"\n', "[imap] password must not be in the config file"),
         (BASE + "[smtpp]\nhost='x'\n", "unknown section [smtpp]"),
         ("[account\n", "is not valid TOML"),
+        (BASE.replace('username = "support@example.com"\n', ""), "[imap] username is missing"),
+        (BASE + '[smtp]\nhost = "smtp.example.com"\nusername = "support@example.com"\n',
+         '[smtp] set password_command = "..." or keyring = true, or username = "" for a server that needs no login'),
     ],
 )
 def test_config_mistakes_name_the_key(tmp_path, text, message):
@@ -93,6 +96,13 @@ def test_config_mistakes_name_the_key(tmp_path, text, message):
         load_config(path)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_an_smtp_relay_that_needs_no_login_needs_no_password(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(BASE + '[smtp]\nhost = "relay.lan"\nport = 25\nsecurity = "none"\nusername = ""\n')
+    cfg = load_config(path)
+    assert (cfg.smtp.host, cfg.smtp.port, cfg.smtp.username, cfg.smtp.password_command) == ("relay.lan", 25, "", None)
 
 
 def test_missing_config_says_how_to_start(tmp_path, capsys):
