@@ -25,14 +25,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from mail.config import Config
-from mail.convert import (  # noqa: F401  (MessageConverter and the pool were defined here once)
-    PARALLEL_MIN,
-    PIPE_BYTES,
-    MessageConverter,
-    _internal_date,
-    _parse_pool,
-    _worker_convert,
-)
+from mail.convert import PARALLEL_MIN, MessageConverter, _parse_pool, _worker_convert
 from mail.imap import MailServerError, connect_imap, idle_check, network_error
 from mail.threads import thread_decision
 from storage.records import NewMessage, OpeningStore, utcnow

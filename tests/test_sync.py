@@ -375,7 +375,7 @@ def test_a_reply_to_mail_we_sent_from_another_client_joins_the_ticket(imap, tmp_
 def test_the_parsing_process_gets_wide_pipes_and_still_parses():
     import fcntl
 
-    from mail.sync import PIPE_BYTES, MessageConverter, _parse_pool, _worker_convert
+    from mail.convert import PIPE_BYTES, MessageConverter, _parse_pool, _worker_convert
 
     pool = _parse_pool(MessageConverter.from_parts(["support@heard.example"], "heard.example", {}))
     try:
