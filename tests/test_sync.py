@@ -427,3 +427,30 @@ def test_a_mailbox_of_big_attachments_syncs_in_bounded_memory(dovecot_server, tm
     assert int(peak_mb) < 150, f"peak memory {peak_mb} MB for a 160 MB mailbox"
     con = sqlite3.connect(tmp_path / "heard.db")
     assert con.execute("SELECT count(*), min(length(raw)) FROM raw_messages").fetchone() == (40, len(_big_mail(0)))
+
+
+def test_a_sync_on_a_worker_thread_parses_in_a_spawned_process(imap, tmp_path, monkeypatch):
+    """The app syncs on a worker thread, where forking is unsafe: its parsing process is spawned, and parses."""
+    import threading
+
+    import mail.sync as ms
+
+    monkeypatch.setattr(ms, "PARALLEL_MIN", 2)  # a parsing process even for a handful of mails
+    started = []
+    real_pool = ms._parse_pool
+
+    def spy(converter):
+        pool = real_pool(converter)
+        started.append(pool._mp_context.get_start_method() if pool is not None else None)
+        return pool
+
+    monkeypatch.setattr(ms, "_parse_pool", spy)
+    imap.append([mail(i, f"Ticket {i}") for i in range(1, 6)])
+    cfg = load_config(write_config(tmp_path, imap))
+    store = Store(cfg.database)
+    done = {}
+    worker = threading.Thread(target=lambda: done.setdefault("summary", sync_once(store, cfg)))
+    worker.start()
+    worker.join(120)
+    assert started == ["spawn"]
+    assert (done["summary"].new_messages, done["summary"].tickets_created) == (5, 5)
