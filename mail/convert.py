@@ -152,7 +152,7 @@ def _parse_pool(converter: MessageConverter):
     method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     if method == "fork":
         # Objects alive now (the imported modules, above all) are left out of the cyclic garbage
-        # collector's passes in both processes until the sync ends (_sync_folder unfreezes): the
+        # collector's passes in both processes until the pool is closed (close_parse_pool): the
         # child does not copy the pages the collector would touch, and neither process walks them
         # again and again while the batches go through (about a tenth of a second per 10,000 mails).
         gc.freeze()
@@ -167,6 +167,12 @@ def _parse_pool(converter: MessageConverter):
         return None
     _widen_pipes(pool)
     return pool
+
+
+def close_parse_pool(pool) -> None:
+    """Stop the parsing process (dropping what it has not started) and give the collector back its objects."""
+    pool.shutdown(cancel_futures=True)
+    gc.unfreeze()
 
 
 PIPE_BYTES = 1024 * 1024  # Linux's limit for unprivileged processes (/proc/sys/fs/pipe-max-size)

@@ -336,21 +336,33 @@ def _walk(
 # Part headers repeat from message to message ("Content-Type: text/plain;
 # charset=utf-8" + a transfer encoding): parsed once, shared read-only.
 _PH_CACHE: dict[bytes, tuple[dict[str, str], tuple[str, ...]]] = {}
+CACHE_SIZE = 1024  # entries in each of the parser's caches; a full cache starts over
+
+
+def _remember(cache: dict, key, value, *, longest: int) -> None:
+    """Keep ``value`` for ``key`` unless the key is longer than ``longest`` (a one-off)."""
+    if len(key) <= longest:
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[key] = value
+
+
+def _cached_with_defects(cache: dict, key, compute, defects: list[str], *, longest: int):
+    """``compute(found_defects)`` once per distinct ``key``; its defects are replayed on every hit."""
+    hit = cache.get(key)
+    if hit is None:
+        found: list[str] = []
+        hit = (compute(found), tuple(found))
+        _remember(cache, key, hit, longest=longest)
+    if hit[1]:
+        defects.extend(hit[1])
+    return hit[0]
 
 
 def _part_headers(ph_bytes: bytes, defects: list[str]) -> dict[str, str]:
     """The headers of a MIME part (never modified by the caller: the dict may be shared)."""
-    hit = _PH_CACHE.get(ph_bytes)
-    if hit is None:
-        found: list[str] = []
-        hit = (_parse_headers(_decode_head(ph_bytes, found))[0], tuple(found))
-        if len(ph_bytes) <= 512:
-            if len(_PH_CACHE) >= 1024:
-                _PH_CACHE.clear()
-            _PH_CACHE[ph_bytes] = hit
-    if hit[1]:
-        defects.extend(hit[1])
-    return hit[0]
+    return _cached_with_defects(_PH_CACHE, ph_bytes, lambda found: _parse_headers(_decode_head(ph_bytes, found))[0],
+                                defects, longest=512)
 
 
 def _combine(ctype: str, results: list[tuple]) -> tuple:
@@ -629,17 +641,8 @@ def _decode_words(value: str, defects: list[str]) -> str:
     """RFC 2047 encoded words -> text. Adjacent words of one charset are joined as bytes."""
     if "=?" not in value:
         return value
-    hit = _EW_CACHE.get(value)
-    if hit is None:
-        found: list[str] = []
-        hit = (_decode_encoded_words(value, found), tuple(found))
-        if len(value) <= 1024:
-            if len(_EW_CACHE) >= 1024:
-                _EW_CACHE.clear()
-            _EW_CACHE[value] = hit
-    if hit[1]:
-        defects.extend(hit[1])
-    return hit[0]
+    return _cached_with_defects(_EW_CACHE, value, lambda found: _decode_encoded_words(value, found), defects,
+                                longest=1024)
 
 
 def _decode_encoded_words(value: str, defects: list[str]) -> str:
@@ -787,10 +790,7 @@ def _mailboxes(value: str) -> list[tuple[str, str]]:
     hit = _MAILBOX_CACHE.get(value)
     if hit is None:
         hit = _split_mailboxes(value)
-        if len(value) <= 1024:
-            if len(_MAILBOX_CACHE) >= 1024:
-                _MAILBOX_CACHE.clear()
-            _MAILBOX_CACHE[value] = hit
+        _remember(_MAILBOX_CACHE, value, hit, longest=1024)
     return hit
 
 

@@ -23,19 +23,16 @@ from datetime import datetime, timezone
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
-from sqlalchemy import case, update
-
 from mail.sync import MessageConverter, fetch_raw, header_ids, header_part
 from mail.threads import thread_decision
 from storage.db import Store, utcnow
 from storage.ingest import Ingest, NewMessage, sync_state
 from storage.ledger import settle_replied
-from storage.models import Ticket
+from storage.tickets import note_replied_at
 
 __all__ = ["bring_in_sent_replies", "cursor_key"]
 
 _HEADERS = b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES SUBJECT)]"
-T = Ticket.__table__
 
 
 def cursor_key(folder: str) -> str:
@@ -154,9 +151,7 @@ def _bring_in_chunk(store: Store, client: IMAPClient, folder: str, uidvalidity: 
                 replied[tid] = max(replied.get(tid, at), at)
         ing.flush()
         for tid, at in replied.items():
-            conn.execute(update(T).where(T.c.id == tid).values(
-                last_reply_at=case((T.c.last_reply_at.is_(None), at), (T.c.last_reply_at < at, at),
-                                   else_=T.c.last_reply_at)))
+            note_replied_at(conn, tid, at)
         if replied:
             settle_replied(conn, now=now, ticket_ids=list(replied))
         ing.set_cursor(cursor_key(folder), uidvalidity=uidvalidity, last_uid=last, uidnext=0, highestmodseq=None)

@@ -11,7 +11,6 @@ of duplicating; a message the parser chokes on is stored raw and flagged.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import queue
 import re
@@ -25,7 +24,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from mail.config import Config
-from mail.convert import PARALLEL_MIN, MessageConverter, _parse_pool, _worker_convert
+from mail.convert import PARALLEL_MIN, MessageConverter, _parse_pool, _worker_convert, close_parse_pool
 from mail.imap import MailServerError, connect_imap, idle_check, network_error
 from mail.threads import thread_decision
 from storage.records import NewMessage, OpeningStore, utcnow
@@ -299,8 +298,7 @@ def _sync_folder(store: Store | OpeningStore, cfg: Config, client: IMAPClient, s
                   storing=bulk, ahead=OPENING_AHEAD if opening else 2)
     finally:
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
-            gc.unfreeze()
+            close_parse_pool(pool)
     if not todo:
         _touch(_opened(store), folder, uidvalidity, max([last_uid, *uids]), uidnext, modseq)
     summary.tickets_created = len(created)

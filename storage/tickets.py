@@ -431,6 +431,12 @@ def mark_replied(conn: Connection, ticket_id: int, *, now: datetime) -> None:
     conn.execute(update(T).where(T.c.id == ticket_id).values(last_reply_at=now, updated_at=now))
 
 
+def note_replied_at(conn: Connection, ticket_id: int, at: datetime) -> None:
+    """A reply of ours sent at ``at`` from elsewhere (found in the Sent folder): the later one counts."""
+    conn.execute(update(T).where(T.c.id == ticket_id).values(
+        last_reply_at=case((T.c.last_reply_at.is_(None), at), (T.c.last_reply_at < at, at), else_=T.c.last_reply_at)))
+
+
 def saved_replies(conn: Connection) -> list[dict]:
     from storage.models import SavedReply
 

@@ -375,7 +375,7 @@ def test_a_reply_to_mail_we_sent_from_another_client_joins_the_ticket(imap, tmp_
 def test_the_parsing_process_gets_wide_pipes_and_still_parses():
     import fcntl
 
-    from mail.convert import PIPE_BYTES, MessageConverter, _parse_pool, _worker_convert
+    from mail.convert import PIPE_BYTES, MessageConverter, _parse_pool, _worker_convert, close_parse_pool
 
     pool = _parse_pool(MessageConverter.from_parts(["support@heard.example"], "heard.example", {}))
     try:
@@ -387,7 +387,7 @@ def test_the_parsing_process_gets_wide_pipes_and_still_parses():
         # It parses at a lower priority: storing (and the app's screen) come first.
         assert pool.submit(os.nice, 0).result() == os.nice(0) + 5
     finally:
-        pool.shutdown()
+        close_parse_pool(pool)
 
 
 def test_batches_are_cut_by_count_and_by_bytes_in_uid_order():
