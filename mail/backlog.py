@@ -784,6 +784,7 @@ class _DemoBuilder:
             sid, sraw = self.support_reply(c, when, subject, reply_text, parent, refs)
             self._add(self.sent, when, sraw)
             refs = refs + [sid]
+            replied_at = when
             when = later(0.5, 26)
             if when is None:
                 return
@@ -797,7 +798,7 @@ class _DemoBuilder:
                 answer = "Gracias por la respuesta. Ya funciona, ¡mil gracias!"
             elif c.lang == "ja":
                 answer = "ご回答ありがとうございます。再度試しましたが、まだ同じエラーが表示されます。"
-            q = _quote(reply_text, f"{AGENT_NAME} ({PRODUCT} Support) <{self.support}>", t)
+            q = _quote(reply_text, f"{AGENT_NAME} ({PRODUCT} Support) <{self.support}>", replied_at)
             extra_atts = []
             if "Screenshot attached" in answer:
                 extra_atts = [("error-E-5021.png", "image/png", _png(rng))]

@@ -235,3 +235,25 @@ def test_bench_mailbox_shape():
                 assert ref in ids  # threads point back to earlier messages
     dates = [email.utils.parsedate_to_datetime(email.message_from_bytes(r)["Date"]) for r in msgs[::100]]
     assert dates == sorted(dates)
+
+
+def test_quoted_replies_carry_the_date_of_the_mail_they_quote(parsed, sent):
+    """A customer answering our reply quotes it under "On <our reply's date>, ... wrote:"."""
+    ours = {
+        m["message-id"].strip("<>"): m["date"].datetime
+        for m in (email.message_from_bytes(r, policy=email.policy.default) for r in sent)
+    }
+    checked = 0
+    for m in parsed:
+        parent = _ids(m["in-reply-to"])
+        if not parent or parent[0] not in ours:
+            continue
+        body = m.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        if "Support) <" not in text:
+            continue
+        header = next(line for line in text.splitlines() if line.startswith("On ") and line.endswith(" wrote:"))
+        quoted_at = email.utils.parsedate_to_datetime(header[3:].split(", ", 2)[0] + ", " + header[3:].split(", ", 2)[1])
+        assert quoted_at == ours[parent[0]], header
+        checked += 1
+    assert checked >= 10
