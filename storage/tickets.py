@@ -108,13 +108,16 @@ def queue_rows(
     offset: int = 0,
     limit: int = 200,
     status: str | None = None,
+    matching=None,
 ) -> list[dict]:
-    """One window of the queue, in work order."""
+    """One window of the queue, in work order (``matching``: a search's ``ticket_select``)."""
     q = select(*_ROW_COLUMNS).join(C, C.c.id == T.c.customer_id).where(_view_filter(view, agent))
     if status:
         q = q.where(T.c.status == lifecycle.parse_status(status).value)
     if ticket_ids is not None:
         q = q.where(T.c.id.in_(ticket_ids))
+    if matching is not None:
+        q = q.where(T.c.id.in_(matching.subquery().select()))
     q = q.order_by(*queue_order(now)).offset(offset).limit(limit)
     return [dict(r) for r in conn.execute(q).mappings()]
 

@@ -144,6 +144,33 @@ def test_export_is_one_ticket_per_line_in_the_show_shape(imap, tmp_path, capsys)
     assert "raw" not in json.dumps(lines)
 
 
+def test_search_finds_tickets_by_words_in_their_mail_subject_or_customer(pymap_server, tmp_path, capsys):
+    pymap_server.append([
+        mail(1, "Export to CSV fails", body="The export stops with error E-5021.\r\n"),
+        mail(2, "Re: Export to CSV fails", irt="m1@cust.example", body="Still E-5021 today.\r\n"),
+        mail(3, "Rechnung doppelt", sender="jorg@kunde.example", body="Grüße, die Überweisung kam zweimal.\r\n"),
+        mail(4, "Login", sender="bea@other.example", body="Cannot log in.\r\n"),
+    ])
+    cfg = write_config(tmp_path, pymap_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+
+    def found(*args: str) -> list[str]:
+        code, out, err = heard(cfg, *args, "--json", capsys=capsys)
+        assert code == 0, err
+        return sorted(t["subject"] for t in json.loads(out))
+
+    assert found("search", "E-5021") == ["Export to CSV fails"]  # in the body of the mail and of the reply
+    assert found("search", "uberweis") == ["Rechnung doppelt"]  # a prefix, without the umlaut
+    assert found("search", "jorg@kunde.example") == ["Rechnung doppelt"]  # the customer's address
+    assert found("search", "log", "bea") == ["Login"]  # every word must match
+    assert found("tickets", "--search", "export") == ["Export to CSV fails"]
+    assert found("search", "export", "--status", "solved") == []
+    code, out, _ = heard(cfg, "search", "nosuchword", capsys=capsys)
+    assert code == 0 and out.strip() == "no tickets match 'nosuchword'"
+    code, out, err = heard(cfg, "search", "!!", capsys=capsys)
+    assert code != 0 and err.strip() == "heard: nothing to search for in '!!': give words, an address or an error code"
+
+
 MALFORMED = [
     b"",  # empty
     b"From: broken@cust.example\r\nSubject: no body separator at all",

@@ -220,22 +220,29 @@ def _ticket_line(t: dict) -> str:
 
 
 @command("tickets")
+@command("search")
 def cmd_tickets(args: argparse.Namespace) -> int:
     from storage.tickets import queue_rows, ticket_summary
 
     cfg = config_from(args)
     store = open_store(cfg)
-    view = args.view or ("all" if args.status else "open")
+    query = " ".join(args.search or [])
+    view = args.view or ("all" if args.status or query else "open")
+    matching = None
+    if query:
+        matching = store.search.ticket_select(query)
+        if matching is None:
+            raise CliError(f"nothing to search for in {query!r}: give words, an address or an error code")
     with store.read() as s:
         rows = queue_rows(s.connection(), view=view, agent=cfg.agent, now=utcnow(), status=args.status,
-                          limit=args.limit or 10**9)
+                          limit=args.limit or 10**9, matching=matching)
     if args.json:
         out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
         return 0
     for r in rows:
         out(_ticket_line(r))
     if not rows:
-        out("no tickets")
+        out(f"no tickets match {query!r}" if query else "no tickets")
     return 0
 
 
@@ -363,11 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sync", help="fetch new mail once and print a summary")
     s.add_argument("--watch", action="store_true", help="keep syncing (IMAP IDLE, or polling)")
 
-    s = sub.add_parser("tickets", help="list tickets in work order")
-    s.add_argument("--status", help="only this status (new, open, pending, on_hold, solved, closed)")
-    s.add_argument("--view", choices=["open", "mine", "waiting", "unacknowledged", "solved", "all"])
-    s.add_argument("--limit", type=int)
-    s.add_argument("--json", action="store_true")
+    for name in ("tickets", "search"):
+        if name == "tickets":
+            s = sub.add_parser("tickets", help="list tickets in work order")
+            s.add_argument("--search", nargs="+", metavar="WORD",
+                           help="only tickets whose subject, mail or customer has every word (prefixes match)")
+        else:
+            s = sub.add_parser("search", help="full-text search: the tickets whose subject, mail or customer "
+                                              "has every word, in work order (every status unless --status/--view)")
+            s.add_argument("search", nargs="+", metavar="WORD")
+        s.add_argument("--status", help="only this status (new, open, pending, on_hold, solved, closed)")
+        s.add_argument("--view", choices=["open", "mine", "waiting", "unacknowledged", "solved", "all"])
+        s.add_argument("--limit", type=int)
+        s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("show", help="one ticket with its messages and timeline")
     s.add_argument("id", type=int)
