@@ -456,6 +456,14 @@ class HeardApp(App[int]):
             return
         self.push_screen(factory(self), lambda _result: self.data_changed())
 
+    def open_update(self, ticket_id: int) -> None:
+        """One short "I need until ..., because ..." mail for a promise at risk (``u`` on a ticket)."""
+        factory = _hook("tui.ack", "update_screen") if self.cfg.smtp is not None else None
+        if factory is None:
+            self.toast("updates to customers need [smtp] in the config", severity="warning")
+            return
+        self.push_screen(factory(self, ticket_id), lambda _result: self.data_changed())
+
     # -- quitting ----------------------------------------------------------------------
     async def action_quit(self) -> None:
         with self.db() as conn:

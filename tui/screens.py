@@ -259,6 +259,7 @@ class TicketScreen(Screen):
         Binding("g", "top", "Top", show=False, id="ticket.top"),
         Binding("G", "bottom", "Bottom", show=False, id="ticket.bottom"),
         Binding("r", "reply", "Reply", id="ticket.reply"),
+        Binding("u", "update", "Update promise", show=False, id="ticket.update"),
         Binding("T", "take", "Take this ticket", show=False, id="ticket.take"),
         *change_bindings({"change.solve", "change.pending", "change.release"}),
         Binding("z", "toggle_quotes", "Quotes", id="ticket.quotes"),
@@ -360,6 +361,8 @@ class TicketScreen(Screen):
                     "ok": (f"promised {ack.text}" if ack.text.startswith("by") else "acknowledged", "$text-success")}[ack.tone]
         if ack_text[0]:
             parts += [("  ·  ", "$text-muted"), ack_text]
+        if ack.tone in ("risk", "broken"):
+            parts += [("  (u: tell them the new deadline)", "$text-muted")]
         flags = []
         if d.get("automated_reason"):
             flags.append(Content.assemble(("automated: ", "bold"), inert(d["automated_reason"])))
@@ -464,6 +467,9 @@ class TicketScreen(Screen):
 
     def action_reply(self) -> None:
         self.heard.open_reply(self.ticket_id)
+
+    def action_update(self) -> None:
+        self.heard.open_update(self.ticket_id)
 
     def action_take(self) -> None:
         self.heard.take(self.ticket_id)
