@@ -665,6 +665,29 @@ async def test_a_sync_error_is_a_toast_and_a_header_state_never_a_crash(store):
         assert app.is_running and isinstance(app.screen, TicketScreen)
 
 
+@pilot_test
+async def test_the_header_fits_an_80_column_terminal_with_the_counts_and_the_sync_state(store, ids):
+    from tui.widgets import StatusHeader, SyncState
+
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.sync = SyncState(mode="idle", last_sync=NOW)
+        app.refresh_header()
+        await pilot.pause()
+        line = str(app.screen.query_one(StatusHeader).render())
+        assert len(line) <= 80, line
+        assert "live (IDLE)" in line and f"{app.counts['open']} open" in line, line
+        assert f"{app.counts['unacknowledged']} unack" in line, line
+        title = re.search(r"# customer +(subject +)age", screen_text(app))
+        assert title and len(title.group(1)) >= 18, title  # the subject keeps room to be read
+        # Wide again: the full labels come back.
+        await pilot.resize_terminal(160, 24)
+        await pilot.pause()
+        line = str(app.screen.query_one(StatusHeader).render())
+        assert f"{app.counts['unacknowledged']} unacknowledged" in line and "live (IDLE)" in line, line
+
+
 # -- pure helpers ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("body", "shape"),

@@ -57,7 +57,11 @@ def layout(width: int) -> list[Column]:
         Column("ack", "acknowledged", 13),
     ]
     if width < 100:
+        # A narrow terminal (80 columns): the subject keeps a readable width; whoever holds a
+        # ticket is on its screen, and a priority other than normal fits in four cells.
         fixed = [c for c in fixed if c.key != "holder"]
+        fixed = [Column("customer", "customer", 14) if c.key == "customer" else
+                 Column("priority", "pri", 4) if c.key == "priority" else c for c in fixed]
     used = sum(c.width + 1 for c in fixed if c.key != "subject")
     subject = max(12, width - used - 1)
     return [Column(c.key, c.title, subject) if c.key == "subject" else c for c in fixed]

@@ -227,32 +227,55 @@ class StatusHeader(Static):
     StatusHeader { dock: top; height: 1; }
     """
 
+    _last: dict | None = None
+
     def show(self, *, agent: str, holding: int | None, counts: dict, sync: SyncState, now: datetime,
              tz: tzinfo | None) -> None:
+        self._last = dict(agent=agent, holding=holding, counts=counts, sync=sync, now=now, tz=tz)
+        width = self.size.width or (self.app.size.width if self.is_attached else 0) or 10**6
+        # The full line, then shorter ones until it fits: an 80-column terminal still sees the
+        # counts that need attention and the sync state.
+        for compact in (0, 1, 2):
+            content = self._line(compact=compact, **self._last)
+            if content.cell_length <= width:
+                break
+        self.update(content, layout=False)  # one line whatever it says
+
+    def on_resize(self) -> None:
+        if self._last is not None:
+            self.show(**self._last)
+
+    @staticmethod
+    def _line(*, compact: int, agent: str, holding: int | None, counts: dict, sync: SyncState, now: datetime,
+              tz: tzinfo | None) -> Content:
         parts: list = [(" heard ", "bold $text-accent"), ("│ ", "$text-muted")]
-        parts += [inert(agent, "bold")]
+        if compact < 2:
+            parts += [inert(agent, "bold")]
         if holding:
-            parts += [("  holding ", "$text-muted"), (f"#{holding}", "bold $text-warning")]
-        parts.append(("  │ ", "$text-muted"))
+            parts += [("  holding " if compact < 2 else "holding ", "$text-muted"), (f"#{holding}", "bold $text-warning")]
+        parts.append(("  │ " if (compact < 2 or holding) else "", "$text-muted"))
+        gap = "   " if not compact else "  "
 
-        def count(label: str, key: str, alert: str = "") -> None:
+        def count(label: str, short: str, key: str, alert: str = "") -> None:
             n = counts.get(key, 0)
+            if compact and not n and key != "open":
+                return
             style = alert if (n and alert) else ("bold" if n else "$text-muted")
-            parts.extend([(f"{n:,}", style), (f" {label}   ", "$text-muted")])
+            parts.extend([(f"{n:,}", style), (f" {short if compact else label}{gap}", "$text-muted")])
 
-        count("open", "open")
-        count("unacknowledged", "unacknowledged", "bold $text-warning")
-        count("waiting", "waiting")
-        count("at risk", "at_risk", "bold $text-warning")
-        count("broken", "broken", "bold $text-error")
-        count("failed sends", "failed_sends", "bold $text-error")
+        count("open", "open", "open")
+        count("unacknowledged", "unack", "unacknowledged", "bold $text-warning")
+        count("waiting", "waiting", "waiting")
+        count("at risk", "at risk", "at_risk", "bold $text-warning")
+        count("broken", "broken", "broken", "bold $text-error")
+        count("failed sends", "failed", "failed_sends", "bold $text-error")
         label, style = SYNC_LABELS.get(sync.mode, (sync.mode, ""))
         parts += [("│ ", "$text-muted"), (label, style)]
         if sync.last_sync and sync.mode != "offline":
             parts.append((f" · {short_time(sync.last_sync, now, tz)}", "$text-muted"))
         if sync.error:
             parts += [("  ", ""), inert(sync.error, "$text-error")]
-        self.update(Content.assemble(*parts), layout=False)  # one line whatever it says
+        return Content.assemble(*parts)
 
 
 class KeyFooter(Footer):
