@@ -226,7 +226,9 @@ class AckReviewScreen(Screen[None]):
         skipped = self.query_one("#ack-skipped", DataTable)
         skipped.clear()
         for s in plan.skipped:
-            skipped.add_row(_cell(f"#{s.ticket_id}", "dim"), _cell(s.customer, "dim"), _cell(s.rule, "dim"),
+            # The rule is what the agent reads: a long address gives way to it on a narrow screen.
+            address = s.customer if len(s.customer or "") <= 30 else s.customer[:29] + "…"
+            skipped.add_row(_cell(f"#{s.ticket_id}", "dim"), _cell(address, "dim"), _cell(s.rule, "dim"),
                             key=str(s.ticket_id))
         self.query_one("#ack-skipped-title", Static).update(inert(
             f"Not acknowledged ({len(plan.skipped)}), with the rule that stopped each:" if plan.skipped
