@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from email import policy
 from pathlib import Path
 
@@ -502,8 +502,14 @@ def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys
     assert json.loads(out)["made"] == 0
     code, out, _ = heard(cfg, "report", "--since", "2000-01-01", "--until", "2000-12-31", capsys=capsys)
     assert "promises made from 2000-01-01 to 2000-12-31: 0" in out
-    code, _, err = heard(cfg, "report", "--since", "yesterday", capsys=capsys)
-    assert code == 1 and "--since 'yesterday' is not a date" in err
+    code, out, _ = heard(cfg, "report", "--since", "7d", capsys=capsys)  # the promises were made today
+    first = date.fromisoformat(out.split("promises made from ", 1)[1][:10])
+    assert out.startswith(f"promises made from {first.isoformat()} to now: 2")
+    assert 6 <= (datetime.now(timezone.utc).date() - first).days <= 8  # a week back, in the business time zone
+    code, out, _ = heard(cfg, "report", "--since", "2w", "--until", "yesterday", capsys=capsys)
+    assert "promises made from " in out and ": 0" in out.splitlines()[0]
+    code, _, err = heard(cfg, "report", "--since", "last tuesday", capsys=capsys)
+    assert code == 1 and "--since 'last tuesday' is not a date: write YYYY-MM-DD, today, yesterday" in err
     code, out, _ = heard(cfg, "housekeeping", "--dry-run", capsys=capsys)
     assert code == 0 and out.strip() == "nothing to do"
     code, out, _ = heard(cfg, "autoclose", "--no-send", capsys=capsys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import sys
 from datetime import date, datetime, timedelta
 
@@ -127,11 +128,22 @@ def cmd_update(args: argparse.Namespace) -> int:
     return _drain(store, cfg)
 
 
-def _day(text: str, what: str) -> date:
+def _day(text: str, what: str, today: date | None = None) -> date:
+    """YYYY-MM-DD, ``today``, ``yesterday``, or days/weeks back: ``7d``, ``2w``."""
+    word = text.strip().lower()
+    if today is not None:
+        if word == "today":
+            return today
+        if word == "yesterday":
+            return today - timedelta(days=1)
+        m = re.fullmatch(r"(\d{1,4})\s*([dw])", word)
+        if m:
+            return today - timedelta(days=int(m.group(1)) * (7 if m.group(2) == "w" else 1))
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise CliError(f"{what} {text!r} is not a date: write YYYY-MM-DD") from None
+        raise CliError(f"{what} {text!r} is not a date: write YYYY-MM-DD, today, yesterday, "
+                       "or how far back (7d, 2w)") from None
 
 
 @command("report")
@@ -144,8 +156,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     now = utcnow()
     settings = ack_settings(cfg, now=now)
     tz = settings.hours.tz
-    since = datetime.combine(_day(args.since, "--since"), datetime.min.time(), tz) if args.since else None
-    until = (datetime.combine(_day(args.until, "--until") + timedelta(days=1), datetime.min.time(), tz)
+    today = now.astimezone(tz).date()
+    since = datetime.combine(_day(args.since, "--since", today), datetime.min.time(), tz) if args.since else None
+    until = (datetime.combine(_day(args.until, "--until", today) + timedelta(days=1), datetime.min.time(), tz)
              if args.until else None)
     if since and until and until <= since:
         raise CliError("--until is before --since")
@@ -155,10 +168,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps(rep.as_dict()))
         return 0
-    if args.since:
-        period = f"from {args.since} to {args.until or 'now'}"
+    last_day = (until - timedelta(days=1)).date().isoformat() if until else None
+    if since:
+        period = f"from {since.date().isoformat()} to {last_day or 'now'}"
     else:
-        period = f"until {args.until}" if args.until else "so far"
+        period = f"until {last_day}" if last_day else "so far"
     out(f"promises made {period}: {rep.made}")
     out(f"  kept     {rep.kept}")
     out(f"  broken   {rep.broken}" + (f"  (median {human_delay(rep.median_broken_delay)} late)" if rep.broken else ""))
@@ -215,7 +229,8 @@ def _add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-send", action="store_true", help="only queue it")
 
     s = sub.add_parser("report", help="promises made, kept and broken, and how late the broken ones were")
-    s.add_argument("--since", metavar="DATE", help="first day (YYYY-MM-DD, business time zone)")
+    s.add_argument("--since", metavar="DATE",
+                   help="first day (YYYY-MM-DD, today, yesterday, or back: 7d, 2w; business time zone)")
     s.add_argument("--until", metavar="DATE", help="last day, included")
     s.add_argument("--json", action="store_true")
 
