@@ -22,7 +22,7 @@ from mail.config import Config
 from mail.parse import ParsedMessage, parse_message
 from mail.vague import vague_reason
 from storage.deadlines import parse_tiers, tier_for
-from storage.records import NewMessage, utcnow
+from storage.records import CHECK_MAIL_RULE, NewMessage, utcnow
 
 
 class MessageConverter:
@@ -57,8 +57,8 @@ class MessageConverter:
     def convert(self, raw: bytes, pm: ParsedMessage, *, internal_date: datetime | None) -> NewMessage:
         outgoing = pm.from_addr in self.own_addresses
         auto = None
-        if "x-heard-doctor" in pm.headers:  # `heard doctor`'s round-trip check, not a conversation
-            outgoing, auto = False, "heard doctor round trip"
+        if outgoing and "x-heard-doctor" in pm.headers:  # `heard doctor`'s round-trip check, not a conversation
+            outgoing, auto = False, CHECK_MAIL_RULE
         elif not outgoing:
             auto = automated_reason(
                 pm.headers,

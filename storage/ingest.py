@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, case, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.lifecycle import Status, customer_reply_reopens
+from storage.records import CHECK_MAIL_CLOSED, CHECK_MAIL_RULE
 from storage.records import NewMessage  # noqa: F401  (defined without SQLAlchemy, used from here)
 from storage.models import Customer, Event, Message, MessageLocation, RawMessage, SentHeader, SyncState, Ticket
 
@@ -93,6 +94,7 @@ class Ingest:
         self._dupe_locs: list[tuple[str, str, int, int]] = []
         self._new_customers: list[dict] = []
         self._new_tickets: list[dict] = []
+        self._events: list[dict] = []  # events of tickets created in this batch
         self._tier_updates: list[dict] = []
         self._next_ids: dict[str, int] = {}
         self._sent_parents: dict[str, list[str]] = {}
@@ -231,8 +233,10 @@ class Ingest:
 
     def _create_ticket(self, m: NewMessage) -> int:
         cid = self._customer_id(m.from_addr or "(unknown sender)", m.from_name, m.tier)
+        check_mail = m.automated_reason == CHECK_MAIL_RULE
+        status = Status.CLOSED.value if check_mail else Status.NEW.value
         values = {
-            "subject": m.subject, "status": Status.NEW.value, "priority": "normal", "customer_id": cid,
+            "subject": m.subject, "status": status, "priority": "normal", "customer_id": cid,
             "created_at": m.date, "updated_at": m.date, "message_count": 0,
             "automated_reason": m.automated_reason, "vague_reason": m.vague_reason, "flagged": False,
             "last_customer_at": None,
@@ -243,7 +247,10 @@ class Ingest:
         else:
             self._flush_customers()
             tid = self.conn.execute(insert(T_TICKET).values(**values)).inserted_primary_key[0]
-        self._tickets[tid] = _TicketState(status=Status.NEW.value, created=True)
+        self._tickets[tid] = _TicketState(status=status, created=True)
+        if check_mail:
+            self._events.append({"ticket_id": tid, "at": self.now, "actor": SYNC_ACTOR, "kind": "status",
+                                 "old": Status.NEW.value, "new": status, "reason": CHECK_MAIL_CLOSED})
         self.result.tickets_created.add(tid)
         return tid
 
@@ -337,7 +344,8 @@ class Ingest:
         self._locations.clear()
 
     def _update_tickets(self) -> None:
-        bumps, reopens, events = [], [], []
+        bumps, reopens, events = [], [], self._events
+        self._events = []
         for tid, st in self._tickets.items():
             if st.count:
                 bumps.append({"tid": tid, "n": st.count, "u": st.updated_at, "lc": st.last_customer_at,
@@ -356,6 +364,7 @@ class Ingest:
             self.conn.execute(_BUMP_TICKET, bumps)
         if reopens:
             self.conn.execute(_REOPEN, reopens)
+        if events:
             self.conn.execute(insert(T_EVENT), events)
 
     def set_cursor(self, folder: str, *, uidvalidity: int, last_uid: int, uidnext: int, highestmodseq: int | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mail.localservers import SmtpServer, free_port
@@ -32,6 +34,17 @@ def test_doctor_reports_each_check_and_the_round_trip(pymap_server, delivering_s
     # The check message is recognised by the sync as automated, never a customer's ticket.
     main(["--config", str(cfg), "sync"])
     assert "1 automated" in capsys.readouterr().out
+    # It is kept, but as a closed ticket: nothing in the queue for anyone to answer.
+    main(["--config", str(cfg), "tickets", "--json"])
+    assert json.loads(capsys.readouterr().out) == []
+    main(["--config", str(cfg), "tickets", "--status", "closed", "--json"])
+    (check,) = json.loads(capsys.readouterr().out)
+    main(["--config", str(cfg), "show", str(check["id"]), "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["subject"] == "heard doctor: round trip check"
+    assert shown["messages"][0]["automated_reason"] == "heard doctor round trip"
+    assert [(e["new"], e["reason"]) for e in shown["events"]] == [
+        ("closed", "heard doctor's round-trip check: it needs no answer")]
 
 
 def test_doctor_says_what_is_wrong_with_smtp(pymap_server, tmp_path, capsys):
@@ -48,3 +61,15 @@ def test_doctor_without_smtp_section_says_how_to_add_it(pymap_server, tmp_path, 
     code = main(["--config", str(cfg), "doctor"])
     out = capsys.readouterr().out.splitlines()
     assert code == 1 and out[-1].startswith("FAIL smtp: no [smtp] section")
+
+
+def test_a_customer_mail_with_the_doctor_header_is_still_a_ticket_to_answer(pymap_server, tmp_path, capsys):
+    from tests.test_sync import mail
+
+    pymap_server.append([mail(1, "Please help", extra="X-Heard-Doctor: 1\r\n")])
+    cfg = write_config(tmp_path, pymap_server)
+    main(["--config", str(cfg), "sync"])
+    capsys.readouterr()
+    main(["--config", str(cfg), "tickets", "--json"])
+    (ticket,) = json.loads(capsys.readouterr().out)
+    assert ticket["subject"] == "Please help" and ticket["status"] == "new"
