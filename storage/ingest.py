@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import itemgetter
 
-from sqlalchemy import bindparam, case, func, insert, select, text, update
+from sqlalchemy import DateTime, bindparam, case, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.lifecycle import Status, customer_reply_reopens
@@ -130,8 +130,10 @@ class Ingest:
         quote = self.conn.dialect.identifier_preparer.quote
         head = (f"SELECT {', '.join(quote(c.name) for c in (key, *columns))} FROM {quote(key.table.name)} "
                 f"WHERE {quote(key.name)} IN (")
+        # The driver's own cursor, in this connection's transaction: its rows are plain tuples.
+        driver = self.conn.connection.driver_connection
         for chunk in _chunks(values, 500):
-            yield from self.conn.exec_driver_sql(head + ", ".join("?" * len(chunk)) + ")", tuple(chunk))
+            yield from driver.execute(head + ", ".join("?" * len(chunk)) + ")", tuple(chunk))
 
     def _load_tickets(self, ids: set[int]) -> None:
         missing = [i for i in ids if i not in self._tickets]
@@ -403,7 +405,8 @@ def insert_rows(conn: Connection, table, rows: list[dict], *, verb: str = "INSER
 
 def _bound_rows(conn: Connection, table, cols: list[str], rows: list[dict]) -> list:
     """The rows as parameter sequences, each value through its column's bind processor."""
-    procs = [(i, p) for i, c in enumerate(cols) if (p := table.c[c].type._cached_bind_processor(conn.dialect))]
+    procs = [(i, _bind_processor(table.c[c].type, conn.dialect)) for i, c in enumerate(cols)]
+    procs = [(i, p) for i, p in procs if p]
     if len(cols) == 1:
         (c,) = cols
         return [(r[c],) for r in rows] if not procs else [(None if r[c] is None else procs[0][1](r[c]),) for r in rows]
@@ -424,6 +427,42 @@ def _bound_rows(conn: Connection, table, cols: list[str], rows: list[dict]) -> l
             values[i] = done
         data.append(tuple(values))  # SQLAlchemy takes tuples
     return data
+
+
+def _utc_text(value: datetime) -> str:
+    """An aware datetime as UTC text, as SQLite's DATETIME stores it ('2026-11-23 10:00:00.000000')."""
+    if value.tzinfo is not UTC:
+        if value.utcoffset() is None:
+            raise ValueError("Datetime values must have timezone information")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:-6]  # without its '+00:00'
+
+
+_SAMPLES = (datetime(2026, 11, 23, 10, 0, tzinfo=UTC), datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+            datetime.fromisoformat("2026-03-29T02:30:00.123456+05:45"))
+_FAST_BIND: dict = {}  # (column type class, dialect class) -> processor
+
+
+def _bind_processor(type_, dialect):
+    """The column type's bind processor; for an aware-datetime column, a faster one giving the same text.
+
+    A sync binds tens of thousands of dates, and SQLAlchemy's processor for
+    them (a type decorator's conversion to UTC, then a format with a dict of
+    the fields) was a tenth of the storing thread's Python. The faster one is
+    used only where it gives what the type's own does, as checked on samples.
+    """
+    proc = type_._cached_bind_processor(dialect)
+    if proc is None or type_._type_affinity is not DateTime:
+        return proc
+    key = (type(type_), type(dialect))
+    fast = _FAST_BIND.get(key)
+    if fast is None:
+        try:
+            same = all(_utc_text(v) == proc(v) for v in _SAMPLES)
+        except Exception:
+            same = False
+        fast = _FAST_BIND[key] = _utc_text if same else False
+    return fast or proc
 
 
 def record_sent_headers(conn: Connection, rows: list[tuple[str, list[str]]]) -> None:

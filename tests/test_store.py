@@ -409,3 +409,26 @@ def test_export_streams_every_ticket_exactly_as_show_prints_it_across_batches(st
     assert exported == shown
     assert [len(t["messages"]) for t in exported] == [1, 2, 1, 2, 1, 2, 1]
     assert [len(t["events"]) for t in exported] == [1, 0, 0, 1, 0, 0, 1]
+
+
+def test_dates_bound_for_a_bulk_insert_are_the_text_sqlalchemy_stores():
+    from datetime import timedelta as td
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy.dialects import sqlite
+
+    from storage.ingest import _bind_processor
+    from storage.models import Message
+
+    col = Message.__table__.c.date.type
+    dialect = sqlite.dialect()
+    fast, own = _bind_processor(col, dialect), col._cached_bind_processor(dialect)
+    assert fast is not own  # the faster one is in use
+    values = [NOW, NOW.replace(microsecond=1), datetime(1, 1, 1, tzinfo=timezone.utc),
+              datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+              datetime(2026, 3, 29, 1, 30, tzinfo=ZoneInfo("Europe/Berlin")),
+              datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=ZoneInfo("Europe/Berlin")),
+              datetime(2026, 1, 1, tzinfo=timezone(td(hours=-3, minutes=-30)))]
+    assert [fast(v) for v in values] == [own(v) for v in values]
+    with pytest.raises(ValueError):
+        fast(datetime(2026, 1, 1))  # a naive date is refused, as by the column type
