@@ -119,6 +119,18 @@ def test_heard_config_env_is_honoured(tmp_path, monkeypatch, capsys):
     assert code == 0 and out.strip() == "no tickets"
 
 
+def test_config_may_come_after_the_command(tmp_path, capsys):
+    path = tmp_path / "after.toml"
+    path.write_text(BASE + f'[storage]\ndatabase = "{tmp_path / "a.db"}"\n')
+    for args in (("tickets", "--config", str(path)), ("report", f"--config={path}"),
+                 ("--config", str(tmp_path / "none.toml"), "tickets", "--config", str(path))):
+        code, out, err = run(capsys, *args)
+        assert code == 0 and err == "", (args, err)
+    assert out.startswith("no tickets") or "promises" in out
+    code, out, err = run(capsys, "tickets", "--config", str(tmp_path / "none.toml"))
+    assert code == 1 and "none.toml" in err
+
+
 @pytest.mark.parametrize(
     "command,message",
     [("exit 3", "password_command failed with exit 3"), ("true", "password_command printed nothing")],

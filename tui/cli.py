@@ -416,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("app", help="open the app (the default)")
     for extend in EXTENSIONS:
         extend(sub)
+    # `heard show 12 --config PATH` works as well as `heard --config PATH show 12`.
+    for command_parser in sub.choices.values():
+        if "--config" not in command_parser._option_string_actions:
+            command_parser.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
