@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import os
 import signal
 import subprocess
@@ -485,6 +486,9 @@ def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys
     tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", from_name="Ann")
     code, out, _ = heard(cfg, "ack", "--yes", "--no-send", capsys=capsys)
     assert code == 0 and f"#{tid}: outbox #1, promised by " in out
+    promised = out.split("promised by ", 1)[1].split(",")[0]
+    code, out, _ = heard(cfg, "tickets", capsys=capsys)  # the list shows the promise in force
+    assert re.search(rf"^#{tid} .* by \w{{3}} \d+ \w{{3}} \d\d:\d\d +Export$", out, flags=re.M), (promised, out)
     code, out, err = heard(cfg, "update", str(tid), "--until", "2d", "--reason", "the fix ships Thursday",
                            "--no-send", capsys=capsys)
     assert code == 1 and err.count("\n") == 1 and "less than 24h ago" in err  # the window: no override

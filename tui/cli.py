@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -211,11 +212,24 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 # -- reading -----------------------------------------------------------------------------
-def _ticket_line(t: dict) -> str:
+def _promise(t: dict, now: datetime) -> str:
+    """ "by Tue 24 Nov 14:00", "broke Tue 24 Nov 14:00", or "" for a ticket with no promise in force."""
+    from storage.deadlines import format_deadline_short
+
+    deadline = t.get("promise_deadline")
+    if deadline is None or t["status"] in (Status.SOLVED.value, Status.CLOSED.value):
+        return ""
+    if deadline.tzinfo is None:
+        deadline = deadline.replace(tzinfo=timezone.utc)
+    local = datetime.now().astimezone().tzinfo
+    return f"{'broke' if deadline <= now else 'by'} {format_deadline_short(deadline, local)}"
+
+
+def _ticket_line(t: dict, now: datetime) -> str:
     holder = f" @{t['holder']}" if t.get("holder") else ""
     return (
         f"#{t['id']:<6} {STATUS_LABELS[Status(t['status'])]:<20} {t['priority']:<7} "
-        f"{safe_line(t['customer'])[:32]:<32} {safe_line(t['subject'])[:60]}{holder}"
+        f"{safe_line(t['customer'])[:32]:<32} {_promise(t, now):<22} {safe_line(t['subject'])[:60]}{holder}"
     )
 
 
@@ -234,13 +248,14 @@ def cmd_tickets(args: argparse.Namespace) -> int:
         if matching is None:
             raise CliError(f"nothing to search for in {query!r}: give words, an address or an error code")
     with store.read() as s:
-        rows = queue_rows(s.connection(), view=view, agent=cfg.agent, now=utcnow(), status=args.status,
+        now = utcnow()
+        rows = queue_rows(s.connection(), view=view, agent=cfg.agent, now=now, status=args.status,
                           limit=args.limit or 10**9, matching=matching)
     if args.json:
         out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
         return 0
     for r in rows:
-        out(_ticket_line(r))
+        out(_ticket_line(r, now))
     if not rows:
         out(f"no tickets match {query!r}" if query else "no tickets")
     return 0
