@@ -81,7 +81,14 @@ class ServerConfig:
                 raise ConfigError(
                     f"[{self.section}] keyring = true needs the keyring package: pip install 'heard[keyring]'"
                 ) from None
-            secret = keyring.get_password("heard", f"{self.section}:{self.username}@{self.host}")
+            try:
+                secret = keyring.get_password("heard", f"{self.section}:{self.username}@{self.host}")
+            except Exception as exc:  # keyring.errors.KeyringError: no backend, locked, refused
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+                raise ConfigError(
+                    f"[{self.section}] keyring = true, but the system keyring cannot be read ({first}): "
+                    "use password_command instead (e.g. \"pass show mail/support\")"
+                ) from None
             if not secret:
                 raise ConfigError(
                     f"[{self.section}] no password in the keyring for {self.username}@{self.host}: "

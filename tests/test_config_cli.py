@@ -62,6 +62,32 @@ def test_init_asks_when_run_interactively(tmp_path):
     assert "IMAP host" in res.stdout
 
 
+def test_init_asks_again_after_a_wrong_or_missing_answer(tmp_path):
+    """A typo costs one line, not every answer given so far; "keyring" picks the system keyring."""
+    path = tmp_path / "again.toml"
+    script = (
+        "import sys; sys.stdin.isatty = lambda: True; from tui.cli import main; "
+        f"sys.exit(main(['--config', {str(path)!r}, 'init']))"
+    )
+    answers = "help at shop\nhelp@shop.example\nssl\n\n\n99999\n\n\n\n\nkeyring\n\nAna\n\n"
+    res = subprocess.run([sys.executable, "-c", script], input=answers, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "that needs to be an email address, like support@example.com" in res.stderr
+    assert "that needs to be one of tls, starttls, none" in res.stderr
+    assert "that needs to be a port number (1-65535)" in res.stderr
+    assert "this one is needed (or pass it as --password-command)" in res.stderr
+    cfg = load_config(path)
+    assert (cfg.address, cfg.imap.security, cfg.imap.port, cfg.imap.host) == (
+        "help@shop.example", "tls", 993, "imap.shop.example")
+    assert cfg.imap.keyring and not cfg.imap.password_command
+    # Flags are checked the same way.
+    res = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(tmp_path / "f.toml"), "init", "--yes",
+                          "--address", "help@shop.example", "--imap-host", "h", "--imap-security", "ssl",
+                          "--password-command", "true"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and res.stderr.strip() == (
+        "heard: --imap-security = 'ssl' is not one of tls, starttls, none")
+
+
 BASE = """
 [account]
 address = "support@example.com"
@@ -140,3 +166,22 @@ def test_a_broken_password_command_is_one_line(tmp_path, capsys, command, messag
     path.write_text(BASE.replace("echo pw", command) + f'[storage]\ndatabase = "{tmp_path / "e.db"}"\n')
     code, out, err = run(capsys, "--config", str(path), "sync")
     assert code == 1 and message in err and err.count("\n") == 1
+
+
+def test_a_keyring_that_cannot_be_read_is_one_line(tmp_path, capsys):
+    keyring = pytest.importorskip("keyring")
+    from keyring.backends.fail import Keyring as NoKeyring
+
+    path = tmp_path / "k.toml"
+    path.write_text(BASE.replace('password_command = "echo pw"', "keyring = true")
+                    + f'[storage]\ndatabase = "{tmp_path / "k.db"}"\n')
+    before = keyring.get_keyring()
+    keyring.set_keyring(NoKeyring())
+    try:
+        with pytest.raises(ConfigError) as exc:
+            load_config(path).imap.password()
+    finally:
+        keyring.set_keyring(before)
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith("[imap] keyring = true, but the system keyring cannot be read")
+    assert message.endswith('use password_command instead (e.g. "pass show mail/support")')

@@ -79,32 +79,63 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CliError(f"{path} already exists: pass --force to overwrite it")
     interactive = sys.stdin.isatty() and not args.yes
 
-    def port(name: str, prompt: str, default: str) -> int:
-        text = value(name, prompt, default)
-        if not text.isdigit() or not 0 < int(text) < 65536:
-            raise CliError(f"--{name.replace('_', '-')} = {text!r} is not a port number (1-65535)")
-        return int(text)
+    def is_address(text: str) -> str | None:
+        local, at, domain = text.partition("@")
+        ok = at and local and "." in domain and not any(c.isspace() for c in text)
+        return None if ok else "an email address, like support@example.com"
 
-    def value(name: str, prompt: str, default: str | None = None) -> str:
+    def is_security(text: str) -> str | None:
+        return None if text in ("tls", "starttls", "none") else "one of tls, starttls, none"
+
+    def is_port(text: str) -> str | None:
+        return None if text.isdigit() and 0 < int(text) < 65536 else "a port number (1-65535)"
+
+    def port(name: str, prompt: str, default: str) -> int:
+        return int(value(name, prompt, default, check=is_port))
+
+    def value(name: str, prompt: str, default: str | None = None, check=None) -> str:
+        flag = f"--{name.replace('_', '-')}"
         v = getattr(args, name)
         if v not in (None, ""):
+            problem = check(str(v)) if check else None
+            if problem:
+                raise CliError(f"{flag} = {str(v)!r} is not {problem}")
             return str(v)
         if interactive:
-            return _ask(prompt, default)
+            # Ask again rather than fail at the end and lose every answer given so far.
+            for _ in range(5):
+                answer = _ask(prompt, default)
+                if answer == "" and default is None:
+                    problem = "needed"
+                else:
+                    problem = check(answer) if check and answer else None
+                if problem is None:
+                    return answer
+                print(f"  that needs to be {problem}" if problem != "needed" else
+                      "  this one is needed (or pass it as " + flag + ")", file=sys.stderr)
+            raise CliError(f"no usable answer for {prompt!r}: pass {flag}")
         if default is not None:
             return default
-        raise CliError(f"--{name.replace('_', '-')} is needed when not asking interactively")
+        raise CliError(f"{flag} is needed when not asking interactively")
 
-    address = value("address", "Support address customers write to")
-    security = value("imap_security", "IMAP security (tls, starttls, none)", "tls")
+    address = value("address", "Support address customers write to", check=is_address)
+    domain = address.partition("@")[2]
+    security = value("imap_security", "IMAP security (tls, starttls, none)", "tls", check=is_security)
     default_port = {"tls": "993", "starttls": "143", "none": "143"}.get(security, "993")
     imap = {
-        "host": value("imap_host", "IMAP host"),
+        "host": value("imap_host", "IMAP host", f"imap.{domain}" if interactive else None),
         "port": port("imap_port", "IMAP port", default_port),
         "security": security,
         "username": value("imap_username", "IMAP username", address),
         "folder": value("folder", "Folder to sync", "INBOX"),
     }
+    if not args.keyring and interactive and not args.password_command:
+        answer = value("password_command",
+                       "Command that prints the password (e.g. pass show mail/support), or keyring")
+        if answer.strip().lower() == "keyring":
+            args.keyring = True
+        else:
+            args.password_command = answer
     if args.keyring:
         imap["keyring"] = True
     else:
@@ -115,7 +146,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.smtp_host or interactive:
         smtp_host = value("smtp_host", "SMTP host (empty to skip sending for now)", "")
         if smtp_host:
-            smtp_sec = value("smtp_security", "SMTP security (tls, starttls, none)", "tls")
+            smtp_sec = value("smtp_security", "SMTP security (tls, starttls, none)", "tls", check=is_security)
             smtp = {
                 "host": smtp_host,
                 "port": port("smtp_port", "SMTP port", {"tls": "465", "starttls": "587"}.get(smtp_sec, "25")),
@@ -131,7 +162,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.database:
         sections["storage"] = {"database": args.database}
     agent_name = value("agent_name", "Your name, as customers will see it", os.environ.get("USER", ""))
-    sections["agent"] = {"name": agent_name, "email": value("agent_email", "Your email", address)}
+    sections["agent"] = {"name": agent_name, "email": value("agent_email", "Your email", address, check=is_address)}
     try:
         written = write_config(path, sections)
     except ConfigError as exc:
