@@ -694,6 +694,8 @@ def send_update(
         promise = ledger.promise_in_force(conn, ticket_id, now=now, at_risk_margin=settings.at_risk_margin)
         updates = ledger.updates_sent(conn, ticket_id)
         problem = update_refusal(row, promise, updates, force=force, cfg=cfg, settings=settings, now=now)
+        if row is None and not ledger.ticket_exists(conn, ticket_id):
+            problem = f"no ticket #{ticket_id}: `heard tickets --status all` lists them"
         if problem:
             raise AckError(problem)
         if deadline <= promise["deadline"]:
