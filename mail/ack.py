@@ -579,6 +579,7 @@ def auto_acknowledge(store: Store, cfg: Config, ticket_ids: list[int], *, now: d
 
 # -- updating an at-risk promise -----------------------------------------------------------------
 _WEEKDAY_WORD = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?(?:\s+(\d{1,2}):(\d{2}))?$", re.I)
+_DAY_WORD = re.compile(r"^(today|tomorrow)(?:\s+(\d{1,2}):(\d{2}))?$", re.I)
 
 
 def parse_when(text: str, *, now: datetime, hours: BusinessHours) -> datetime:
@@ -586,12 +587,18 @@ def parse_when(text: str, *, now: datetime, hours: BusinessHours) -> datetime:
 
     "2026-11-26 14:00" (or with a T), "2026-11-26" (closing time that day),
     "thu" / "thursday 14:00" (the next such day, closing time unless given),
+    "today 16:00", "tomorrow" / "tomorrow 10:00" (closing time unless given),
     or business time from now: "4h", "2d", "1d 4h".
     """
     s = " ".join((text or "").split())
     if not s:
         raise AckError("say when: e.g. \"thu 14:00\", \"2026-11-26 14:00\" or \"1d\"")
     local_now = now.astimezone(hours.tz)
+    m = _DAY_WORD.match(s)
+    if m:
+        day = local_now.date() + timedelta(days=1 if m.group(1).lower() == "tomorrow" else 0)
+        at = time(int(m.group(2)), int(m.group(3))) if m.group(2) else hours.end
+        return datetime.combine(day, at, hours.tz)
     m = _WEEKDAY_WORD.match(s)
     if m:
         target = WEEKDAYS.index(m.group(1).lower())
@@ -609,8 +616,8 @@ def parse_when(text: str, *, now: datetime, hours: BusinessHours) -> datetime:
     try:
         return hours.add_business_time(now, parse_duration(s, day=hours.day_length))
     except ValueError:
-        raise AckError(f"cannot read {text!r} as a deadline: write e.g. \"thu 14:00\", \"2026-11-26 14:00\" "
-                       "or \"1d\" (business time from now)") from None
+        raise AckError(f"cannot read {text!r} as a deadline: write e.g. \"thu 14:00\", \"tomorrow 10:00\", "
+                       "\"2026-11-26 14:00\" or \"1d\" (business time from now)") from None
 
 
 @dataclass

@@ -335,6 +335,9 @@ def test_parse_when(tmp_path):
     assert parse_when("Thursday", now=NOW, hours=hours) == datetime(2026, 11, 26, 17, 0, tzinfo=timezone.utc)
     assert parse_when("2026-11-27 11:30", now=NOW, hours=hours) == datetime(2026, 11, 27, 11, 30, tzinfo=timezone.utc)
     assert parse_when("1d", now=NOW, hours=hours) == datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+    assert parse_when("tomorrow", now=NOW, hours=hours) == datetime(2026, 11, 25, 17, 0, tzinfo=timezone.utc)
+    assert parse_when("Tomorrow 10:30", now=NOW, hours=hours) == datetime(2026, 11, 25, 10, 30, tzinfo=timezone.utc)
+    assert parse_when("today 16:00", now=NOW, hours=hours) == datetime(2026, 11, 24, 16, 0, tzinfo=timezone.utc)
     with pytest.raises(AckError):
         parse_when("whenever", now=NOW, hours=hours)
 
