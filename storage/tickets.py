@@ -169,6 +169,7 @@ def ticket_summary(row: dict) -> dict:
         "holder": row["holder"],
         "acknowledged_at": iso(row["acknowledged_at"]),
         "promise_deadline": iso(row["promise_deadline"]),
+        "last_reply_at": iso(row["last_reply_at"]),
         "automated_reason": row["automated_reason"],
         "vague_reason": row["vague_reason"],
         "flagged": bool(row["flagged"]),

@@ -688,6 +688,22 @@ async def test_the_header_fits_an_80_column_terminal_with_the_counts_and_the_syn
         assert f"{app.counts['unacknowledged']} unacknowledged" in line and "live (IDLE)" in line, line
 
 
+@pilot_test
+async def test_a_ticket_we_replied_to_is_not_called_unacknowledged(store, ids):
+    from storage.tickets import note_replied_at
+
+    with store.write_conn() as conn:
+        note_replied_at(conn, ids[0], NOW - timedelta(hours=1))
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for tid, says in ((ids[0], False), (ids[1], True)):
+            app.open_ticket(tid)
+            await settle(pilot)
+            summary = str(app.screen.query_one("#ticket-summary").render())
+            assert ("not acknowledged" in summary) is says, summary
+
+
 # -- pure helpers ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("body", "shape"),

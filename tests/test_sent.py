@@ -99,5 +99,6 @@ def test_a_reply_sent_before_the_first_sync_is_brought_in_with_the_mailbox(imap,
     assert t["message_count"] == 3
     # The customer's answer came in before our reply was stored: it joined through the Sent headers.
     assert t["messages"][2]["thread_reason"] == "In-Reply-To <webmail-1@heard.example>, our sent reply to <m1@cust.example>"
+    assert t["last_reply_at"] == t["messages"][1]["date"]  # our reply from the Sent folder counts as one
     code, out, _ = heard(cfg, "tickets", "--json", capsys=capsys)
     assert len(json.loads(out)) == 1

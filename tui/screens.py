@@ -354,7 +354,7 @@ class TicketScreen(Screen):
         parts += [("  ·  ", "$text-muted"),
                   ("held by you", "bold $text-success") if holder == app.agent else
                   (Content.assemble("held by ", inert(holder)) if holder else ("nobody holds it", "$text-muted"))]
-        ack = ack_state({**d, "last_reply_at": None}, now, app.tz, app.at_risk_margin)
+        ack = ack_state(d, now, app.tz, app.at_risk_margin)  # a ticket we replied to needs no acknowledgement
         ack_text = {"none": ("not acknowledged", "$text-warning"), "muted": ("", ""),
                     "broken": (f"promise {ack.text}", "bold $text-error"),
                     "risk": (f"promised {ack.text}", "bold $text-warning"),
