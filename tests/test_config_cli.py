@@ -185,3 +185,35 @@ def test_a_keyring_that_cannot_be_read_is_one_line(tmp_path, capsys):
     message = str(exc.value)
     assert "\n" not in message and message.startswith("[imap] keyring = true, but the system keyring cannot be read")
     assert message.endswith('use password_command instead (e.g. "pass show mail/support")')
+
+
+def test_tickets_on_a_terminal_is_one_line_per_ticket_cut_to_its_width():
+    import unicodedata
+    from datetime import datetime, timedelta, timezone
+
+    from tui.cli import _ticket_table
+
+    now = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+    base = dict(status="new", priority="normal", holder=None, promise_deadline=None)
+    rows = [
+        dict(base, id=7, customer="ann@cust.example", subject="Export to CSV stops at row 1000 every single time"),
+        dict(base, id=12, customer="sato.hanako@example.com", subject="請求書のPDFがダウンロードできません、助けてください",
+             priority="urgent", promise_deadline=now + timedelta(hours=3)),
+        dict(base, id=130, customer="a-very-long-address-indeed@subdomain.customer.example", subject="Login",
+             status="pending", holder="Ana", promise_deadline=now - timedelta(hours=1)),
+    ]
+
+    def cells(line: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+
+    lines = _ticket_table(rows, now, 120)
+    assert len(lines) == 3 and all(cells(line) <= 120 for line in lines), lines
+    assert lines[0].startswith("#7    new ") and lines[0].endswith("…")  # the subject is cut, with an ellipsis
+    assert "urgent" in lines[1] and " by " in lines[1] and lines[1].endswith("…")
+    assert "broke " in lines[2] and "@Ana" in lines[2] and lines[2].endswith("Login")
+    assert "a-very-long-address-indeed@su…" in lines[2]  # cut at 30 cells
+    assert len({line.index("#") for line in lines}) == 1
+    # 80 columns: the address column gives way so the subject keeps room.
+    lines = _ticket_table(rows[:2], now, 80)
+    assert all(cells(line) <= 80 for line in lines), lines
+    assert "Export to CSV" in lines[0] and "ann@cust.example" in lines[0] and "sato.hanako@" in lines[1] and "…  by " in lines[1]

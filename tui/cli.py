@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import threading
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -256,6 +258,45 @@ def _promise(t: dict, now: datetime) -> str:
     return f"{'broke' if deadline <= now else 'by'} {format_deadline_short(deadline, local)}"
 
 
+def _cells(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` terminal cells (wide characters count two), with an ellipsis."""
+    if _cells(text) <= width:
+        return text
+    cells = 0
+    for i, ch in enumerate(text):
+        cells += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if cells > width - 1:
+            return text[:i] + "…"
+    return text
+
+
+def _ticket_table(rows: list[dict], now: datetime, width: int) -> list[str]:
+    """The rows for a terminal: columns as wide as what they hold, one line per ticket, the subject
+    cut to the terminal's width (a line for scripts, `_ticket_line`, keeps fixed columns)."""
+    cols = []
+    for t in rows:
+        prio = "" if t["priority"] == "normal" else t["priority"]
+        holder = f"@{safe_line(t['holder'])}" if t.get("holder") else ""
+        cols.append([f"#{t['id']}", STATUS_LABELS[Status(t["status"])], prio, safe_line(t["customer"]),
+                     _promise(t, now), holder, safe_line(t["subject"])])
+    widths = [max((_cells(c[i]) for c in cols), default=0) for i in range(6)]
+    # The customer column gives way first (down to 16 cells), so the subject keeps 20.
+    others = sum(w + 2 for i, w in enumerate(widths) if w and i != 3)
+    widths[3] = max(min(widths[3], 30, width - others - 2 - 20), min(widths[3], 16))
+    lines = []
+    for c in cols:
+        c[3] = _fit(c[3], widths[3])
+        head = "  ".join(f"{v}{' ' * (w - _cells(v))}" for v, w in zip(c[:6], widths) if w)
+        room = width - _cells(head) - 2
+        subject = _fit(c[6], room) if room >= 10 else c[6]
+        lines.append(f"{head}  {subject}".rstrip())
+    return lines
+
+
 def _ticket_line(t: dict, now: datetime) -> str:
     holder = f" @{t['holder']}" if t.get("holder") else ""
     return (
@@ -285,8 +326,12 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
         return 0
-    for r in rows:
-        out(_ticket_line(r, now))
+    if sys.stdout.isatty():
+        for line in _ticket_table(rows, now, shutil.get_terminal_size().columns):
+            out(line)
+    else:
+        for r in rows:
+            out(_ticket_line(r, now))
     if not rows:
         out(f"no tickets match {query!r}" if query else "no tickets")
     return 0
