@@ -741,3 +741,21 @@ async def test_a_failed_send_shows_on_the_ticket_with_how_to_retry(tmp_path, smt
         assert "outbox #1 not sent: " in text and "mailbox unavailable" in text
         assert "heard outbox retry 1" in text
         assert app.counts["failed_sends"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "old", "new", "shown"),
+    [
+        ("status", "open", "solved", "open → solved"),
+        ("holder", None, "Ana", "taken by Ana"),
+        ("reply", None, "outbox #3", "reply queued (outbox #3)"),
+        ("ack", None, "2026-11-24T14:00:00Z", "acknowledgement queued"),  # the reason names the deadline
+        ("checkin", None, "outbox #9", "check-in queued (outbox #9)"),
+        ("promise", "Tue 24 Nov 14:00", "Thu 26 Nov 14:00", "promise Tue 24 Nov 14:00 → Thu 26 Nov 14:00"),
+        ("outbox", "failed", "queued", "outbox: failed → queued"),
+    ],
+)
+def test_the_timeline_says_what_each_event_changed(kind, old, new, shown):
+    from tui.screens import _event_change
+
+    assert _event_change({"kind": kind, "old": old, "new": new}) == shown

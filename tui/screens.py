@@ -513,6 +513,17 @@ def _event_change(e: dict) -> str:
         return f"{safe_line(old or 'nobody')} → {safe_line(new or 'nobody')}"
     if kind == "priority":
         return f"priority {old} → {new}"
+    # Mail that went out: what it was (the reason line says the rest, deadlines included).
+    sent = {"reply": "reply", "ack": "acknowledgement", "checkin": "check-in"}.get(kind)
+    if sent:
+        where = f" ({safe_line(new)})" if new and str(new).startswith("outbox #") else ""
+        return f"{sent} queued{where}"
+    if kind == "promise":
+        return f"promise {safe_line(old or '—')} → {safe_line(new or '—')}"
+    if kind == "saved_reply":
+        return f"saved reply {safe_line(new or '')}"
+    if kind == "outbox":
+        return f"outbox: {safe_line(old or '—')} → {safe_line(new or '—')}"
     if old or new:
         return f"{kind}: {safe_line(old or '')} → {safe_line(new or '')}"
     return kind
