@@ -59,7 +59,7 @@ from storage.deadlines import (
 )
 from storage.lifecycle import Change, Status
 from storage.promises import pending_action, pending_close_at
-from storage.tickets import append_event, change_status_in, iso, queue_ids
+from storage.tickets import append_event, change_status_in, iso, queue_ids, ticket_row
 
 __all__ = [
     "AckSettings",
@@ -701,7 +701,7 @@ def send_update(
         promise = ledger.promise_in_force(conn, ticket_id, now=now, at_risk_margin=settings.at_risk_margin)
         updates = ledger.updates_sent(conn, ticket_id)
         problem = update_refusal(row, promise, updates, force=force, cfg=cfg, settings=settings, now=now)
-        if row is None and not ledger.ticket_exists(conn, ticket_id):
+        if row is None and ticket_row(conn, ticket_id) is None:
             problem = f"no ticket #{ticket_id}: `heard tickets --status all` lists them"
         if problem:
             raise AckError(problem)

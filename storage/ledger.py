@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from storage.lifecycle import ACTIVE, Change, Status
@@ -367,7 +367,3 @@ def pending_rows(conn: Connection) -> list[dict]:
         r["last_automatic_at"] = as_utc(r["last_automatic_at"])
         r["checkin_at"] = _first_after(sorted(checkins.get(r["id"], [])), r["pending_since"])
     return rows
-
-
-def ticket_exists(conn: Connection, ticket_id: int) -> bool:
-    return conn.execute(text("SELECT 1 FROM tickets WHERE id = :i").bindparams(i=ticket_id)).first() is not None

@@ -439,30 +439,28 @@ class HeardApp(App[int]):
             self.toast("refused: " + "; ".join(refused[:3]) + more, severity="warning", timeout=8)
 
     # -- seams for other screens -------------------------------------------------------
-    def open_reply(self, ticket_id: int) -> None:
-        factory = _hook("tui.compose", "reply_screen") if self.cfg.smtp is not None else None
+    def _open_hooked(self, module: str, name: str, *args, missing: str, needs_smtp: bool = False) -> None:
+        """Push the screen a feature module builds; ``missing`` says why not when it cannot."""
+        factory = None if needs_smtp and self.cfg.smtp is None else _hook(module, name)
         if factory is None:
-            self.toast("replies need [smtp] in the config", severity="warning")
+            self.toast(missing, severity="warning")
             return
-        self.push_screen(factory(self, ticket_id), lambda _result: self.data_changed())
+        self.push_screen(factory(self, *args), lambda _result: self.data_changed())
+
+    def open_reply(self, ticket_id: int) -> None:
+        self._open_hooked("tui.compose", "reply_screen", ticket_id, missing="replies need [smtp] in the config",
+                          needs_smtp=True)
 
     def action_ack_review(self) -> None:
         self.open_ack_review()
 
     def open_ack_review(self) -> None:
-        factory = _hook("tui.ack", "ack_screen")
-        if factory is None:
-            self.toast("the acknowledgement review is not available in this build", severity="warning")
-            return
-        self.push_screen(factory(self), lambda _result: self.data_changed())
+        self._open_hooked("tui.ack", "ack_screen", missing="the acknowledgement review is not available in this build")
 
     def open_update(self, ticket_id: int) -> None:
         """One short "I need until ..., because ..." mail for a promise at risk (``u`` on a ticket)."""
-        factory = _hook("tui.ack", "update_screen") if self.cfg.smtp is not None else None
-        if factory is None:
-            self.toast("updates to customers need [smtp] in the config", severity="warning")
-            return
-        self.push_screen(factory(self, ticket_id), lambda _result: self.data_changed())
+        self._open_hooked("tui.ack", "update_screen", ticket_id, missing="updates to customers need [smtp] in the config",
+                          needs_smtp=True)
 
     # -- quitting ----------------------------------------------------------------------
     async def action_quit(self) -> None:

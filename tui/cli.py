@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import threading
-import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,13 +107,12 @@ def cmd_init(args: argparse.Namespace) -> int:
             for _ in range(5):
                 answer = _ask(prompt, default)
                 if answer == "" and default is None:
-                    problem = "needed"
-                else:
-                    problem = check(answer) if check and answer else None
+                    print(f"  this one is needed (or pass it as {flag})", file=sys.stderr)
+                    continue
+                problem = check(answer) if check and answer else None
                 if problem is None:
                     return answer
-                print(f"  that needs to be {problem}" if problem != "needed" else
-                      "  this one is needed (or pass it as " + flag + ")", file=sys.stderr)
+                print(f"  that needs to be {problem}", file=sys.stderr)
             raise CliError(f"no usable answer for {prompt!r}: pass {flag}")
         if default is not None:
             return default
@@ -245,7 +243,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 # -- reading -----------------------------------------------------------------------------
-def _promise(t: dict, now: datetime) -> str:
+def _promise(t: dict, now: datetime, tz) -> str:
     """ "by Tue 24 Nov 14:00", "broke Tue 24 Nov 14:00", or "" for a ticket with no promise in force."""
     from storage.deadlines import format_deadline_short
 
@@ -254,54 +252,47 @@ def _promise(t: dict, now: datetime) -> str:
         return ""
     if deadline.tzinfo is None:
         deadline = deadline.replace(tzinfo=timezone.utc)
-    local = datetime.now().astimezone().tzinfo
-    return f"{'broke' if deadline <= now else 'by'} {format_deadline_short(deadline, local)}"
-
-
-def _cells(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return f"{'broke' if deadline <= now else 'by'} {format_deadline_short(deadline, tz)}"
 
 
 def _fit(text: str, width: int) -> str:
-    """``text`` cut to ``width`` terminal cells (wide characters count two), with an ellipsis."""
-    if _cells(text) <= width:
-        return text
-    cells = 0
-    for i, ch in enumerate(text):
-        cells += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-        if cells > width - 1:
-            return text[:i] + "…"
-    return text
+    """``text`` cut to ``width`` terminal cells, with an ellipsis."""
+    from rich.cells import cell_len, set_cell_size
+
+    return text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…"
 
 
 def _ticket_table(rows: list[dict], now: datetime, width: int) -> list[str]:
     """The rows for a terminal: columns as wide as what they hold, one line per ticket, the subject
     cut to the terminal's width (a line for scripts, `_ticket_line`, keeps fixed columns)."""
+    from rich.cells import cell_len
+
+    tz = datetime.now().astimezone().tzinfo
     cols = []
     for t in rows:
         prio = "" if t["priority"] == "normal" else t["priority"]
         holder = f"@{safe_line(t['holder'])}" if t.get("holder") else ""
         cols.append([f"#{t['id']}", STATUS_LABELS[Status(t["status"])], prio, safe_line(t["customer"]),
-                     _promise(t, now), holder, safe_line(t["subject"])])
-    widths = [max((_cells(c[i]) for c in cols), default=0) for i in range(6)]
+                     _promise(t, now, tz), holder, safe_line(t["subject"])])
+    widths = [max((cell_len(c[i]) for c in cols), default=0) for i in range(6)]
     # The customer column gives way first (down to 16 cells), so the subject keeps 20.
     others = sum(w + 2 for i, w in enumerate(widths) if w and i != 3)
     widths[3] = max(min(widths[3], 30, width - others - 2 - 20), min(widths[3], 16))
     lines = []
     for c in cols:
         c[3] = _fit(c[3], widths[3])
-        head = "  ".join(f"{v}{' ' * (w - _cells(v))}" for v, w in zip(c[:6], widths) if w)
-        room = width - _cells(head) - 2
+        head = "  ".join(f"{v}{' ' * (w - cell_len(v))}" for v, w in zip(c[:6], widths) if w)
+        room = width - cell_len(head) - 2
         subject = _fit(c[6], room) if room >= 10 else c[6]
         lines.append(f"{head}  {subject}".rstrip())
     return lines
 
 
-def _ticket_line(t: dict, now: datetime) -> str:
-    holder = f" @{t['holder']}" if t.get("holder") else ""
+def _ticket_line(t: dict, now: datetime, tz) -> str:
+    holder = f" @{safe_line(t['holder'])}" if t.get("holder") else ""
     return (
         f"#{t['id']:<6} {STATUS_LABELS[Status(t['status'])]:<20} {t['priority']:<7} "
-        f"{safe_line(t['customer'])[:32]:<32} {_promise(t, now):<22} {safe_line(t['subject'])[:60]}{holder}"
+        f"{safe_line(t['customer'])[:32]:<32} {_promise(t, now, tz):<22} {safe_line(t['subject'])[:60]}{holder}"
     )
 
 
@@ -330,8 +321,9 @@ def cmd_tickets(args: argparse.Namespace) -> int:
         for line in _ticket_table(rows, now, shutil.get_terminal_size().columns):
             out(line)
     else:
+        tz = datetime.now().astimezone().tzinfo
         for r in rows:
-            out(_ticket_line(r, now))
+            out(_ticket_line(r, now, tz))
     if not rows:
         out(f"no tickets match {query!r}" if query else "no tickets")
     return 0
@@ -461,15 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sync", help="fetch new mail once and print a summary")
     s.add_argument("--watch", action="store_true", help="keep syncing (IMAP IDLE, or polling)")
 
-    for name in ("tickets", "search"):
-        if name == "tickets":
-            s = sub.add_parser("tickets", help="list tickets in work order")
-            s.add_argument("--search", nargs="+", metavar="WORD",
-                           help="only tickets whose subject, mail or customer has every word (prefixes match)")
-        else:
-            s = sub.add_parser("search", help="full-text search: the tickets whose subject, mail or customer "
+    listing = sub.add_parser("tickets", help="list tickets in work order")
+    listing.add_argument("--search", nargs="+", metavar="WORD",
+                         help="only tickets whose subject, mail or customer has every word (prefixes match)")
+    searching = sub.add_parser("search", help="full-text search: the tickets whose subject, mail or customer "
                                               "has every word, in work order (every status unless --status/--view)")
-            s.add_argument("search", nargs="+", metavar="WORD")
+    searching.add_argument("search", nargs="+", metavar="WORD")
+    for s in (listing, searching):
         s.add_argument("--status", help="only this status (new, open, pending, on_hold, solved, closed)")
         s.add_argument("--view", choices=["open", "mine", "waiting", "unacknowledged", "solved", "all"])
         s.add_argument("--limit", type=int)
