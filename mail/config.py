@@ -1,7 +1,9 @@
 """The config file: TOML, typed, every mistake reported in one line naming the key.
 
 Credentials never live here: a ``password_command`` (first line of its
-output) or the system keyring (``keyring = true``).
+output), the system keyring (``keyring = true``), or, for Gmail and
+Microsoft 365, an ``oauth2_command`` that prints a fresh OAuth2 access token
+(heard then logs in with XOAUTH2).
 """
 
 from __future__ import annotations
@@ -50,30 +52,37 @@ class ServerConfig:
     username: str
     password_command: str | None = None
     keyring: bool = False
+    oauth2_command: str | None = None  # prints an OAuth2 access token: XOAUTH2 instead of a password
     folder: str = "INBOX"
     sent_folder: str = ""
     idle: bool = True  # use IMAP IDLE when the server offers it; false forces polling
     poll_interval: int = 30  # seconds between polls without IDLE
 
+    def _run(self, key: str, command: str, what: str) -> str:
+        """The first line a credential command prints."""
+        try:
+            out = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"[{self.section}] {key} took over 60 s: check it runs on its own") from None
+        if out.returncode != 0:
+            err = (out.stderr or "").strip().splitlines()
+            tail = f" ({err[-1]})" if err else ""
+            raise ConfigError(f"[{self.section}] {key} failed with exit {out.returncode}{tail}: run it by hand to check")
+        lines = out.stdout.splitlines()
+        if not lines or not lines[0].strip():
+            raise ConfigError(f"[{self.section}] {key} printed nothing: it must print {what}")
+        return lines[0]
+
+    def oauth2_token(self) -> str:
+        """A fresh OAuth2 access token from ``oauth2_command``, fetched at every login (tokens expire)."""
+        if not self.oauth2_command:
+            raise ConfigError(f"[{self.section}] oauth2_command is not set")
+        return self._run("oauth2_command", self.oauth2_command, "an access token").strip()
+
     def password(self) -> str:
         """Fetch the password now; never stored anywhere by heard."""
         if self.password_command:
-            try:
-                out = subprocess.run(
-                    self.password_command, shell=True, capture_output=True, text=True, timeout=60
-                )
-            except subprocess.TimeoutExpired:
-                raise ConfigError(f"[{self.section}] password_command took over 60 s: check it runs on its own") from None
-            if out.returncode != 0:
-                err = (out.stderr or "").strip().splitlines()
-                tail = f" ({err[-1]})" if err else ""
-                raise ConfigError(
-                    f"[{self.section}] password_command failed with exit {out.returncode}{tail}: run it by hand to check"
-                )
-            lines = out.stdout.splitlines()
-            if not lines or not lines[0]:
-                raise ConfigError(f"[{self.section}] password_command printed nothing: it must print the password")
-            return lines[0]
+            return self._run("password_command", self.password_command, "the password")
         if self.keyring:
             try:
                 import keyring
@@ -95,7 +104,7 @@ class ServerConfig:
                     f"run `keyring set heard {self.section}:{self.username}@{self.host}`"
                 )
             return secret
-        raise ConfigError(f"[{self.section}] set password_command or keyring = true")
+        raise ConfigError(f"[{self.section}] set password_command, keyring = true or oauth2_command")
 
 
 @dataclass
@@ -158,6 +167,7 @@ def _server(data: dict, section: str, default_port: dict[str, int]) -> ServerCon
         username=_get(t, section, "username", str, ""),
         password_command=_get(t, section, "password_command", str, None),
         keyring=_get(t, section, "keyring", bool, False),
+        oauth2_command=_get(t, section, "oauth2_command", str, None) or None,
         folder=_get(t, section, "folder", str, "INBOX"),
         sent_folder=_get(t, section, "sent_folder", str, ""),
         idle=_get(t, section, "idle", bool, True),
@@ -168,8 +178,14 @@ def _server(data: dict, section: str, default_port: dict[str, int]) -> ServerCon
     if section == "imap" and not cfg.username:
         raise ConfigError("[imap] username is missing: add the login name (often the support address)")
     # An SMTP relay that needs no login (a local MTA, a relay on the LAN): username = "" and no password.
-    if cfg.username and not cfg.password_command and not cfg.keyring:
-        raise ConfigError(f"[{section}] set password_command = \"...\" or keyring = true"
+    if cfg.oauth2_command and (cfg.password_command or cfg.keyring):
+        other = "password_command" if cfg.password_command else "keyring"
+        raise ConfigError(f"[{section}] both oauth2_command and {other} are set: keep oauth2_command for an "
+                          f"OAuth2 login (Gmail, Microsoft 365), or {other} for a password")
+    if cfg.oauth2_command and not cfg.username:
+        raise ConfigError(f"[{section}] oauth2_command needs username: the account the token belongs to")
+    if cfg.username and not cfg.password_command and not cfg.keyring and not cfg.oauth2_command:
+        raise ConfigError(f"[{section}] set password_command = \"...\", keyring = true or oauth2_command = \"...\""
                           + (', or username = "" for a server that needs no login' if section == "smtp" else ""))
     if "password" in t:
         raise ConfigError(f"[{section}] password must not be in the config file: use password_command or keyring")

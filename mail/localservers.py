@@ -25,6 +25,11 @@ context managers that stop cleanly and leave no process behind:
 - :class:`SmtpServer`: an aiosmtpd server that records every message
   byte-exact, can hand each one to a delivery callback, and can be scripted
   to answer faults (4xx/5xx, refused recipients, a dropped connection).
+  Given ``oauth2_tokens`` it offers AUTH XOAUTH2 and refuses other tokens
+  the way Gmail does (a JSON challenge, then 535).
+- :class:`OAuth2TokenServer`: an HTTP token-introspection endpoint (RFC 7662)
+  that Dovecot's ``oauth2`` passdb asks, so a test can log in to a real
+  Dovecot with XOAUTH2 (``DovecotServer(oauth2=...)``).
 
 Seeding is fast: ``deliver_maildir()`` writes messages straight into a user's
 Maildir (both servers pick them up on the next sync), and ``append()`` uses
@@ -61,6 +66,7 @@ __all__ = [
     "PymapServer",
     "DovecotServer",
     "SmtpServer",
+    "OAuth2TokenServer",
     "ReceivedMessage",
     "dovecot_available",
     "dovecot_version",
@@ -647,8 +653,10 @@ class DovecotServer(_ProcessServer):
         username: str = "support",
         password: str = "support-password",
         users: Mapping[str, str] | None = None,
+        oauth2: "OAuth2TokenServer | None" = None,
     ) -> None:
         super().__init__(directory)
+        self.oauth2 = oauth2  # also accept XOAUTH2 / OAUTHBEARER, checked against this endpoint
         binary = dovecot_binary()
         if not binary:
             raise ServerStartError("dovecot is not installed (apt-get install dovecot-imapd)")
@@ -751,6 +759,20 @@ class DovecotServer(_ProcessServer):
             "host": self.host,
             "instance": f"heard-{os.getpid()}-{d.name[:20]}",
         }
+        common.update(mechs="", plain_only="", oauth2_passdb="", oauth2_filter="")
+        if self.oauth2 is not None:
+            common["mechs"] = " xoauth2 oauthbearer"
+            settings = self.oauth2.dovecot_settings()
+            if self.version >= (2, 4):
+                common["oauth2_filter"] = "oauth2 {\n" + "".join(f"  {k} = {v}\n" for k, v in settings.items()) + "}\n"
+            else:
+                ext = self.users_dir.parent / "oauth2.conf.ext"  # where the auth process reads the users
+                ext.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+                os.chmod(ext, 0o644)
+                common["plain_only"] = "\n  mechanisms = plain login"
+                common["oauth2_passdb"] = (
+                    f"\npassdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}"
+                )
         nonroot = ""
         if os.geteuid() != 0:
             # Unprivileged: every service runs as us, nothing chroots or chowns.
@@ -783,7 +805,7 @@ listen = {host}
 protocols = imap
 ssl = no
 auth_allow_cleartext = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login{mechs}
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 first_valid_gid = {gid}
@@ -800,7 +822,7 @@ passdb passwd-file {{
 userdb passwd-file {{
   passwd_file_path = {passwd}/%{{user}}
 }}
-service imap-login {{
+{oauth2_filter}service imap-login {{
   inet_listener imap {{
     listen = {host}
     port = {port}
@@ -825,7 +847,7 @@ listen = {host}
 protocols = imap
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{mechs}
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 first_valid_gid = {gid}
@@ -836,8 +858,8 @@ mail_location = maildir:{mailroot}/%u
 mail_fsync = never
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {passwd}/%u
-}}
+  args = scheme=PLAIN username_format=%u {passwd}/%u{plain_only}
+}}{oauth2_passdb}
 userdb {{
   driver = passwd-file
   args = username_format=%u {passwd}/%u
@@ -1050,6 +1072,110 @@ class _Handler:
         return response
 
 
+class _OAuth2Handler(_Handler):
+    """Also offers AUTH XOAUTH2 (aiosmtpd finds ``auth_*`` methods on the handler)."""
+
+    async def auth_XOAUTH2(self, smtp, args):
+        from base64 import b64decode, b64encode
+
+        from aiosmtpd.smtp import AuthResult
+
+        if len(args) > 1:
+            blob = args[1].encode()
+        else:
+            blob = await smtp.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=False)
+            blob = b64encode(blob)
+        try:
+            fields = dict(
+                part.split("=", 1) for part in b64decode(blob, validate=True).decode().split("\x01") if "=" in part
+            )
+        except Exception:
+            return AuthResult(success=False, handled=False)
+        user, auth = fields.get("user", ""), fields.get("auth", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        self.server.oauth2_attempts.append((user, token))
+        if self.server.oauth2_tokens.get(token) == user and user:
+            return AuthResult(success=True, auth_data=user)
+        # What Gmail does: the error as a JSON challenge, then 535 once the client answers.
+        await smtp.challenge_auth('{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}')
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")
+
+
+class OAuth2TokenServer:
+    """A token-introspection endpoint (RFC 7662) on loopback, for Dovecot's ``oauth2`` passdb.
+
+    ``tokens`` maps each valid access token to the user it belongs to; every
+    token asked about is kept in ``asked``.
+
+    >>> with OAuth2TokenServer({"tok-1": "support"}) as oauth, DovecotServer(d, oauth2=oauth) as imap:  # doctest: +SKIP
+    ...     imap.connect().oauth2_login("support", "tok-1")
+    """
+
+    def __init__(self, tokens: Mapping[str, str] | None = None) -> None:
+        self.tokens: dict[str, str] = dict(tokens or {})
+        self.asked: list[str] = []
+        self.host = HOST
+        self.port = 0
+        self._httpd = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/introspect"
+
+    def dovecot_settings(self) -> dict[str, str]:
+        return {
+            "introspection_mode": "post",
+            "introspection_url": self.url,
+            "force_introspection": "yes",
+            "username_attribute": "username",
+            "active_attribute": "active",
+            "active_value": "true",
+        }
+
+    def start(self) -> "OAuth2TokenServer":
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+                token = (form.get("token") or [""])[0]
+                owner.asked.append(token)
+                user = owner.tokens.get(token)
+                body = json.dumps({"active": "true", "username": user} if user else {"active": "false"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self._httpd = ThreadingHTTPServer((self.host, 0), Handler)
+        self.port = self._httpd.server_address[1]
+        threading.Thread(target=self._httpd.serve_forever, name="heard-oauth2-introspection", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+
+    def __enter__(self) -> "OAuth2TokenServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 class SmtpServer:
     """An aiosmtpd server on loopback that records, delivers and misbehaves on cue.
 
@@ -1067,6 +1193,7 @@ class SmtpServer:
         username: str = "",
         password: str = "",
         hostname: str = "heard-test-smtp.example.com",
+        oauth2_tokens: Mapping[str, str] | None = None,
     ) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.host = HOST
@@ -1074,6 +1201,9 @@ class SmtpServer:
         self.username = username  # no AUTH: plain SMTP on loopback
         self.password = password
         self.hostname = hostname
+        # token -> user: offer AUTH XOAUTH2 (and nothing else) and accept these
+        self.oauth2_tokens: dict[str, str] | None = dict(oauth2_tokens) if oauth2_tokens is not None else None
+        self.oauth2_attempts: list[tuple[str, str]] = []
         self.deliver = deliver
         self._lock = threading.Condition()
         self._records: list[ReceivedMessage] = []
@@ -1179,14 +1309,23 @@ class SmtpServer:
         last: Exception | None = None
         for _ in range(3):
             port = free_port(self.host)
+            auth = {}
+            if self.oauth2_tokens is not None:
+                # Loopback without TLS: let AUTH through, but only XOAUTH2.
+                auth = dict(auth_require_tls=False, auth_exclude_mechanism=["LOGIN", "PLAIN"])
+                import warnings
+
+                # aiosmtpd 1.4 warns about its own session attribute on every successful AUTH
+                warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
             controller = Controller(
-                _Handler(self),
+                (_OAuth2Handler if self.oauth2_tokens is not None else _Handler)(self),
                 hostname=self.host,
                 port=port,
                 server_hostname=self.hostname,
                 ready_timeout=10.0,
                 enable_SMTPUTF8=True,
                 decode_data=False,
+                **auth,
             )
             try:
                 controller.start()

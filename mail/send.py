@@ -43,7 +43,7 @@ from mail.compose import (
     require_no_placeholders,
 )
 from mail.config import Config, ConfigError, ServerConfig
-from mail.imap import MailServerError, connect_imap, network_error, tls_context
+from mail.imap import MailServerError, connect_imap, network_error, tls_context, xoauth2_string
 from mail.tone import strip_quoted
 from storage import outbox as ob
 from storage.db import Store, utcnow
@@ -223,12 +223,20 @@ def connect_smtp(cfg: ServerConfig, *, timeout: float = 60.0) -> smtplib.SMTP:
         raise network_error(cfg, exc) from None
     if cfg.username:
         try:
-            client.login(cfg.username, cfg.password())
+            if cfg.oauth2_command:
+                _xoauth2_login(client, cfg)
+            else:
+                client.login(cfg.username, cfg.password())
         except ConfigError:
             _quit(client)
             raise
         except smtplib.SMTPAuthenticationError:
             _quit(client)
+            if cfg.oauth2_command:
+                raise MailServerError(
+                    f"{cfg.host} refused the OAuth2 token for {cfg.username!r}: check that [smtp] oauth2_command "
+                    "prints a fresh access token for this account (run it by hand)"
+                ) from None
             raise MailServerError(
                 f"{cfg.host} refused the login for {cfg.username!r}: check [smtp] username and the password it gets"
             ) from None
@@ -242,6 +250,28 @@ def connect_smtp(cfg: ServerConfig, *, timeout: float = 60.0) -> smtplib.SMTP:
             _quit(client)
             raise MailServerError(f"login to {cfg.host}:{cfg.port} failed ({exc}): check [smtp] username") from None
     return client
+
+
+def _xoauth2_login(client: smtplib.SMTP, cfg: ServerConfig) -> None:
+    """AUTH XOAUTH2 with the token ``oauth2_command`` prints (Gmail, Microsoft 365)."""
+    token = cfg.oauth2_token()
+    if not client.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("no AUTH")
+    if "XOAUTH2" not in client.esmtp_features.get("auth", "").upper().split():
+        _quit(client)
+        raise MailServerError(
+            f"{cfg.host}:{cfg.port} does not offer OAuth2 login (AUTH XOAUTH2): "
+            "use password_command instead of [smtp] oauth2_command"
+        )
+    answers = []
+
+    def respond(challenge: bytes | None = None) -> str:
+        # First the token (as the initial response); a refusal comes as a JSON challenge,
+        # answered with an empty line so the server can finish with its 535.
+        answers.append(challenge)
+        return xoauth2_string(cfg.username, token) if len(answers) == 1 else ""
+
+    client.auth("XOAUTH2", respond, initial_response_ok=True)
 
 
 def _quit(client) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from mail.localservers import DovecotServer, PymapServer, SmtpServer, dovecot_available
+from mail.localservers import DovecotServer, OAuth2TokenServer, PymapServer, SmtpServer, dovecot_available
 
 
 def _dovecot_required() -> bool:
@@ -58,6 +58,24 @@ def dovecot_server(tmp_path: Path):
         yield server
     finally:
         server.cleanup()
+
+
+OAUTH2_TOKEN = "ya29.a0-heard-test-token"
+
+
+@pytest.fixture
+def oauth2_dovecot(tmp_path: Path):
+    """A Dovecot that also takes XOAUTH2 logins, each token checked with an introspection endpoint on loopback
+    (``server.oauth2.asked``: the tokens it was asked about). ``OAUTH2_TOKEN`` is valid for its user."""
+    _need_dovecot()
+    with OAuth2TokenServer() as tokens:
+        server = DovecotServer(tmp_path / "dovecot", oauth2=tokens)
+        tokens.tokens[OAUTH2_TOKEN] = server.username
+        server.start()
+        try:
+            yield server
+        finally:
+            server.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,14 @@ password_command = "echo pw"
         ("[account\n", "is not valid TOML"),
         (BASE.replace('username = "support@example.com"\n', ""), "[imap] username is missing"),
         (BASE + '[smtp]\nhost = "smtp.example.com"\nusername = "support@example.com"\n',
-         '[smtp] set password_command = "..." or keyring = true, or username = "" for a server that needs no login'),
+         '[smtp] set password_command = "...", keyring = true or oauth2_command = "...", '
+         'or username = "" for a server that needs no login'),
+        (BASE + 'oauth2_command = "oama access support@example.com"\n',
+         "[imap] both oauth2_command and password_command are set: keep oauth2_command for an OAuth2 login"),
+        (BASE.replace('password_command = "echo pw"', 'keyring = true\noauth2_command = "x"'),
+         "[imap] both oauth2_command and keyring are set"),
+        (BASE + '[smtp]\nhost = "smtp.example.com"\nusername = ""\noauth2_command = "x"\n',
+         "[smtp] oauth2_command needs username: the account the token belongs to"),
     ],
 )
 def test_config_mistakes_name_the_key(tmp_path, text, message):

@@ -64,6 +64,12 @@ def err(line: str) -> None:
 
 
 # -- init --------------------------------------------------------------------------------
+# Servers that take OAuth2 (XOAUTH2) logins, and Microsoft's no longer take passwords.
+OAUTH2_HOSTS = frozenset({
+    "imap.gmail.com", "smtp.gmail.com", "outlook.office365.com", "smtp.office365.com",
+    "imap-mail.outlook.com", "smtp-mail.outlook.com", "outlook.office.com",
+})
+
 def _ask(prompt: str, default: str | None = None) -> str:
     suffix = f" [{default}]" if default else ""
     try:
@@ -129,14 +135,26 @@ def cmd_init(args: argparse.Namespace) -> int:
         "username": value("imap_username", "IMAP username", address),
         "folder": value("folder", "Folder to sync", "INBOX"),
     }
-    if not args.keyring and interactive and not args.password_command:
+    if args.oauth2_command and (args.password_command or args.keyring):
+        raise CliError("--oauth2-command and --password-command/--keyring: pass one (OAuth2 for Gmail, Microsoft 365)")
+    if interactive and not (args.keyring or args.password_command or args.oauth2_command):
+        if imap["host"].lower() in OAUTH2_HOSTS:
+            print(f"{imap['host']} signs in with OAuth2: heard runs a command that prints a fresh access token "
+                  "(oama, mailctl, mutt_oauth2.py; see README, Gmail and Microsoft 365)", file=sys.stderr)
+            answer = value("oauth2_command", f"Command that prints an access token for {imap['username']} "
+                                             "(or 'password' for an app password)")
+            if answer.strip().lower() != "password":
+                args.oauth2_command = answer
+    if interactive and not (args.keyring or args.password_command or args.oauth2_command):
         answer = value("password_command",
                        "Command that prints the password (e.g. pass show mail/support), or keyring")
         if answer.strip().lower() == "keyring":
             args.keyring = True
         else:
             args.password_command = answer
-    if args.keyring:
+    if args.oauth2_command:
+        imap["oauth2_command"] = args.oauth2_command
+    elif args.keyring:
         imap["keyring"] = True
     else:
         imap["password_command"] = value(
@@ -154,10 +172,10 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "username": value("smtp_username", "SMTP username", imap["username"]),
                 "sent_folder": value("sent_folder", "IMAP folder for sent copies (empty for Gmail/365)", "Sent"),
             }
-            if "keyring" in imap:
-                smtp["keyring"] = True
-            else:
-                smtp["password_command"] = imap["password_command"]
+            for key in ("oauth2_command", "keyring", "password_command"):  # the IMAP login's source
+                if key in imap:
+                    smtp[key] = imap[key]
+                    break
             sections["smtp"] = smtp
     if args.database:
         sections["storage"] = {"database": args.database}
@@ -443,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("init", help="write a config file (asks, or takes flags)")
     for flag in ("address", "imap-host", "imap-port", "imap-security", "imap-username", "password-command",
+                 "oauth2-command",
                  "folder", "smtp-host", "smtp-port", "smtp-security", "smtp-username", "sent-folder",
                  "database", "agent-name", "agent-email"):
         s.add_argument(f"--{flag}")
