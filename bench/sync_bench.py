@@ -6,7 +6,8 @@ Generates a realistic support mailbox (about 12 KB a message: threads, HTML,
 attachments, auto-replies), serves it from a private Dovecot on loopback, and
 prints a table: `heard sync` of the whole mailbox (msgs/s, MB/s, peak RSS), a
 sync with nothing new (ms), mbsync into a maildir and a bare Python loop that
-only fetches the bytes, with ratios against heard. Needs dovecot and isync
+only fetches the bytes (with imapclient, and with heard's own FETCH reader,
+which is what fetching alone costs heard), with ratios against heard. Needs dovecot and isync
 (Debian: dovecot-imapd, isync).
 """
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mail.backlog import bench_mailbox  # noqa: E402
 from mail.config import load_config  # noqa: E402
 from mail.localservers import DovecotServer  # noqa: E402
-from mail.sync import sync_once  # noqa: E402
+from mail.sync import fetch_raw, sync_once  # noqa: E402
 from storage.db import Store  # noqa: E402
 
 SUPPORT = "support@heard.example"
@@ -103,6 +104,21 @@ def bare_fetch(server: DovecotServer, batch: int = 500) -> float:
     for i in range(0, len(uids), batch):
         for data in client.fetch(uids[i : i + batch], [b"BODY.PEEK[]"]).values():
             total += len(data[b"BODY[]"])
+    elapsed = time.perf_counter() - start
+    client.logout()
+    return elapsed
+
+
+def lean_fetch(server: DovecotServer, batch: int = 250) -> float:
+    """The same, through heard's own FETCH reader (mail.sync.fetch_raw): what fetching alone costs heard."""
+    client = server.connect()
+    start = time.perf_counter()
+    client.select_folder("INBOX", readonly=True)
+    uids = client.search(["ALL"])
+    total = 0
+    for i in range(0, len(uids), batch):
+        for raw, _ in fetch_raw(client, uids[i : i + batch]).values():
+            total += len(raw)
     elapsed = time.perf_counter() - start
     client.logout()
     return elapsed
@@ -187,6 +203,7 @@ def main() -> None:
             client.logout()
 
             bare_s = bare_fetch(server)
+            lean_s = lean_fetch(server)
             mb_s, mb_rss = mbsync(server, work)
 
         n = args.messages
@@ -195,6 +212,7 @@ def main() -> None:
             ("heard sync (parse, thread, store, index)", heard_s, heard_rss),
             ("mbsync into a maildir", mb_s, mb_rss),
             ("bare Python fetch loop (bytes only)", bare_s, None),
+            ("  the same through heard's FETCH reader", lean_s, None),
         ]
         print(f"\nheard: {summary}\n")
         print(f"{'initial sync of ' + str(n) + ' messages':<44}{'seconds':>9}{'msgs/s':>10}{'MB/s':>8}"
