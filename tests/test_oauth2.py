@@ -106,7 +106,8 @@ def test_sync_and_reply_log_in_with_a_fresh_oauth2_token(oauth2_dovecot, oauth_s
 
     code, out, err = heard(cfg, "doctor", "--no-round-trip", capsys=capsys)
     assert code == 0, out + err
-    assert "accepted us" in out
+    assert f"support@{oauth2_dovecot.host}:{oauth2_dovecot.port} (OAuth2), INBOX has 2 messages" in out
+    assert "(none, OAuth2) accepted us" in out
 
 
 def test_a_refused_token_is_one_line_and_the_reply_stays_queued(oauth2_dovecot, oauth_smtp, tmp_path, capsys):
@@ -169,13 +170,14 @@ def test_init_writes_an_oauth2_login_for_gmail(tmp_path, capsys):
     path = tmp_path / "gmail.toml"
     code = main(["--config", str(path), "init", "--yes", "--address", "help@gmail.com",
                  "--imap-host", "imap.gmail.com", "--oauth2-command", "oama access help@gmail.com",
-                 "--smtp-host", "smtp.gmail.com", "--smtp-security", "starttls", "--sent-folder", "",
+                 "--smtp-host", "smtp.gmail.com", "--smtp-security", "starttls",
                  "--agent-name", "Ana"])
     assert code == 0, capsys.readouterr().err
     cfg = load_config(path)
     assert cfg.imap.oauth2_command == cfg.smtp.oauth2_command == "oama access help@gmail.com"
     assert cfg.imap.password_command is None and cfg.smtp.password_command is None
     assert (cfg.imap.port, cfg.smtp.port) == (993, 587)
+    assert cfg.smtp.sent_folder == ""  # Gmail files its own copy of what is sent
 
     code = main(["--config", str(tmp_path / "both.toml"), "init", "--yes", "--address", "help@gmail.com",
                  "--imap-host", "imap.gmail.com", "--oauth2-command", "oama access help@gmail.com",

@@ -170,7 +170,9 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "port": port("smtp_port", "SMTP port", {"tls": "465", "starttls": "587"}.get(smtp_sec, "25")),
                 "security": smtp_sec,
                 "username": value("smtp_username", "SMTP username", imap["username"]),
-                "sent_folder": value("sent_folder", "IMAP folder for sent copies (empty for Gmail/365)", "Sent"),
+                # Gmail and Microsoft 365 file their own copy of what is sent: don't add a second.
+                "sent_folder": value("sent_folder", "IMAP folder for sent copies (empty for Gmail/365)",
+                                     "" if smtp_host.lower() in OAUTH2_HOSTS else "Sent"),
             }
             for key in ("oauth2_command", "keyring", "password_command"):  # the IMAP login's source
                 if key in imap:

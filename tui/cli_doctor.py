@@ -45,7 +45,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         caps = client.capabilities()
         info = client.select_folder(cfg.imap.folder, readonly=True)
         extras = [c.decode() for c in (b"IDLE", b"CONDSTORE", b"QRESYNC") if c in caps]
-        good &= _line(True, "imap", f"{cfg.imap.username}@{cfg.imap.host}:{cfg.imap.port}, {cfg.imap.folder} has "
+        how = " (OAuth2)" if cfg.imap.oauth2_command else ""
+        good &= _line(True, "imap", f"{cfg.imap.username}@{cfg.imap.host}:{cfg.imap.port}{how}, {cfg.imap.folder} has "
                       f"{info.get(b'EXISTS', 0)} messages; offers {', '.join(extras) or 'no IDLE (heard will poll)'}")
     except (MailServerError, ConfigError) as exc:
         good &= _line(False, "imap", str(exc))
@@ -61,7 +62,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     try:
         smtp = connect_smtp(cfg.smtp, timeout=30)
-        _line(True, "smtp", f"{cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.security}) accepted us")
+        how = ", OAuth2" if cfg.smtp.oauth2_command else ""
+        _line(True, "smtp", f"{cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.security}{how}) accepted us")
     except (MailServerError, ConfigError) as exc:
         _line(False, "smtp", str(exc))
         return 1
