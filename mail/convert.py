@@ -94,6 +94,7 @@ class MessageConverter:
             # Used only when the mail starts a ticket (a first mail can be vague); worked out
             # here, in the parsing process, to keep it off the storing thread.
             vague_reason=None if outgoing or auto else vague_reason(pm.subject, pm.text),
+            auto_submitted=outgoing and pm.headers.get("auto-submitted", "no").lower() not in ("", "no"),
         )
 
 

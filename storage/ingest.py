@@ -39,6 +39,7 @@ class _TicketState:
     last_customer_at: datetime | None = None
     updated_at: datetime | None = None
     reopen_reason: str | None = None
+    answered_reason: str | None = None
     flagged: bool = False
 
 
@@ -192,6 +193,13 @@ class Ingest:
                 state.last_customer_at = m.date
             if not state.created and customer_reply_reopens(state.status):
                 state.reopen_reason = f"the customer replied ({m.from_addr}, {m.date:%Y-%m-%d %H:%M} UTC)"
+        elif (m.direction == "out" and m.folder is not None and not (m.auto_submitted or m.automated_reason)
+              and state.status == Status.NEW.value and (not state.created or state.count > 1)):
+            # A person answered from another mail client (found in its Sent folder, or a copy sent to the
+            # support address; heard's own replies have no folder): someone is on it, it is no longer new.
+            state.answered_reason = state.answered_reason or (
+                f"answered outside heard ({m.from_name or m.from_addr}, {m.date:%Y-%m-%d %H:%M} UTC)"
+            )
         if m.defects:
             state.flagged = True
             self.result.quarantined += 1
@@ -352,14 +360,17 @@ class Ingest:
             if st.count:
                 bumps.append({"tid": tid, "n": st.count, "u": st.updated_at, "lc": st.last_customer_at,
                               "f": st.flagged})
-            if st.reopen_reason:
+            if st.reopen_reason or st.answered_reason:
                 reopens.append({"tid": tid})
                 events.append({"ticket_id": tid, "at": self.now, "actor": SYNC_ACTOR, "kind": "status",
-                               "old": st.status, "new": Status.OPEN.value, "reason": st.reopen_reason})
-                self.result.reopened.add(tid)
+                               "old": st.status, "new": Status.OPEN.value,
+                               "reason": st.reopen_reason or st.answered_reason})
+                if st.reopen_reason:
+                    self.result.reopened.add(tid)
                 st.status = Status.OPEN.value
             st.count = 0
             st.reopen_reason = None
+            st.answered_reason = None
             st.updated_at = None
             st.last_customer_at = None
         if bumps:

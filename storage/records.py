@@ -64,6 +64,7 @@ class NewMessage:
     defects: str = ""
     vague_reason: str | None = None
     tier: str | None = None
+    auto_submitted: bool = False  # our own mail sent by a program (an acknowledgement), not by a person
     # Where it came from; None for our own outgoing mail.
     folder: str | None = None
     uidvalidity: int | None = None

@@ -505,6 +505,8 @@ def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys
     assert code == 0 and f"#{tid}: update queued as outbox #2" in out
     code, _, err = heard(cfg, "update", "9999", "--until", "2d", "--reason", "x", capsys=capsys)
     assert code == 1 and err.strip() == "heard: no ticket #9999: `heard tickets --status all` lists them"
+    code, out, _ = heard(cfg, "tickets", "--status", "all", "--json", capsys=capsys)  # what that line says works
+    assert code == 0 and tid in [t["id"] for t in json.loads(out)]
     code, out, _ = heard(cfg, "report", capsys=capsys)
     assert "promises made so far: 2" in out and "updated  1" in out and "open     1" in out
     code, out, _ = heard(cfg, "report", "--since", "2000-01-01", "--until", "2000-12-31", "--json", capsys=capsys)

@@ -52,8 +52,14 @@ def test_a_reply_sent_from_webmail_shows_in_its_ticket_once(imap, tmp_path, caps
     assert reply["direction"] == "out" and reply["automated"] is False
     assert reply["text"].startswith("Could you send a screenshot")
     assert reply["thread_reason"] == "In-Reply-To <m1@cust.example> (our reply, from the Sent folder)"
+    # Someone answered it: no longer new, and the timeline says why.
+    assert t["status"] == "open"
+    assert [(e["actor"], e["old"], e["new"], e["reason"]) for e in t["events"] if e["kind"] == "status"] == [
+        ("heard sync", "new", "open", "answered outside heard (Ana, 2026-11-23 09:01 UTC)")]
     code, out, _ = heard(cfg, "show", "2", "--json", capsys=capsys)
-    assert json.loads(out)["message_count"] == 2  # Bob's mail and the Bcc'd reply, not its Sent copy too
+    t = json.loads(out)
+    assert t["message_count"] == 2  # Bob's mail and the Bcc'd reply, not its Sent copy too
+    assert t["status"] == "open"  # the Bcc'd copy in the inbox counts as an answer as well
 
     # The next sync brings nothing in twice; nor does one that lost its place in the Sent folder.
     heard(cfg, "sync", capsys=capsys)
@@ -76,13 +82,19 @@ def test_a_reply_sent_from_webmail_shows_in_its_ticket_once(imap, tmp_path, caps
 
 def test_a_customer_answered_from_webmail_gets_no_acknowledgement(imap, tmp_path, capsys):
     imap.append([mail(1, "Invoice PDF is blank"), mail(3, "Login fails", sender="bob@cust.example")])
-    imap.append([ours(1, "m1@cust.example", "Could you send a screenshot?")], folder="Sent")
+    imap.append([ours(1, "m1@cust.example", "Could you send a screenshot?"),
+                 # An automatic acknowledgement sent by some other tool: nobody answered Bob yet.
+                 ours(2, "m3@cust.example", "We received your request.", subject="Re: Login fails",
+                      extra="Auto-Submitted: auto-replied\r\n")], folder="Sent")
     cfg = with_sent_folder(write_config(tmp_path, imap))
     heard(cfg, "sync", capsys=capsys)
     code, out, err = heard(cfg, "ack", "--dry-run", capsys=capsys)
     assert code == 0, err
     assert "bob@cust.example" in out
     assert "ann@cust.example" not in out  # she had her answer: no "sorry for the wait"
+    code, out, _ = heard(cfg, "tickets", "--json", "--view", "all", capsys=capsys)
+    assert {t["customer"]: t["status"] for t in json.loads(out)} == {"ann@cust.example": "open",
+                                                                       "bob@cust.example": "new"}
 
 
 def test_a_reply_sent_before_the_first_sync_is_brought_in_with_the_mailbox(imap, tmp_path, capsys):

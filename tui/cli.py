@@ -324,6 +324,8 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     store = open_store(cfg)
     query = " ".join(args.search or [])
+    if args.status == "all":  # every status, as `--view all`
+        args.status, args.view = None, args.view or "all"
     view = args.view or ("all" if args.status or query else "open")
     matching = None
     if query:
@@ -481,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "has every word, in work order (every status unless --status/--view)")
     searching.add_argument("search", nargs="+", metavar="WORD")
     for s in (listing, searching):
-        s.add_argument("--status", help="only this status (new, open, pending, on_hold, solved, closed)")
+        s.add_argument("--status", help="only this status (new, open, pending, on_hold, solved, closed), or all")
         s.add_argument("--view", choices=["open", "mine", "waiting", "unacknowledged", "solved", "all"])
         s.add_argument("--limit", type=int)
         s.add_argument("--json", action="store_true")
