@@ -190,10 +190,21 @@ def test_init_asks_gmail_users_for_a_token_command(tmp_path):
     from test_config_cli import init_interactively
 
     path = tmp_path / "asked.toml"
-    # address, security, host (suggested imap.gmail.com), port, username, folder, token command, smtp host, name, email
-    res = init_interactively(path, "help@gmail.com\n\n\n\n\n\noama access help@gmail.com\n\nAna\n\n")
+    # address, security, host (suggested: imap.gmail.com), port, username, folder, token command,
+    # smtp host (suggested: smtp.gmail.com), its security, port, username, sent folder (suggested: none), name, email
+    res = init_interactively(path, "help@gmail.com\n\n\n\n\n\noama access help@gmail.com\n\n\n\n\n\nAna\n\n")
     assert res.returncode == 0, res.stderr
     assert "imap.gmail.com signs in with OAuth2" in res.stderr
     cfg = load_config(path)
     assert cfg.imap.host == "imap.gmail.com"
     assert cfg.imap.oauth2_command == "oama access help@gmail.com" and cfg.imap.password_command is None
+    assert (cfg.smtp.host, cfg.smtp.security, cfg.smtp.port, cfg.smtp.sent_folder) == ("smtp.gmail.com", "tls", 465, "")
+    assert cfg.smtp.oauth2_command == "oama access help@gmail.com"
+
+    # Microsoft 365 sends over STARTTLS on 587.
+    path = tmp_path / "m365.toml"
+    res = init_interactively(path, "help@shop.example\n\noutlook.office365.com\n\n\n\noama access help@shop.example\n"
+                                   "\n\n\n\n\nAna\n\n")
+    assert res.returncode == 0, res.stderr
+    cfg = load_config(path)
+    assert (cfg.smtp.host, cfg.smtp.security, cfg.smtp.port) == ("smtp.office365.com", "starttls", 587)

@@ -69,6 +69,15 @@ OAUTH2_HOSTS = frozenset({
     "imap.gmail.com", "smtp.gmail.com", "outlook.office365.com", "smtp.office365.com",
     "imap-mail.outlook.com", "smtp-mail.outlook.com", "outlook.office.com",
 })
+# The SMTP server (and its security) that goes with a provider's IMAP host, offered as the default.
+KNOWN_SMTP = {
+    "imap.gmail.com": ("smtp.gmail.com", "tls"),
+    "smtp.gmail.com": ("smtp.gmail.com", "tls"),
+    "outlook.office365.com": ("smtp.office365.com", "starttls"),
+    "smtp.office365.com": ("smtp.office365.com", "starttls"),
+    "imap-mail.outlook.com": ("smtp-mail.outlook.com", "starttls"),
+    "smtp-mail.outlook.com": ("smtp-mail.outlook.com", "starttls"),
+}
 
 def _ask(prompt: str, default: str | None = None) -> str:
     suffix = f" [{default}]" if default else ""
@@ -162,9 +171,11 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
     sections: dict[str, dict] = {"account": {"address": address}, "imap": imap}
     if args.smtp_host or interactive:
-        smtp_host = value("smtp_host", "SMTP host (empty to skip sending for now)", "")
+        known = KNOWN_SMTP.get(imap["host"].lower(), ("", "tls"))
+        smtp_host = value("smtp_host", "SMTP host (empty to skip sending for now)", known[0] if interactive else "")
         if smtp_host:
-            smtp_sec = value("smtp_security", "SMTP security (tls, starttls, none)", "tls", check=is_security)
+            smtp_sec = value("smtp_security", "SMTP security (tls, starttls, none)",
+                             KNOWN_SMTP.get(smtp_host.lower(), known)[1], check=is_security)
             smtp = {
                 "host": smtp_host,
                 "port": port("smtp_port", "SMTP port", {"tls": "465", "starttls": "587"}.get(smtp_sec, "25")),
