@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel
 
 from storage import models  # noqa: F401  (registers the tables)
@@ -82,7 +84,7 @@ class Store:
         self.search: SearchIndex = search_index_for(self.dialect)
         if migrate:
             try:
-                self.migrate()
+                self._migrate_at_open()
             except StoreError:
                 raise
             except Exception as exc:
@@ -153,6 +155,21 @@ class Store:
             bulk, self._bulk = self._bulk, None
             with bulk.writing:  # a bulk transaction still running on another thread
                 bulk.stop()
+
+    def _migrate_at_open(self, attempts: int = 3) -> None:
+        # Several processes setting up one new file at once (two agents, or the app and
+        # `heard sync`): SQLite can answer "database is locked" at once there, without waiting
+        # out the busy timeout (while the file turns into WAL). Each step is applied at most
+        # once (migrate checks inside its write transaction), so trying again is safe.
+        for attempt in range(attempts):
+            try:
+                self.migrate()
+                return
+            except OperationalError as exc:
+                if attempt == attempts - 1 or "database is locked" not in str(exc):
+                    raise
+                self.engine.dispose()
+                time.sleep(0.2 * (attempt + 1))
 
     def migrate(self) -> list[str]:
         applied: list[str] = []

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from storage.db import MIGRATIONS, Store
+from storage.db import MIGRATIONS, Store, StoreError
 from storage.tickets import (
     TicketError,
     header_counts,
@@ -352,7 +352,6 @@ def test_the_sync_cursor_can_be_read_before_the_store_has_opened(tmp_path):
 
 
 def test_a_database_that_cannot_be_opened_is_one_line_that_says_what_to_do(tmp_path):
-    from storage.db import StoreError
 
     junk = tmp_path / "heard.db"
     junk.write_bytes(b"not a database " * 100)
@@ -389,6 +388,35 @@ def test_several_processes_opening_a_new_database_at_once_all_work(tmp_path):
     assert results == ["ok"] * 4
     names = [r[0] for r in sqlite3.connect(path).execute("SELECT name FROM schema_migrations")]
     assert sorted(names) == sorted(n for n, _ in MIGRATIONS)  # each applied once
+
+
+def test_a_new_database_still_opens_when_sqlite_says_locked_at_once(tmp_path, monkeypatch):
+    """The race above, forced: SQLite's immediate "database is locked" while another process sets
+    the file up is tried again, not shown to the agent; any other error still is."""
+    from sqlalchemy.exc import OperationalError
+
+    real, calls = Store.migrate, []
+
+    def locked_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
+        return real(self)
+
+    monkeypatch.setattr(Store, "migrate", locked_once)
+    store = Store(str(tmp_path / "fresh.db"))
+    assert len(calls) == 2
+    with store.read() as s:
+        names = [r[0] for r in s.connection().exec_driver_sql("SELECT name FROM schema_migrations")]
+    assert sorted(names) == sorted(n for n, _ in MIGRATIONS)
+
+    def broken(self):
+        raise OperationalError("CREATE TABLE", {}, sqlite3.OperationalError("disk I/O error"))
+
+    monkeypatch.setattr(Store, "migrate", broken)
+    with pytest.raises(StoreError) as err:
+        Store(str(tmp_path / "other.db"))
+    assert "disk I/O error" in str(err.value)
 
 
 def test_export_streams_every_ticket_exactly_as_show_prints_it_across_batches(store):
