@@ -95,33 +95,28 @@ def run_child(cmd: list[str], **kw) -> tuple[float, int, subprocess.CompletedPro
     return elapsed, peak, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def bare_fetch(server: DovecotServer, batch: int = 500) -> float:
+def _fetch_all(server: DovecotServer, batch: int, fetch) -> float:
+    """Seconds to fetch the whole INBOX, ``batch`` UIDs at a time; ``fetch(client, uids)`` returns the bytes."""
     client = server.connect()
     start = time.perf_counter()
     client.select_folder("INBOX", readonly=True)
     uids = client.search(["ALL"])
     total = 0
     for i in range(0, len(uids), batch):
-        for data in client.fetch(uids[i : i + batch], [b"BODY.PEEK[]"]).values():
-            total += len(data[b"BODY[]"])
+        total += sum(map(len, fetch(client, uids[i : i + batch])))
     elapsed = time.perf_counter() - start
     client.logout()
     return elapsed
+
+
+def bare_fetch(server: DovecotServer, batch: int = 500) -> float:
+    """A bare loop with imapclient."""
+    return _fetch_all(server, batch, lambda c, uids: [d[b"BODY[]"] for d in c.fetch(uids, [b"BODY.PEEK[]"]).values()])
 
 
 def lean_fetch(server: DovecotServer, batch: int = 250) -> float:
     """The same, through heard's own FETCH reader (mail.sync.fetch_raw): what fetching alone costs heard."""
-    client = server.connect()
-    start = time.perf_counter()
-    client.select_folder("INBOX", readonly=True)
-    uids = client.search(["ALL"])
-    total = 0
-    for i in range(0, len(uids), batch):
-        for raw, _ in fetch_raw(client, uids[i : i + batch]).values():
-            total += len(raw)
-    elapsed = time.perf_counter() - start
-    client.logout()
-    return elapsed
+    return _fetch_all(server, batch, lambda c, uids: [raw for raw, _ in fetch_raw(c, uids).values()])
 
 
 def mbsync(server: DovecotServer, work: Path) -> tuple[float, int]:

@@ -101,9 +101,26 @@ def connect_imap(cfg: ServerConfig, *, timeout: float = 30.0) -> imapclient.IMAP
     return client
 
 
-def xoauth2_string(username: str, token: str) -> str:
-    """The SASL XOAUTH2 initial response (Google's and Microsoft's spelling), before base64."""
-    return f"user={username}\x01auth=Bearer {token}\x01\x01"
+def xoauth2_responder(username: str, token: str):
+    """The client's side of SASL XOAUTH2, for imaplib's ``authenticate`` and smtplib's ``auth``.
+
+    The first answer is the token (Google's and Microsoft's format, before
+    base64). A server refusing it sends a JSON error as a second challenge,
+    which RFC 7628 says to answer with an empty response so it can finish.
+    """
+    answers = iter([f"user={username}\x01auth=Bearer {token}\x01\x01"])
+
+    def respond(challenge: bytes | None = None) -> str:
+        return next(answers, "")
+
+    return respond
+
+
+def oauth2_refused(cfg: ServerConfig) -> MailServerError:
+    return MailServerError(
+        f"{cfg.host} refused the OAuth2 token for {cfg.username!r}: check that [{cfg.section}] oauth2_command "
+        "prints a fresh access token for this account (run it by hand)"
+    )
 
 
 def _xoauth2_login(client: imapclient.IMAPClient, cfg: ServerConfig, token: str) -> None:
@@ -113,24 +130,13 @@ def _xoauth2_login(client: imapclient.IMAPClient, cfg: ServerConfig, token: str)
             f"{cfg.host} does not offer OAuth2 login (AUTH=XOAUTH2): "
             f"use password_command instead of [{cfg.section}] oauth2_command"
         )
-    sent = []
-
-    def respond(challenge: bytes) -> bytes:
-        # The first answer is the token; a server refusing it sends a JSON error as a
-        # second challenge, which RFC 7628 says to answer with an empty response.
-        sent.append(challenge)
-        return xoauth2_string(cfg.username, token).encode() if len(sent) == 1 else b""
-
     try:
-        client._imap.authenticate("XOAUTH2", respond)
+        client._imap.authenticate("XOAUTH2", xoauth2_responder(cfg.username, token))
     except imaplib.IMAP4.abort:
         raise
     except imaplib.IMAP4.error:
         _quietly_close(client)
-        raise MailServerError(
-            f"{cfg.host} refused the OAuth2 token for {cfg.username!r}: check that [{cfg.section}] oauth2_command "
-            "prints a fresh access token for this account (run it by hand)"
-        ) from None
+        raise oauth2_refused(cfg) from None
     client._cached_capabilities = None  # a server may announce more once logged in
 
 

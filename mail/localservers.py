@@ -1076,23 +1076,20 @@ class _OAuth2Handler(_Handler):
     """Also offers AUTH XOAUTH2 (aiosmtpd finds ``auth_*`` methods on the handler)."""
 
     async def auth_XOAUTH2(self, smtp, args):
-        from base64 import b64decode, b64encode
+        from base64 import b64decode
 
         from aiosmtpd.smtp import AuthResult
 
-        if len(args) > 1:
-            blob = args[1].encode()
-        else:
-            blob = await smtp.challenge_auth("")
-            if not isinstance(blob, bytes):
+        if len(args) > 1:  # the initial response, in base64
+            try:
+                data = b64decode(args[1], validate=True)
+            except ValueError:
                 return AuthResult(success=False, handled=False)
-            blob = b64encode(blob)
-        try:
-            fields = dict(
-                part.split("=", 1) for part in b64decode(blob, validate=True).decode().split("\x01") if "=" in part
-            )
-        except Exception:
-            return AuthResult(success=False, handled=False)
+        else:
+            data = await smtp.challenge_auth("")  # decoded already
+            if not isinstance(data, bytes):
+                return AuthResult(success=False, handled=False)
+        fields = dict(part.split("=", 1) for part in data.decode("utf-8", "replace").split("\x01") if "=" in part)
         user, auth = fields.get("user", ""), fields.get("auth", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
         self.server.oauth2_attempts.append((user, token))
@@ -1306,17 +1303,17 @@ class SmtpServer:
             return self
         from aiosmtpd.controller import Controller
 
+        auth = {}
+        if self.oauth2_tokens is not None:
+            import warnings
+
+            # Loopback without TLS: let AUTH through, but only XOAUTH2.
+            auth = dict(auth_require_tls=False, auth_exclude_mechanism=["LOGIN", "PLAIN"])
+            # aiosmtpd 1.4 warns about its own session attribute on every successful AUTH
+            warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
         last: Exception | None = None
         for _ in range(3):
             port = free_port(self.host)
-            auth = {}
-            if self.oauth2_tokens is not None:
-                # Loopback without TLS: let AUTH through, but only XOAUTH2.
-                auth = dict(auth_require_tls=False, auth_exclude_mechanism=["LOGIN", "PLAIN"])
-                import warnings
-
-                # aiosmtpd 1.4 warns about its own session attribute on every successful AUTH
-                warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
             controller = Controller(
                 (_OAuth2Handler if self.oauth2_tokens is not None else _Handler)(self),
                 hostname=self.host,

@@ -43,7 +43,7 @@ from mail.compose import (
     require_no_placeholders,
 )
 from mail.config import Config, ConfigError, ServerConfig
-from mail.imap import MailServerError, connect_imap, network_error, tls_context, xoauth2_string
+from mail.imap import MailServerError, connect_imap, network_error, oauth2_refused, tls_context, xoauth2_responder
 from mail.tone import strip_quoted
 from storage import outbox as ob
 from storage.db import Store, utcnow
@@ -233,10 +233,7 @@ def connect_smtp(cfg: ServerConfig, *, timeout: float = 60.0) -> smtplib.SMTP:
         except smtplib.SMTPAuthenticationError:
             _quit(client)
             if cfg.oauth2_command:
-                raise MailServerError(
-                    f"{cfg.host} refused the OAuth2 token for {cfg.username!r}: check that [smtp] oauth2_command "
-                    "prints a fresh access token for this account (run it by hand)"
-                ) from None
+                raise oauth2_refused(cfg) from None
             raise MailServerError(
                 f"{cfg.host} refused the login for {cfg.username!r}: check [smtp] username and the password it gets"
             ) from None
@@ -263,15 +260,7 @@ def _xoauth2_login(client: smtplib.SMTP, cfg: ServerConfig) -> None:
             f"{cfg.host}:{cfg.port} does not offer OAuth2 login (AUTH XOAUTH2): "
             "use password_command instead of [smtp] oauth2_command"
         )
-    answers = []
-
-    def respond(challenge: bytes | None = None) -> str:
-        # First the token (as the initial response); a refusal comes as a JSON challenge,
-        # answered with an empty line so the server can finish with its 535.
-        answers.append(challenge)
-        return xoauth2_string(cfg.username, token) if len(answers) == 1 else ""
-
-    client.auth("XOAUTH2", respond, initial_response_ok=True)
+    client.auth("XOAUTH2", xoauth2_responder(cfg.username, token), initial_response_ok=True)
 
 
 def _quit(client) -> None:

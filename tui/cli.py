@@ -64,20 +64,19 @@ def err(line: str) -> None:
 
 
 # -- init --------------------------------------------------------------------------------
-# Servers that take OAuth2 (XOAUTH2) logins, and Microsoft's no longer take passwords.
-OAUTH2_HOSTS = frozenset({
-    "imap.gmail.com", "smtp.gmail.com", "outlook.office365.com", "smtp.office365.com",
-    "imap-mail.outlook.com", "smtp-mail.outlook.com", "outlook.office.com",
-})
-# The SMTP server (and its security) that goes with a provider's IMAP host, offered as the default.
+# Providers' hosts, which take OAuth2 (XOAUTH2) logins (Microsoft's no longer take passwords),
+# each with the SMTP server (and its security) offered as the default to go with it.
 KNOWN_SMTP = {
     "imap.gmail.com": ("smtp.gmail.com", "tls"),
     "smtp.gmail.com": ("smtp.gmail.com", "tls"),
     "outlook.office365.com": ("smtp.office365.com", "starttls"),
+    "outlook.office.com": ("smtp.office365.com", "starttls"),
     "smtp.office365.com": ("smtp.office365.com", "starttls"),
     "imap-mail.outlook.com": ("smtp-mail.outlook.com", "starttls"),
     "smtp-mail.outlook.com": ("smtp-mail.outlook.com", "starttls"),
 }
+OAUTH2_HOSTS = frozenset(KNOWN_SMTP)
+
 
 def _ask(prompt: str, default: str | None = None) -> str:
     suffix = f" [{default}]" if default else ""
@@ -335,8 +334,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     store = open_store(cfg)
     query = " ".join(args.search or [])
-    if args.status == "all":  # every status, as `--view all`
-        args.status, args.view = None, args.view or "all"
+    status = None if args.status == "all" else args.status  # "all": every status
     view = args.view or ("all" if args.status or query else "open")
     matching = None
     if query:
@@ -345,7 +343,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
             raise CliError(f"nothing to search for in {query!r}: give words, an address or an error code")
     with store.read() as s:
         now = utcnow()
-        rows = queue_rows(s.connection(), view=view, agent=cfg.agent, now=now, status=args.status,
+        rows = queue_rows(s.connection(), view=view, agent=cfg.agent, now=now, status=status,
                           limit=args.limit or 10**9, matching=matching)
     if args.json:
         out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
