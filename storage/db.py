@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,19 @@ def _first_line(exc: BaseException) -> str:
     return (str(orig or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+_ENGINES: weakref.WeakSet = weakref.WeakSet()  # every store's engine, for close_all_stores
+
+
+def close_all_stores() -> None:
+    """Close the connections of every store this process still has open (at exit).
+
+    On SQLite the last connection to close copies the WAL into the database
+    file and removes it, which leaves the file complete and synced to disk.
+    """
+    for engine in list(_ENGINES):  # a store may be gone while its engine waits for the collector
+        engine.dispose()
+
+
 class Store:
     """The ticket store: one per process (or per thread-worker family)."""
 
@@ -77,6 +91,7 @@ class Store:
         except Exception as exc:
             raise StoreError(f"cannot use database {database!r}: {_first_line(exc)}; check [storage] database") from None
         self.dialect = self.engine.dialect.name
+        _ENGINES.add(self.engine)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
