@@ -244,7 +244,8 @@ def _sync_folder(store: Store | OpeningStore, cfg: Config, client: IMAPClient, s
     done = 0
     if progress:
         progress(0, total)
-    chunks = plan_batches(todo, _large_sizes(client, todo), batch=batch)
+    sizes = _large_sizes(client, todo)
+    chunks = plan_batches(todo, sizes, batch=batch)
 
     def parse_chunk(chunk: list[int], fetched: dict):
         # A UID missing from the reply was expunged between SEARCH and FETCH.
@@ -295,7 +296,8 @@ def _sync_folder(store: Store | OpeningStore, cfg: Config, client: IMAPClient, s
     try:
         # While the store opens, parsed batches wait for it: a few more of them than otherwise.
         _pipeline(chunks, fetch=lambda chunk: fetch_raw(client, chunk), parse=parse_chunk, store=store_chunk,
-                  storing=bulk, ahead=OPENING_AHEAD if opening else 2)
+                  storing=bulk, ahead=OPENING_AHEAD if opening else 2,
+                  weights=[sum(sizes.get(uid, SMALL) for uid in chunk) for chunk in chunks])
     finally:
         if pool is not None:
             close_parse_pool(pool)
@@ -367,9 +369,12 @@ def _known_uids(store: Store | OpeningStore, folder: str, uidvalidity: int) -> s
         return known_uids(s.connection(), folder, uidvalidity)
 
 
+IN_FLIGHT_BYTES = 6 * BATCH_BYTES  # mail fetched and not yet stored, at most (one batch always may be)
+
+
 def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
               storing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-              ahead: int = 2) -> None:
+              ahead: int = 2, weights: list[int] | None = None, budget: int = IN_FLIGHT_BYTES) -> None:
     """Fetch, parse and store batches on three threads, stored strictly in UID order.
 
     Fetching waits on the network and storing mostly runs inside SQLite (FTS
@@ -380,6 +385,13 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
     ``storing()`` is entered on the storing thread around all the stores
     (it may wait for the store to open); up to ``ahead`` parsed batches
     queue for it.
+
+    ``weights`` (about how many bytes each chunk is) bound the memory: a
+    chunk is fetched only while the chunks fetched and not yet stored weigh
+    no more than ``budget`` with it, or when none are. Batches of ordinary
+    mail are never held back; a run of messages with large attachments
+    (a batch of their own each) goes through one or a few at a time instead
+    of filling every queue.
     """
     if not chunks:
         return
@@ -388,6 +400,25 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
     failed = threading.Event()
     errors: list[BaseException] = []
     done = object()
+    weights = weights or [0] * len(chunks)
+    room = threading.Condition()
+    in_flight = 0
+
+    def reserve(weight: int) -> bool:
+        nonlocal in_flight
+        with room:
+            while in_flight and in_flight + weight > budget:
+                if failed.is_set():
+                    return False
+                room.wait(0.1)
+            in_flight += weight
+            return True
+
+    def release(weight: int) -> None:
+        nonlocal in_flight
+        with room:
+            in_flight -= weight
+            room.notify()
 
     def put(q: queue.Queue, item) -> bool:
         while not failed.is_set():
@@ -400,8 +431,8 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
 
     def fetcher() -> None:
         try:
-            for chunk in chunks:
-                if not put(fetched_q, (chunk, fetch(chunk))):
+            for chunk, weight in zip(chunks, weights):
+                if not reserve(weight) or not put(fetched_q, (chunk, fetch(chunk))):
                     return
             put(fetched_q, done)
         except BaseException as exc:  # handed to the caller below
@@ -418,12 +449,14 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
                         continue
                     if item is done:
                         return
-                    finish, count = item
+                    finish, count, weight = item
                     store(*finish(), count)
+                    release(weight)
         except BaseException as exc:
             errors.append(exc)
             failed.set()
 
+    weight_of = {id(c): w for c, w in zip(chunks, weights)}
     threads = [threading.Thread(target=fetcher, name="heard-fetch", daemon=True),
                threading.Thread(target=writer, name="heard-store", daemon=True)]
     for t in threads:
@@ -438,7 +471,7 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
                 put(parsed_q, done)
                 break
             chunk, fetched = item
-            if not put(parsed_q, (parse(chunk, fetched), len(chunk))):
+            if not put(parsed_q, (parse(chunk, fetched), len(chunk), weight_of[id(chunk)])):
                 break
     except BaseException:
         failed.set()

@@ -434,6 +434,37 @@ def test_batches_are_cut_by_count_and_by_bytes_in_uid_order():
     assert plan_batches([], {}, batch=4) == []
 
 
+def test_large_batches_wait_for_room_and_everything_is_stored_in_order():
+    """Mail fetched and not yet stored stays within the byte budget; a batch over it goes alone."""
+    import threading
+
+    from mail.sync import _pipeline
+
+    chunks = [[1], [2], [3, 4], [5], [6], [7, 8, 9]]
+    weights = [30, 30, 1, 1, 90, 2]  # e.g. MB: two big attachments, small mail, one over the budget
+    lock = threading.Lock()
+    held, peaks, stored = [0], [], []
+
+    def fetch(chunk):
+        with lock:
+            held[0] += weights[chunks.index(chunk)]
+            peaks.append((held[0], chunk))
+        return {uid: b"x" for uid in chunk}
+
+    def parse(chunk, fetched):
+        return lambda: (chunk, None)
+
+    def store(chunk, _cursor, count):
+        stored.append(chunk)
+        with lock:
+            held[0] -= weights[chunks.index(chunk)]
+
+    _pipeline(chunks, fetch=fetch, parse=parse, store=store, weights=weights, budget=40)
+    assert stored == chunks
+    assert all(h <= 40 or c == [6] for h, c in peaks), peaks
+    assert (90, [6]) in peaks  # the one over the budget went through on its own
+
+
 def _big_mail(n: int, megabytes: int = 4) -> bytes:
     import base64
 
