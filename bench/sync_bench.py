@@ -102,6 +102,20 @@ def run_child(cmd: list[str], *, sample: bool = True, **kw) -> tuple[float, int,
     return elapsed, peak, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def timed_runs(cmd: list[str], runs: int, reset, **kw) -> tuple[list[float], int, subprocess.CompletedProcess | None]:
+    """``runs`` timed runs of ``cmd`` and one more that samples its memory, each after ``reset()``.
+
+    Returns the seconds of the timed runs, the peak memory (KB) and the last run's result.
+    """
+    times: list[float] = []
+    for i in range(runs + 1):
+        reset()
+        secs, rss, res = run_child(cmd, sample=i == runs, **kw)
+        if i < runs:
+            times.append(secs)
+    return times, rss, res
+
+
 def _fetch_all(server: DovecotServer, batch: int, fetch) -> float:
     """Seconds to fetch the whole INBOX, ``batch`` UIDs at a time; ``fetch(client, uids)`` returns the bytes."""
     client = server.connect()
@@ -155,15 +169,11 @@ Create Near
 SyncState *
 """
     )
-    times = []
-    for i in range(runs):
+    def empty() -> None:
         shutil.rmtree(maildir)
         maildir.mkdir()
-        elapsed, _, _ = run_child(["mbsync", "-q", "-c", str(rc), "-a"], sample=False)
-        times.append(elapsed)
-    shutil.rmtree(maildir)
-    maildir.mkdir()
-    _, rss, _ = run_child(["mbsync", "-q", "-c", str(rc), "-a"])
+
+    times, rss, _ = timed_runs(["mbsync", "-q", "-c", str(rc), "-a"], runs, empty)
     return times, rss
 
 
@@ -196,17 +206,14 @@ def main() -> None:
                 f"password_command = \"printf '%s' '{server.password}'\"\n"
                 f'[storage]\ndatabase = "{work / "heard.db"}"\n'
             )
-            heard_cmd = [sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync"]
-            root = Path(__file__).resolve().parent.parent
-            heard_runs = []
-            for i in range(args.runs + 1):  # the timed runs, then one that samples memory
+            def empty_store() -> None:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{work / 'heard.db'}{suffix}").unlink(missing_ok=True)
-                secs, rss, res = run_child(heard_cmd, cwd=root, sample=i == args.runs)
-                if i < args.runs:
-                    heard_runs.append(secs)
-                else:
-                    heard_rss = rss
+
+            heard_runs, heard_rss, res = timed_runs(
+                [sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync"], args.runs, empty_store,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
             summary = res.stdout.decode().strip()
             heard_s = statistics.median(heard_runs)
 

@@ -432,7 +432,7 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
     def fetcher() -> None:
         try:
             for chunk, weight in zip(chunks, weights):
-                if not reserve(weight) or not put(fetched_q, (chunk, fetch(chunk))):
+                if not reserve(weight) or not put(fetched_q, (chunk, weight, fetch(chunk))):
                     return
             put(fetched_q, done)
         except BaseException as exc:  # handed to the caller below
@@ -456,7 +456,6 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
             errors.append(exc)
             failed.set()
 
-    weight_of = {id(c): w for c, w in zip(chunks, weights)}
     threads = [threading.Thread(target=fetcher, name="heard-fetch", daemon=True),
                threading.Thread(target=writer, name="heard-store", daemon=True)]
     for t in threads:
@@ -470,8 +469,8 @@ def _pipeline(chunks: list[list[int]], *, fetch, parse, store,
             if item is done:
                 put(parsed_q, done)
                 break
-            chunk, fetched = item
-            if not put(parsed_q, (parse(chunk, fetched), len(chunk), weight_of[id(chunk)])):
+            chunk, weight, fetched = item
+            if not put(parsed_q, (parse(chunk, fetched), len(chunk), weight)):
                 break
     except BaseException:
         failed.set()
