@@ -175,7 +175,8 @@ class AckSettings:
     auto: bool = False
     window: timedelta = timedelta(hours=24)
     at_risk_margin: timedelta = timedelta(hours=2)
-    minimum: timedelta = timedelta(hours=1)
+    minimum: timedelta = timedelta(hours=2)
+    max_age: timedelta = timedelta(days=14)
     handling_time: timedelta = timedelta(minutes=30)
     agents: int = 1
     template: str = DEFAULT_TEMPLATE
@@ -184,7 +185,13 @@ class AckSettings:
     checkin_after_days: int = 3
 
 
-_ACK_KEYS = {"auto", "window", "at_risk_margin", "minimum", "handling_time", "agents", "template", "min_history"}
+_ACK_KEYS = {"auto", "window", "at_risk_margin", "minimum", "max_age", "handling_time", "agents", "template",
+             "min_history"}
+# With [ack] auto, each housekeeping run acknowledges the tickets whose mail came in this long ago at most
+# (a weekend: Friday evening's mail synced on Monday morning still counts) and had no acknowledgement and
+# no reply yet. Older mail -- a mailbox's history on its first sync, say -- is left to the review (`a`).
+# A ticket skipped because its reply was expected soon is acknowledged once that has lapsed.
+AUTO_HORIZON = timedelta(days=3)
 _HOURS_KEYS = {"days", "hours", "timezone", "holidays", "country"}
 _PENDING_KEYS = {"close_after_days", "checkin_after_days"}
 
@@ -303,7 +310,8 @@ def ack_settings(cfg: Config, *, now: datetime | None = None) -> AckSettings:
         auto=auto,
         window=_duration(a, "ack", "window", timedelta(hours=24), day=wall_day),
         at_risk_margin=_duration(a, "ack", "at_risk_margin", timedelta(hours=2), day=wall_day),
-        minimum=_duration(a, "ack", "minimum", timedelta(hours=1), day=day),
+        minimum=_duration(a, "ack", "minimum", timedelta(hours=2), day=day),
+        max_age=_duration(a, "ack", "max_age", timedelta(days=14), day=wall_day),
         handling_time=_duration(a, "ack", "handling_time", timedelta(minutes=30), day=day),
         agents=_int(a, "ack", "agents", 1),
         template=template,
@@ -431,9 +439,22 @@ def skip_rule(row: dict, cfg: Config, settings: AckSettings, *, now: datetime) -
 
 
 def quick_reply_rule(settings: AckSettings) -> str:
-    """The skip rule for a ticket the work order will answer within ``[ack] minimum`` anyway."""
-    within = "the hour" if settings.minimum == timedelta(hours=1) else _span(settings.minimum)
-    return f"will be answered within {within} anyway (next in the work order)"
+    """The skip rule for a ticket the work order will likely answer within ``[ack] minimum`` of its mail."""
+    within = "an hour" if settings.minimum == timedelta(hours=1) else _span(settings.minimum)
+    return f"will likely be answered within {within} of their mail anyway (near the front of the work order)"
+
+
+def too_old_rule(created_at: datetime, settings: AckSettings) -> str:
+    """The skip rule for mail older than ``[ack] max_age``: an acknowledgement would come too late."""
+    return (f"waiting since {format_deadline_short(created_at, settings.hours.tz)}, over [ack] max_age = "
+            f"{_span(settings.max_age)}: too old for an acknowledgement, answer it yourself")
+
+
+def quick_reply_window(created_at: datetime | None, settings: AckSettings, *, now: datetime) -> timedelta:
+    """How much of ``[ack] minimum`` is left since the customer's mail (the quick-reply skip's horizon)."""
+    if created_at is None:
+        return settings.minimum
+    return settings.minimum - max(now - created_at, timedelta(0))
 
 
 def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings: AckSettings | None = None,
@@ -470,6 +491,8 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         rule = skip_rule(r, cfg, settings, now=now)
         if rule is None and r["holder"]:
             rule = f"held by {r['holder']}: being worked on now"
+        if rule is None and r["created_at"] is not None and now - r["created_at"] > settings.max_age:
+            rule = too_old_rule(r["created_at"], settings)
         if rule is None and r["customer_id"] in seen_customers:
             rule = (f"customer already acknowledged within the window (ticket #{seen_customers[r['customer_id']]} "
                     "in this batch)")
@@ -480,7 +503,8 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         spec = spec or (tier_for(r["customer"], settings.tiers) if settings.tiers else None)
         work = dict(position=here, agents=settings.agents, handling=model, hours=settings.hours,
                     jumpers_per_hour=0.0 if spec else jumpers, in_progress=in_progress)
-        if answered_within(now=now, within=settings.minimum, **work):
+        within = quick_reply_window(r["created_at"], settings, now=now)
+        if within > timedelta(0) and answered_within(now=now, within=within, **work):
             skipped.append(Skipped(tid, r["customer"], subject, quick_reply_rule(settings)))
             continue
         seen_customers[r["customer_id"]] = tid
@@ -574,7 +598,9 @@ def auto_acknowledge(store: Store, cfg: Config, ticket_ids: list[int], *, now: d
     if not settings.auto or not ticket_ids:
         return AckResult()
     plan = plan_acknowledgements(store, cfg, now=now, settings=settings, ticket_ids=ticket_ids)
-    return send_acknowledgements(store, cfg, plan.candidates, now=now, settings=settings)
+    result = send_acknowledgements(store, cfg, plan.candidates, now=now, settings=settings)
+    result.skipped[:0] = plan.skipped  # the plan's rules, then what changed while it was made
+    return result
 
 
 # -- updating an at-risk promise -----------------------------------------------------------------
@@ -781,7 +807,10 @@ def housekeeping(
     - promises handled by a human reply stop showing as at risk / broken;
     - tickets waiting on the customer get one polite check-in, then are
       closed with the reason "no reply from the customer in N days";
-    - with ``[ack] auto = true``, ``new_ticket_ids`` are acknowledged.
+    - with ``[ack] auto = true``, the tickets whose mail came in within ``AUTO_HORIZON`` and that had
+      no acknowledgement and no reply are acknowledged (``new_ticket_ids`` are among them): the plan
+      skips those whose reply is likely within ``[ack] minimum`` of their mail, and each run looks at
+      them again.
 
     Queues mail only; call ``mail.send.drain_outbox`` when ``outbox_ids`` is non-empty.
     """
@@ -825,10 +854,15 @@ def housekeeping(
                 "checkin", None, f"outbox #{q.outbox_id}",
                 f"checked in with the customer after {waited} business days without a reply", actor, now))
             summary.checkins.append((row["id"], q.outbox_id))
-    if new_ticket_ids and settings.auto and not dry_run:
-        res = auto_acknowledge(store, cfg, list(new_ticket_ids), now=now, settings=settings)
-        summary.acknowledged = res.queued
-        summary.skipped = res.skipped
+    if settings.auto and not dry_run:
+        # Every recent ticket not acknowledged yet, the new ones among them: a ticket skipped because its
+        # reply was expected within [ack] minimum is acknowledged once that has lapsed without a reply.
+        with store.read() as s:
+            ids = ledger.unacknowledged_since(s.connection(), since=now - AUTO_HORIZON)
+        if ids:
+            res = auto_acknowledge(store, cfg, ids, now=now, settings=settings)
+            summary.acknowledged = res.queued
+            summary.skipped = res.skipped
     return summary
 
 

@@ -305,6 +305,20 @@ def tier_arrivals(conn: Connection, *, since: datetime) -> list[datetime]:
 
 
 # -- candidates for acknowledgement, check-in and auto-close -------------------------------------
+def unacknowledged_since(conn: Connection, *, since: datetime) -> list[int]:
+    """Queue tickets whose mail came in at or after ``since`` and that had no acknowledgement and no reply."""
+    since = since.astimezone(timezone.utc)
+    q = select(T.c.id).where(
+        T.c.status.in_([s.value for s in ACTIVE]),
+        T.c.updated_at >= since,  # (status, updated_at) is indexed; a ticket is updated when created
+        T.c.created_at >= since,
+        T.c.acknowledged_at.is_(None),
+        T.c.last_reply_at.is_(None),
+        T.c.automated_reason.is_(None),
+    )
+    return sorted(r[0] for r in conn.execute(q))
+
+
 def waiting_rows(conn: Connection, ticket_ids: Iterable[int] | None = None) -> list[dict]:
     """Queue tickets with what acknowledging them needs: the customer, their stamp, their last message."""
     q = (

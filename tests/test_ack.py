@@ -4,6 +4,7 @@ whole batch end to end against real IMAP (pymap) and SMTP (aiosmtpd) servers on 
 from __future__ import annotations
 
 import email
+import email.utils
 import json
 import os
 import re
@@ -288,13 +289,15 @@ def test_a_bad_value_is_one_line_naming_the_key(tmp_path, kw, key):
 
 def test_defaults_and_documented_keys(tmp_path):
     s = ack_settings(make_config(tmp_path, hours={"holidays": ["2026-12-25"], "country": "DE"}), now=NOW)
-    assert (s.auto, s.window, s.at_risk_margin, s.minimum, s.handling_time, s.agents) == (
-        False, 24 * H, 2 * H, H, timedelta(minutes=30), 1)
+    assert (s.auto, s.window, s.at_risk_margin, s.minimum, s.max_age, s.handling_time, s.agents) == (
+        False, 24 * H, 2 * H, 2 * H, timedelta(days=14), timedelta(minutes=30), 1)
     assert s.close_after_days == 5 and s.checkin_after_days == 3
     assert datetime(2026, 12, 25).date() in s.hours.holidays
     assert datetime(2026, 10, 3).date() in s.hours.holidays  # German Unity Day, from country = "DE"
     s = ack_settings(make_config(tmp_path, ack={"window": "7d"}), now=NOW)
     assert s.window == timedelta(days=7)  # calendar days for the mail-loop window
+    s = ack_settings(make_config(tmp_path, ack={"max_age": "3d"}), now=NOW)
+    assert s.max_age == timedelta(days=3)  # calendar days too
 
 
 # -- updates for at-risk promises ---------------------------------------------------------------------
@@ -547,9 +550,16 @@ def test_the_dry_run_shows_hostile_subjects_and_names_as_inert_text(pymap_server
 
 
 def test_heard_sync_with_ack_auto_acknowledges_new_customers_at_once(pymap_server, smtp_server, tmp_path, capsys):
-    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port, ack={"auto": True})
-    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails", name="Ann Lee"),
-                                           customer_mail(2, "noreply@shop.example", "Your order shipped")])
+    # `heard sync` runs on the real clock: the desk opens only three days from now, so the new customer
+    # will wait and is acknowledged at once (an open, idle desk would answer within [ack] minimum instead).
+    now = datetime.now(timezone.utc)
+    closed_today = {"days": [("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(now.weekday() + 3) % 7]]}
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port, ack={"auto": True},
+                      hours=closed_today)
+    date = email.utils.format_datetime(now - timedelta(minutes=5))
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails", name="Ann Lee",
+                                                         date=date),
+                                           customer_mail(2, "noreply@shop.example", "Your order shipped", date=date)])
     code, out, err = heard(cfg, "sync", capsys=capsys)
     assert code == 0, err
     assert "1 acknowledged" in out and "1 sent" in out

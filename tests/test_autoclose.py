@@ -10,7 +10,7 @@ from email import policy
 import pytest
 
 from factories import add_reply, add_ticket
-from mail.ack import ack_settings, housekeeping, pending_action
+from mail.ack import ack_settings, housekeeping, pending_action, plan_acknowledgements
 from mail.send import queue_reply
 from mail.sync import sync_once
 from storage.db import Store
@@ -21,6 +21,8 @@ from test_ack import SUPPORT, ack_all, customer_mail, make_config
 # Monday 23 November 2026, 10:00 UTC; business hours Mon-Fri 09-17 UTC.
 MON = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -145,10 +147,42 @@ def test_a_reply_settles_its_promise_and_housekeeping_the_ones_closed_otherwise(
 
 
 def test_auto_acknowledge_is_off_by_default(store, cfg, tmp_path):
-    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=MON - 3 * HOUR)
     assert housekeeping(store, cfg, MON, new_ticket_ids=[tid]).acknowledged == []
     on = make_config(tmp_path, ack={"auto": True})
     assert [t for t, _ in housekeeping(store, on, MON, new_ticket_ids=[tid]).acknowledged] == [tid]
+
+
+def test_auto_acknowledges_a_ticket_once_its_quick_reply_has_not_come(store, tmp_path):
+    # One agent, free, nobody ahead: the reply is likely within [ack] minimum (2 h) of the mail, so no
+    # "I will answer by 12:00" goes out at 10:00. Each housekeeping run looks again; once two hours have
+    # passed without a reply the customer is acknowledged, once.
+    on = make_config(tmp_path, ack={"auto": True})
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=MON)
+    first = housekeeping(store, on, MON, new_ticket_ids=[tid])
+    assert first.acknowledged == []
+    assert [(s.ticket_id, s.rule.split(" (")[0]) for s in first.skipped] == [
+        (tid, "will likely be answered within 2h of their mail anyway")]
+    assert housekeeping(store, on, MON + HOUR).acknowledged == []  # no new mail: still looked at
+    late = housekeeping(store, on, MON + 2 * HOUR + 5 * MINUTE)
+    assert [t for t, _ in late.acknowledged] == [tid]
+    with store.read() as r:
+        assert ticket_row(r.connection(), tid)["promise_deadline"] is not None
+    assert housekeeping(store, on, MON + 3 * HOUR).acknowledged == []  # never twice
+
+
+def test_auto_leaves_older_mail_to_the_review(store, tmp_path):
+    # Mail more than three days old (a mailbox's history on its first sync) gets no automatic
+    # acknowledgement; the review (`a`) still offers it, and mail older than [ack] max_age not even there.
+    on = make_config(tmp_path, ack={"auto": True})
+    week_old = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=MON - 7 * DAY)
+    ancient = add_ticket(store, "Import", "bob@cust.example", "It stops.", date=MON - 40 * DAY)
+    assert housekeeping(store, on, MON, new_ticket_ids=[week_old, ancient]).acknowledged == []
+    plan = plan_acknowledgements(store, on, now=MON)
+    assert [c.ticket_id for c in plan.candidates] == [week_old]
+    rules = {s.ticket_id: s.rule for s in plan.skipped}
+    assert rules[ancient] == ("waiting since Wed 14 Oct 10:00, over [ack] max_age = 14d: too old for an "
+                              "acknowledgement, answer it yourself")
 
 
 def test_a_customer_reply_reopens_a_closed_ticket_auto_replies_and_bounces_do_not(pymap_server, tmp_path):

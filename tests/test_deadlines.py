@@ -296,7 +296,20 @@ def test_long_queues_are_relatively_tighter_than_short_ones():
     ("free agent, Saturday", b(2026, 11, 28, 10, 0), 0, [], False),
 ])
 def test_answered_within_the_minimum(label, now, position, in_progress, expected):
+    # At z = 1: about 84% sure.
     got = answered_within(now=now, within=timedelta(hours=1), position=position, agents=1,
+                          handling=timedelta(minutes=15), hours=H, in_progress=in_progress, z=1.0)
+    assert got is expected, label
+
+
+@pytest.mark.parametrize("label, position, in_progress, within, expected", [
+    ("busy agent, nobody ahead: likely within the hour", 0, [timedelta(minutes=5)], timedelta(hours=1), True),
+    ("two ahead: likely within two hours", 2, [], timedelta(hours=2), True),
+    ("three ahead: not likely within the hour", 3, [], timedelta(hours=1), False),
+    ("six ahead: not within two hours", 6, [], timedelta(hours=2), False),
+])
+def test_answered_within_defaults_to_more_likely_than_not(label, position, in_progress, within, expected):
+    got = answered_within(now=b(2026, 11, 24, 10, 0), within=within, position=position, agents=1,
                           handling=timedelta(minutes=15), hours=H, in_progress=in_progress)
     assert got is expected, label
 
