@@ -571,6 +571,30 @@ def test_heard_sync_with_ack_auto_acknowledges_new_customers_at_once(pymap_serve
     assert len(smtp_server.messages) == 1
 
 
+def test_ack_auto_on_a_mailbox_with_history_mails_nobody_about_old_mail(pymap_server, smtp_server, tmp_path, capsys):
+    # The first sync of a real inbox brings its history: none of it is acknowledged automatically, only
+    # mail of the last three days; the review still offers the rest (up to [ack] max_age).
+    now = datetime.now(timezone.utc)
+    closed_today = {"days": [("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(now.weekday() + 3) % 7]]}
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port, ack={"auto": True},
+                      hours=closed_today)
+    dated = lambda days: email.utils.format_datetime(now - timedelta(days=days))  # noqa: E731
+    pymap_server.deliver_maildir(SUPPORT, [
+        customer_mail(1, "old@cust.example", "Invoice question", date=dated(400)),
+        customer_mail(2, "week@cust.example", "Export fails", date=dated(6)),
+        customer_mail(3, "new@cust.example", "Login fails", date=dated(0.1)),
+    ])
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    assert "1 acknowledged" in out
+    assert [list(m.rcpt_tos) for m in smtp_server.wait_for(1)] == [["new@cust.example"]]
+    code, out, err = heard(cfg, "ack", "--dry-run", capsys=capsys)
+    assert code == 0, err
+    assert "week@cust.example" in out and "over [ack] max_age = 14d" in out
+    heard(cfg, "sync", capsys=capsys)
+    assert len(smtp_server.messages) == 1
+
+
 def test_without_ack_auto_heard_sync_sends_nothing(pymap_server, smtp_server, tmp_path, capsys):
     cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
     pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails")])
