@@ -441,13 +441,13 @@ def skip_rule(row: dict, cfg: Config, settings: AckSettings, *, now: datetime) -
 def quick_reply_rule(settings: AckSettings) -> str:
     """The skip rule for a ticket the work order will likely answer within ``[ack] minimum`` of its mail."""
     within = "an hour" if settings.minimum == timedelta(hours=1) else _span(settings.minimum)
-    return f"will likely be answered within {within} of their mail anyway (near the front of the work order)"
+    return f"likely answered within {within} of their mail anyway (near the front of the queue)"
 
 
 def too_old_rule(created_at: datetime, settings: AckSettings) -> str:
     """The skip rule for mail older than ``[ack] max_age``: an acknowledgement would come too late."""
-    return (f"waiting since {format_deadline_short(created_at, settings.hours.tz)}, over [ack] max_age = "
-            f"{_span(settings.max_age)}: too old for an acknowledgement, answer it yourself")
+    return (f"mail of {format_deadline_short(created_at, settings.hours.tz)} is over [ack] max_age = "
+            f"{_span(settings.max_age)} old: answer it yourself")
 
 
 def quick_reply_window(created_at: datetime | None, settings: AckSettings, *, now: datetime) -> timedelta:

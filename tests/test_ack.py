@@ -590,7 +590,7 @@ def test_ack_auto_on_a_mailbox_with_history_mails_nobody_about_old_mail(pymap_se
     assert [list(m.rcpt_tos) for m in smtp_server.wait_for(1)] == [["new@cust.example"]]
     code, out, err = heard(cfg, "ack", "--dry-run", capsys=capsys)
     assert code == 0, err
-    assert "week@cust.example" in out and "over [ack] max_age = 14d" in out
+    assert "week@cust.example" in out and "is over [ack] max_age = 14d old" in out
     heard(cfg, "sync", capsys=capsys)
     assert len(smtp_server.messages) == 1
 

@@ -164,8 +164,7 @@ def test_a_ticket_the_work_order_answers_within_the_hour_is_not_acknowledged(tmp
               for n in range(4)]
     plan = plan_acknowledgements(store, cfg, now=NOW)
     rules = {s.ticket_id: s.rule for s in plan.skipped}
-    assert rules[first] == ("will likely be answered within an hour of their mail anyway "
-                            "(near the front of the work order)")
+    assert rules[first] == "likely answered within an hour of their mail anyway (near the front of the queue)"
     assert set(rules) < {first, *others}
     assert others[-1] in [c.ticket_id for c in plan.candidates]  # four tickets ahead of it: a promise
     # The hour counts from the customer's mail: 50 minutes later what is left of it is not enough.
