@@ -798,7 +798,6 @@ def housekeeping(
     cfg: Config,
     now: datetime,
     *,
-    new_ticket_ids: list[int] | None = None,
     settings: AckSettings | None = None,
     dry_run: bool = False,
 ) -> HousekeepingSummary:
@@ -808,7 +807,7 @@ def housekeeping(
     - tickets waiting on the customer get one polite check-in, then are
       closed with the reason "no reply from the customer in N days";
     - with ``[ack] auto = true``, the tickets whose mail came in within ``AUTO_HORIZON`` and that had
-      no acknowledgement and no reply are acknowledged (``new_ticket_ids`` are among them): the plan
+      no acknowledgement and no reply are acknowledged (the new ones among them): the plan
       skips those whose reply is likely within ``[ack] minimum`` of their mail, and each run looks at
       them again.
 

@@ -148,9 +148,9 @@ def test_a_reply_settles_its_promise_and_housekeeping_the_ones_closed_otherwise(
 
 def test_auto_acknowledge_is_off_by_default(store, cfg, tmp_path):
     tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=MON - 3 * HOUR)
-    assert housekeeping(store, cfg, MON, new_ticket_ids=[tid]).acknowledged == []
+    assert housekeeping(store, cfg, MON).acknowledged == []
     on = make_config(tmp_path, ack={"auto": True})
-    assert [t for t, _ in housekeeping(store, on, MON, new_ticket_ids=[tid]).acknowledged] == [tid]
+    assert [t for t, _ in housekeeping(store, on, MON).acknowledged] == [tid]
 
 
 def test_auto_acknowledges_a_ticket_once_its_quick_reply_has_not_come(store, tmp_path):
@@ -159,7 +159,7 @@ def test_auto_acknowledges_a_ticket_once_its_quick_reply_has_not_come(store, tmp
     # passed without a reply the customer is acknowledged, once.
     on = make_config(tmp_path, ack={"auto": True})
     tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=MON)
-    first = housekeeping(store, on, MON, new_ticket_ids=[tid])
+    first = housekeeping(store, on, MON)
     assert first.acknowledged == []
     assert [(s.ticket_id, s.rule.split(" (")[0]) for s in first.skipped] == [
         (tid, "likely answered within 2h of their mail anyway")]
@@ -177,7 +177,7 @@ def test_auto_leaves_older_mail_to_the_review(store, tmp_path):
     on = make_config(tmp_path, ack={"auto": True})
     week_old = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=MON - 7 * DAY)
     ancient = add_ticket(store, "Import", "bob@cust.example", "It stops.", date=MON - 40 * DAY)
-    assert housekeeping(store, on, MON, new_ticket_ids=[week_old, ancient]).acknowledged == []
+    assert housekeeping(store, on, MON).acknowledged == []
     plan = plan_acknowledgements(store, on, now=MON)
     assert [c.ticket_id for c in plan.candidates] == [week_old]
     rules = {s.ticket_id: s.rule for s in plan.skipped}

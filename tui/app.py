@@ -215,7 +215,7 @@ class HeardApp(App[int]):
         def report(status) -> None:
             summary = status.summary
             if summary is not None and self.cfg.smtp is not None:
-                self._after_sync(summary)
+                self._after_sync()
             self.post_message(SyncStatusChanged(
                 status.mode, status.message,
                 summary.new_messages if summary else 0, summary.tickets_created if summary else 0,
@@ -224,13 +224,12 @@ class HeardApp(App[int]):
 
         watch(self.store, self.cfg, stop=self._stop_sync, on_status=report)
 
-    def _after_sync(self, summary) -> None:
+    def _after_sync(self) -> None:
         """In the sync worker: check-ins, auto-close and (with [ack] auto) new acknowledgements."""
         from mail.ack import housekeeping
 
         try:
-            hk = housekeeping(self.store, self.cfg, self.clock(), new_ticket_ids=summary.new_ticket_ids,
-                              settings=self.ack_settings)
+            hk = housekeeping(self.store, self.cfg, self.clock(), settings=self.ack_settings)
         except Exception as exc:  # never let housekeeping stop the live sync
             self.call_from_thread(self.toast, f"housekeeping: {exc}", severity="error", timeout=8)
             return

@@ -220,14 +220,14 @@ class ProgressBar:
         self.stream.flush()
 
 
-def after_sync(store: Store, cfg: Config, summary) -> None:
+def after_sync(store: Store, cfg: Config) -> None:
     """What follows every sync when heard can send mail: check-ins, auto-close, [ack] auto."""
     if cfg.smtp is None:
         return
     from mail.ack import housekeeping
     from mail.send import drain_outbox
 
-    hk = housekeeping(store, cfg, utcnow(), new_ticket_ids=summary.new_ticket_ids)
+    hk = housekeeping(store, cfg, utcnow())
     if hk.checkins or hk.closed or hk.acknowledged:
         out(hk.line())
     if hk.outbox_ids:
@@ -249,7 +249,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         summary = sync_once(opening, cfg, progress=bar)
         store = opening.get()
         out(summary.line())
-        after_sync(store, cfg, summary)
+        after_sync(store, cfg)
         return 0
     store = open_store(cfg)
     stop = threading.Event()
@@ -260,7 +260,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         elif st.summary and (st.summary.new_messages or st.summary.uidvalidity_changed):
             out(f"[{st.mode}] {st.summary.line()}")
         if st.summary is not None:
-            after_sync(store, cfg, st.summary)
+            after_sync(store, cfg)
         sys.stdout.flush()
 
     out(f"watching {cfg.imap.folder} on {cfg.imap.host} (ctrl+c to stop)")
