@@ -14,6 +14,8 @@ measured here is the app's own. Then, under ``App.run_test``:
 - the query alone, off screen, and the cold case: the sort of the whole open
   queue that a search filters (run in the background when `/` is pressed, if
   the last sort is older than 30 s or the data changed since);
+- the acknowledgement plan, off screen: the review (`a`, every waiting ticket)
+  and what ``[ack] auto`` plans after each sync (the last three days');
 - peak RSS of this process.
 
 Usage: python bench/app_bench.py [--tickets 100000] [--presses 50]
@@ -233,8 +235,23 @@ async def measure(path: str, presses: int) -> dict:
         t0 = time.perf_counter()
         app.queue_ids("open")
         out["sort of the open queue (cold search)"] = time.perf_counter() - t0
-    store.close()
     out["peak RSS MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Acknowledgements, off screen: the review `a` plans every waiting ticket; [ack] auto, after each sync,
+    # the ones of the last three days (mail.ack.housekeeping).
+    from mail.ack import AUTO_HORIZON, plan_acknowledgements
+    from storage import ledger
+
+    t0 = time.perf_counter()
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    out["acknowledgement review (a): plan"] = time.perf_counter() - t0
+    print(f"review: {len(plan.candidates):,} to acknowledge, {len(plan.skipped):,} skipped", file=sys.stderr)
+    t0 = time.perf_counter()
+    with store.read() as r:
+        recent = ledger.unacknowledged_since(r.connection(), since=NOW - AUTO_HORIZON)
+    plan_acknowledgements(store, cfg, now=NOW, ticket_ids=recent)
+    out["[ack] auto after a sync: plan"] = time.perf_counter() - t0
+    store.close()
+    out["peak RSS MB, the review planned too"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
@@ -253,7 +270,10 @@ TARGETS = {
     "search, slowest of the five": ("ms", 100),
     "search (query only)": ("ms", 100),
     "sort of the open queue (cold search)": ("ms", None),
+    "acknowledgement review (a): plan": ("s", None),
+    "[ack] auto after a sync: plan": ("s", None),
     "peak RSS MB": ("MB", 300),
+    "peak RSS MB, the review planned too": ("MB", 300),
 }
 
 

@@ -48,7 +48,9 @@ from storage.deadlines import (
     BusinessHours,
     HandlingModel,
     TierSpec,
+    PROMISE_HORIZON_DAYS,
     answered_within,
+    beyond_horizon,
     format_deadline,
     format_deadline_short,
     jumper_rates,
@@ -450,6 +452,12 @@ def too_old_rule(created_at: datetime, settings: AckSettings) -> str:
             f"{_span(settings.max_age)} old: answer it yourself")
 
 
+def horizon_rule(position: int) -> str:
+    """The skip rule for a ticket so far down the queue that no honest deadline is worth promising."""
+    return (f"no honest deadline within {PROMISE_HORIZON_DAYS} business days ({position:,} tickets ahead): "
+            "answer it yourself or triage the queue")
+
+
 def quick_reply_window(created_at: datetime | None, settings: AckSettings, *, now: datetime) -> timedelta:
     """How much of ``[ack] minimum`` is left since the customer's mail (the quick-reply skip's horizon)."""
     if created_at is None:
@@ -462,10 +470,12 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
     """Every waiting ticket whose customer had no acknowledgement and no reply yet: the deadline each
     would be promised, and the tickets skipped with the rule that stopped them. Reads only."""
     settings = settings or ack_settings(cfg, now=now)
+    wanted = set(ticket_ids) if ticket_ids is not None else None
     with store.read() as s:
         conn = s.connection()
         order = queue_ids(conn, view="open", now=now)
-        rows = {r["id"]: r for r in ledger.waiting_rows(conn)}
+        waits = ledger.queue_flags(conn)  # every ticket ahead counts, the ones asked about are read whole
+        rows = {r["id"]: r for r in ledger.waiting_rows(conn, wanted)}
         model = handling_model(conn, settings, now=now)
         jumpers = jumper_rates(ledger.tier_arrivals(conn, since=now - timedelta(days=14)), now=now,
                               hours=settings.hours)
@@ -473,19 +483,14 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
                        for t in ledger.in_progress_since(conn)]
     candidates: list[AckCandidate] = []
     skipped: list[Skipped] = []
-    wanted = set(ticket_ids) if ticket_ids is not None else None
     seen_customers: dict[int, int] = {}
     position = 0
     for tid in order:
-        r = rows.get(tid)
-        if r is None:
-            continue
-        waiting = not r["holder"] and not r["automated_reason"]
-        eligible = r["acknowledged_at"] is None and r["last_reply_at"] is None
         here = position
-        if waiting:
+        if waits.get(tid):
             position += 1
-        if not eligible or (wanted is not None and tid not in wanted):
+        r = rows.get(tid)
+        if r is None or r["acknowledged_at"] is not None or r["last_reply_at"] is not None:
             continue
         subject = their_subject(r["last_subject"] or r["subject"])
         rule = skip_rule(r, cfg, settings, now=now)
@@ -501,6 +506,10 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
             continue
         spec = settings.tiers.get(r["tier"]) if r["tier"] else None
         spec = spec or (tier_for(r["customer"], settings.tiers) if settings.tiers else None)
+        if beyond_horizon(position=here, agents=settings.agents, handling=model, hours=settings.hours,
+                          in_progress=in_progress):
+            skipped.append(Skipped(tid, r["customer"], subject, horizon_rule(here)))
+            continue
         work = dict(position=here, agents=settings.agents, handling=model, hours=settings.hours,
                     jumpers_per_hour=0.0 if spec else jumpers, in_progress=in_progress)
         within = quick_reply_window(r["created_at"], settings, now=now)
@@ -510,6 +519,9 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         seen_customers[r["customer_id"]] = tid
         deadline = promise_deadline(now=now, minimum=settings.minimum,
                                     tier_max=spec.max_response if spec else None, **work)
+        if settings.hours.business_time_between(now, deadline) > PROMISE_HORIZON_DAYS * settings.hours.day_length:
+            skipped.append(Skipped(tid, r["customer"], subject, horizon_rule(here)))  # the queue-jumpers did it
+            continue
         candidates.append(AckCandidate(
             ticket_id=tid, customer=r["customer"], customer_name=r["customer_name"] or "", subject=subject,
             deadline=deadline, offset_minutes=r["date_offset_minutes"], position=here,

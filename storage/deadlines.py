@@ -50,6 +50,8 @@ __all__ = [
     "reply_wait",
     "remaining_work",
     "answered_within",
+    "beyond_horizon",
+    "PROMISE_HORIZON_DAYS",
     "PROMISE_Z",
     "SKIP_Z",
     "jumper_rates",
@@ -109,6 +111,9 @@ class BusinessHours:
             raise ValueError(f"weekday numbers are 0 (Mon) .. 6 (Sun): {sorted(self.days)}")
         if not self.start < self.end:
             raise ValueError(f"opening time {self.start} must be before closing time {self.end}")
+        # Opening intervals by date, computed once: business-time arithmetic over weeks and months of
+        # queue asks for the same days again and again (not a field: equality and hashing ignore it).
+        object.__setattr__(self, "_intervals", {})
 
     # -- construction -----------------------------------------------------
 
@@ -167,10 +172,16 @@ class BusinessHours:
 
     def _interval(self, d: date) -> tuple[datetime, datetime]:
         """The open interval of local date ``d``, in UTC."""
-        return (
-            datetime.combine(d, self.start, self.tz).astimezone(timezone.utc),
-            datetime.combine(d, self.end, self.tz).astimezone(timezone.utc),
-        )
+        cache: dict = self._intervals  # type: ignore[attr-defined]
+        got = cache.get(d)
+        if got is None:
+            if len(cache) > 50_000:
+                cache.clear()
+            got = cache[d] = (
+                datetime.combine(d, self.start, self.tz).astimezone(timezone.utc),
+                datetime.combine(d, self.end, self.tz).astimezone(timezone.utc),
+            )
+        return got
 
     def _next_open_day(self, d: date) -> date:
         for _ in range(3700):  # ten years of holidays is a configuration error
@@ -354,6 +365,9 @@ PROMISE_Z = 2.0
 # wrong costs little: the skip lapses once the minimum has passed since the
 # customer's mail, and the next plan acknowledges the ticket (mail/ack.py).
 SKIP_Z = 0.0
+# A promise further out than this many business days (about three months) is not one to make: the
+# acknowledgement plan leaves such tickets to the agent (see :func:`beyond_horizon`).
+PROMISE_HORIZON_DAYS = 60
 # When the learned model has no sample count, treat it like this many.
 _PRIOR_SAMPLES = 50
 
@@ -555,6 +569,27 @@ def answered_within(
     wait = reply_wait(position=position, agents=agents, handling=handling, in_progress=in_progress,
                       jumpers_per_hour=jumpers_per_hour, z=z, now=now, hours=hours)
     return _utc(hours.add_business_time(now, wait)) <= _utc(now) + within
+
+
+def beyond_horizon(
+    *,
+    position: int,
+    agents: int,
+    handling: HandlingModel | timedelta,
+    hours: BusinessHours,
+    in_progress: Sequence[timedelta] | None = None,
+    days: int = PROMISE_HORIZON_DAYS,
+    z: float = PROMISE_Z,
+) -> bool:
+    """True when the promise for this place in the queue, before any queue-jumper, is over ``days`` business days.
+
+    No promise is worth making then ("I will answer by next March"): a queue that long needs triage,
+    not acknowledgements. Cheap at any position (no calendar walk), so a plan can ask it first.
+    """
+    if isinstance(handling, timedelta):
+        handling = HandlingModel.from_typical(handling)
+    wait = _reply_wait(position, agents, handling, in_progress, Jumpers(), z)
+    return wait > days * hours.day_length.total_seconds()
 
 
 @dataclass(frozen=True)

@@ -319,6 +319,12 @@ def unacknowledged_since(conn: Connection, *, since: datetime) -> list[int]:
     return sorted(r[0] for r in conn.execute(q))
 
 
+def queue_flags(conn: Connection) -> dict[int, bool]:
+    """Every queue ticket: whether it waits for an agent (nobody holds it, and it is not automated mail)."""
+    q = select(T.c.id, T.c.holder, T.c.automated_reason).where(T.c.status.in_([s.value for s in ACTIVE]))
+    return {tid: not holder and not automated for tid, holder, automated in conn.execute(q)}
+
+
 def waiting_rows(conn: Connection, ticket_ids: Iterable[int] | None = None) -> list[dict]:
     """Queue tickets with what acknowledging them needs: the customer, their stamp, their last message."""
     q = (

@@ -595,6 +595,22 @@ def test_ack_auto_on_a_mailbox_with_history_mails_nobody_about_old_mail(pymap_se
     assert len(smtp_server.messages) == 1
 
 
+def test_no_acknowledgement_promises_a_deadline_months_away(tmp_path):
+    # A ticket takes a week (40 business hours), one agent: the thirteenth in line would be promised a
+    # date months out. Such a queue needs triage, not "I will answer by next April".
+    cfg = make_config(tmp_path, ack={"handling_time": "40h"})
+    store = Store(cfg.database)
+    ids = [add_ticket(store, f"Audit {n}", f"c{n}@cust.example", "Please check.", date=NOW - (20 - n) * H)
+           for n in range(14)]
+    plan = plan_acknowledgements(store, cfg, now=NOW)
+    assert ids[0] in [c.ticket_id for c in plan.candidates]
+    rules = {s.ticket_id: s.rule for s in plan.skipped}
+    assert rules[ids[-1]] == ("no honest deadline within 60 business days (13 tickets ahead): answer it yourself "
+                              "or triage the queue")
+    assert all(c.deadline < NOW + timedelta(days=120) for c in plan.candidates)
+    store.close()
+
+
 def test_without_ack_auto_heard_sync_sends_nothing(pymap_server, smtp_server, tmp_path, capsys):
     cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
     pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails")])

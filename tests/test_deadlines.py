@@ -11,6 +11,7 @@ import pytest
 from storage.deadlines import (
     BusinessHours,
     answered_within,
+    beyond_horizon,
     remaining_work,
     reply_wait,
     HandlingModel,
@@ -491,3 +492,15 @@ def test_a_rate_learned_from_few_arrivals_gives_a_later_promise():
     many = deadline(now, position=30, handling=model, jumpers_per_hour=Jumpers(1.0, 0.0, 400))
     few = deadline(now, position=30, handling=model, jumpers_per_hour=Jumpers(1.0, 0.0, 3))
     assert sure <= many < few
+
+
+@pytest.mark.parametrize("label, position, agents, typical, expected", [
+    ("next in line", 0, 1, timedelta(minutes=15), False),
+    ("500 quick tickets ahead: promised in about 37 business days", 500, 1, timedelta(minutes=15), False),
+    ("1,000 ahead: about 74", 1000, 1, timedelta(minutes=15), True),
+    ("10,000 ahead", 10_000, 1, timedelta(minutes=15), True),
+    ("100 ahead of half-day tickets, one agent", 100, 1, timedelta(hours=4), True),
+    ("the same with three agents", 100, 3, timedelta(hours=4), False),
+])
+def test_beyond_horizon(label, position, agents, typical, expected):
+    assert beyond_horizon(position=position, agents=agents, handling=typical, hours=H) is expected, label
