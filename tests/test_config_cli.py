@@ -130,6 +130,33 @@ def test_config_mistakes_name_the_key(tmp_path, text, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (BASE + 'foldr = "Support"\n', "[imap] foldr is not a known key: did you mean folder?"),
+        (BASE + '[smtp]\nhost = "relay.lan"\nusername = ""\nsent_foldr = "Sent"\n',
+         "[smtp] sent_foldr is not a known key: did you mean sent_folder?"),
+        (BASE + '[agent]\nname = "Ana"\nsignatur = "Ana"\n', "[agent] signatur is not a known key: did you mean signature?"),
+        (BASE + '[storage]\ndatabse = "x.db"\n', "[storage] databse is not a known key: did you mean database?"),
+        (BASE.replace("[imap]", 'own_adresses = ["a@example.com"]\n[imap]'),
+         "[account] own_adresses is not a known key: did you mean own_addresses?"),
+    ],
+)
+def test_a_misspelt_key_is_one_line_not_silently_its_default(tmp_path, capsys, text, message):
+    # "foldr" used to sync INBOX instead of the folder meant, "sent_foldr" to thread without the Sent folder
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    code, out, err = run(capsys, "--config", str(path), "tickets")
+    assert code == 1 and out == ""
+    assert err == f"heard: {message} (see README, Configuration)\n"
+
+
+def test_a_config_path_that_is_a_directory_is_one_line(tmp_path, capsys):
+    code, out, err = run(capsys, "--config", str(tmp_path), "tickets")
+    assert code == 1
+    assert err == f"heard: {tmp_path} is a directory: give --config the config file itself (e.g. {tmp_path / 'config.toml'})\n"
+
+
 def test_an_smtp_relay_that_needs_no_login_needs_no_password(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(BASE + '[smtp]\nhost = "relay.lan"\nport = 25\nsecurity = "none"\nusername = ""\n')
