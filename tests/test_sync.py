@@ -358,6 +358,16 @@ def test_missing_folder_is_one_line(pymap_server, tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1 and "[imap] folder" in err
 
 
+def test_a_tier_with_an_unreadable_max_response_stops_the_sync_with_one_line(pymap_server, tmp_path, capsys):
+    pymap_server.append([mail(1)])
+    cfg = write_config(tmp_path, pymap_server)
+    cfg.write_text(cfg.read_text() + '[tiers.premium]\nmax_response = "soon"\nmembers = ["cust.example"]\n')
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1
+    assert err == ("heard: [tiers.premium] max_response = 'soon': cannot read duration 'soon'; "
+                   'write e.g. "2h", "90m" or "1d"\n')
+
+
 def test_a_database_that_cannot_be_opened_stops_the_sync_with_one_line(pymap_server, tmp_path, capsys):
     """The store opens while the sync already fetches: its error still ends the sync, in one line."""
     pymap_server.append([mail(n) for n in range(1, 4)])
