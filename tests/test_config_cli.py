@@ -157,6 +157,24 @@ def test_a_config_path_that_is_a_directory_is_one_line(tmp_path, capsys):
     assert err == f"heard: {tmp_path} is a directory: give --config the config file itself (e.g. {tmp_path / 'config.toml'})\n"
 
 
+@pytest.mark.parametrize(
+    "keys,message",
+    [
+        ('"app.take_nxt" = "N"', "heard: [keys] 'app.take_nxt' is not a binding id: did you mean app.take_next?"),
+        ('"solve" = "S"', "heard: [keys] 'solve' is not a binding id: did you mean change.solve?"),
+        ('"app.take_next" = 5', "heard: [keys] 'app.take_next' = 5: write the key in quotes, e.g. \"N\" or \"ctrl+n\""),
+    ],
+)
+def test_a_keymap_that_remaps_nothing_stops_the_app_with_one_line(tmp_path, keys, message):
+    # A misspelt binding id used to be ignored: the app opened with the old key and nothing said why.
+    path = tmp_path / "c.toml"
+    path.write_text(BASE + f'[storage]\ndatabase = "{tmp_path / "h.db"}"\n[keys]\n{keys}\n')
+    res = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(path), "app"],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr == message + "\n"
+
+
 def test_an_smtp_relay_that_needs_no_login_needs_no_password(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(BASE + '[smtp]\nhost = "relay.lan"\nport = 25\nsecurity = "none"\nusername = ""\n')
