@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from mail.autoreply import automated_reason
 from mail.config import Config, ConfigError
@@ -23,6 +23,9 @@ from mail.parse import ParsedMessage, parse_message
 from mail.vague import vague_reason
 from storage.deadlines import parse_tiers, tier_for
 from storage.records import CHECK_MAIL_RULE, NewMessage, utcnow
+
+
+FUTURE_SKEW = timedelta(days=1)  # a Date header further ahead than this is a wrong clock, not a time zone
 
 
 class MessageConverter:
@@ -47,8 +50,14 @@ class MessageConverter:
     def convert_fetched(self, batch: list[tuple[int, bytes, bytes | None]]) -> list[tuple[NewMessage, list, list]]:
         """Parse and convert (uid, raw, INTERNALDATE) triples; ``uid`` is set on each message."""
         out = []
+        latest = utcnow() + FUTURE_SKEW
         for uid, raw, idate in batch:
             pm = parse_message(raw)
+            if pm.date is not None and pm.date > latest:
+                # A sender's clock years ahead (or a spammer's trick) would date the ticket in the future:
+                # it would sort as the newest forever and never count as waiting. The arrival time stands in.
+                pm.defects.append(f"Date header in the future ({pm.date:%Y-%m-%d %H:%M} UTC): the arrival time is used")
+                pm.date = None
             m = self.convert(raw, pm, internal_date=_internal_date(idate) if pm.date is None else None)
             m.uid = uid
             out.append((m, list(pm.in_reply_to), list(pm.references)))

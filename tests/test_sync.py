@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,25 @@ def test_sync_threads_replies_flags_automated_and_keeps_non_ascii(imap, tmp_path
     finally:
         client.logout()
     assert len(flags) == 4 and all(b"\\Seen" not in f for f in flags.values())
+
+
+def test_a_mail_dated_years_ahead_is_dated_by_its_arrival_and_flagged(pymap_server, tmp_path, capsys):
+    # A sender whose clock says 2100 used to make a ticket dated 2100: the newest forever, last in take next.
+    pymap_server.append([mail(1, "Old clock, real problem", date="Fri, 1 Jan 2100 09:00:00 +0100"),
+                         mail(2, "Sensible date", sender="bo@cust.example")])
+    cfg = write_config(tmp_path, pymap_server)
+    before = datetime.now(timezone.utc) - timedelta(minutes=5)
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    code, out, _ = heard(cfg, "tickets", "--json", capsys=capsys)
+    tickets = {t["subject"]: t for t in json.loads(out)}
+    wrong_clock = tickets["Old clock, real problem"]
+    created = datetime.fromisoformat(wrong_clock["created_at"].replace("Z", "+00:00"))
+    assert before <= created <= datetime.now(timezone.utc) + timedelta(minutes=5)
+    assert wrong_clock["flagged"]
+    code, out, _ = heard(cfg, "show", str(wrong_clock["id"]), "--json", capsys=capsys)
+    assert json.loads(out)["messages"][0]["defects"] == [
+        "Date header in the future (2100-01-01 08:00 UTC): the arrival time is used"]
 
 
 def test_export_is_one_ticket_per_line_in_the_show_shape(imap, tmp_path, capsys):
