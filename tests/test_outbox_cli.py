@@ -142,3 +142,15 @@ def test_saved_replies_cli(tmp_path, capsys, env, smtp):  # noqa: F811
     assert code == 0, err
     assert f"Thanks Ann! Ticket [#{tid}]." in smtp.wait_for(1)[0].data.decode()
     assert any(e["kind"] == "saved_reply" and e["new"] == "thanks" for e in detail(store, tid)["events"])
+
+
+def test_release_and_assign_refusals_say_what_is_wrong(capsys, env):  # noqa: F811
+    cfg, store, tid = env
+    code, out, err = run(capsys, cfg, "release", str(tid), "--reason", "done for today")
+    assert code == 1 and err == "heard: nobody holds the ticket: there is nothing to release\n"
+    code, out, err = run(capsys, cfg, "assign", str(tid), "", "--reason", "Bo knows billing")
+    assert code == 1 and err == "heard: say who gets the ticket: an agent's name (releasing it is `heard release`)\n"
+    assert detail(store, tid)["holder"] is None
+    assert run(capsys, cfg, "assign", str(tid), "Bo", "--reason", "Bo knows billing")[0] == 0
+    code, out, err = run(capsys, cfg, "assign", str(tid), "Bo", "--reason", "again")
+    assert code == 1 and err == "heard: Bo already holds the ticket\n"
