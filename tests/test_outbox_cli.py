@@ -144,6 +144,19 @@ def test_saved_replies_cli(tmp_path, capsys, env, smtp):  # noqa: F811
     assert any(e["kind"] == "saved_reply" and e["new"] == "thanks" for e in detail(store, tid)["events"])
 
 
+def test_an_empty_saved_reply_is_refused_and_the_old_text_kept(tmp_path, capsys, env, monkeypatch):  # noqa: F811
+    cfg, store, tid = env
+    run(capsys, cfg, "saved-replies", "--add", "thanks", "--body-file", body_file(tmp_path, "Thanks a lot!"))
+    # --body-file forgotten in a script: stdin was empty, and the reply used to be overwritten with nothing
+    code, out, err = run(capsys, cfg, "saved-replies", "--add", "thanks", stdin="", monkeypatch=monkeypatch)
+    assert code == 1 and out == ""
+    assert err == "heard: saved reply 'thanks' would be empty: give --body-file a file with its text\n"
+    code, out, err = run(capsys, cfg, "saved-replies", "--add", "thanks", "--body-file", body_file(tmp_path, " \n\n"))
+    assert code == 1
+    code, out, _ = run(capsys, cfg, "saved-replies")
+    assert out.splitlines()[0].split() == ["thanks", "Thanks", "a", "lot!"]
+
+
 def test_release_and_assign_refusals_say_what_is_wrong(capsys, env):  # noqa: F811
     cfg, store, tid = env
     code, out, err = run(capsys, cfg, "release", str(tid), "--reason", "done for today")
