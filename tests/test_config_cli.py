@@ -268,3 +268,23 @@ def test_tickets_on_a_terminal_is_one_line_per_ticket_cut_to_its_width():
     lines = _ticket_table(rows[:2], now, 80)
     assert all(cells(line) <= 80 for line in lines), lines
     assert "Export to CSV" in lines[0] and "ann@cust.example" in lines[0] and "sato.hanako@" in lines[1] and "…  by " in lines[1]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["ack", "--bogus"], "heard ack: unrecognized arguments: --bogus (see `heard ack --help`)"),
+        (["show"], "heard show: the following arguments are required: id (see `heard show --help`)"),
+        (["show", "twelve"], "heard show: argument id: invalid int value: 'twelve' (see `heard show --help`)"),
+        (["outbox", "cancel", "x"],
+         "heard outbox cancel: argument id: invalid int value: 'x' (see `heard outbox cancel --help`)"),
+        (["tikets"], "heard: no command 'tikets': `heard --help` lists them"),
+    ],
+)
+def test_a_wrong_flag_or_argument_is_one_line_naming_the_command(capsys, argv, message):
+    # It used to be argparse's usage block, and a wrong flag showed the usage of `heard` itself.
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == message + "\n"

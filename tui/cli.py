@@ -467,8 +467,27 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a wrong flag or argument said in one line (not the usage block) that says where to look."""
+
+    def error(self, message: str):
+        if message.startswith("argument COMMAND: invalid choice: "):
+            asked = message.removeprefix("argument COMMAND: invalid choice: ").split(" (choose from")[0]
+            self.exit(2, f"{self.prog}: no command {asked}: `{self.prog} --help` lists them\n")
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        # Left-over arguments are reported by the top parser; name the command they were given to.
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(args, "command", None)
+            target = self._subparsers._group_actions[0].choices.get(command, self) if command and self._subparsers else self
+            target.error(f"unrecognized arguments: {' '.join(extras)}")
+        return args
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="heard", description="A keyboard-driven terminal helpdesk.")
+    p = _Parser(prog="heard", description="A keyboard-driven terminal helpdesk.")
     p.add_argument("--config", help="config file (default: $HEARD_CONFIG or the platform's config dir)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
