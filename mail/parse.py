@@ -561,7 +561,9 @@ def _clip(s: str, n: int = 40) -> str:
     return s or '""'
 
 
-_CT_MAIN = re.compile(r"\s*([^\s;/\"]+)\s*/\s*([^\s;\"]+)")
+# Type and subtype are RFC 2045 tokens: no control characters (an escape sequence in an attachment's
+# type would reach the terminal of `heard show`), no tspecials.
+_CT_MAIN = re.compile(r"\s*([!#$%&'*+\-.^_`{|}~0-9A-Za-z]+)\s*/\s*([!#$%&'*+\-.^_`{|}~0-9A-Za-z]+)")
 _PARAM = re.compile(r"""[;\s]\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)""", re.S)
 _CT_CACHE: dict[str, tuple[str, dict[str, str], str | None]] = {}
 

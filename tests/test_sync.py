@@ -152,6 +152,21 @@ def test_a_mail_dated_years_ahead_is_dated_by_its_arrival_and_flagged(pymap_serv
         "Date header in the future (2100-01-01 08:00 UTC): the arrival time is used"]
 
 
+def test_show_never_prints_an_escape_sequence_hidden_in_an_attachments_type(pymap_server, tmp_path, capsys):
+    # "\x1b[8m" hides whatever the terminal prints after it; the type used to reach the terminal as it came.
+    body = ("--B\r\nContent-Type: text/plain\r\n\r\nsee the file\r\n--B\r\n"
+            "Content-Type: application/x\x1b[8m\x1b]0;owned\x07; name=\"a.bin\"\r\n"
+            "Content-Disposition: attachment\r\n\r\nxx\r\n--B--\r\n")
+    raw = mail(1, "File attached", body=body).replace(b"Content-Type: text/plain; charset=utf-8",
+                                                        b"Content-Type: multipart/mixed; boundary=B")
+    pymap_server.append([raw])
+    cfg = write_config(tmp_path, pymap_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    code, out, _ = heard(cfg, "show", "1", capsys=capsys)
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    assert "  attachment: a.bin (application/x, 2 bytes)" in out.splitlines()
+
+
 def test_export_is_one_ticket_per_line_in_the_show_shape(imap, tmp_path, capsys):
     imap.append([mail(1), mail(2, "Re: Export to CSV fails", irt="m1@cust.example"), mail(3, "Billing", sender="c@x.example")])
     cfg = write_config(tmp_path, imap)

@@ -384,13 +384,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         if m["defects"]:
             out(f"  flagged: {safe_line('; '.join(m['defects']))}")
         for a in m["attachments"]:
-            out(f"  attachment: {safe_line(a['name'])} ({a['content_type']}, {a['size']} bytes)")
+            out(f"  attachment: {safe_line(a['name'])} ({safe_line(a['content_type'])}, {a['size']} bytes)")
         out()
         out(safe_text(m["text"]).rstrip())
     out()
     out("timeline:")
     for e in t["events"]:
-        change = f"{e['old'] or '-'} → {e['new'] or '-'}" if (e["old"] or e["new"]) else ""
+        change = f"{safe_line(e['old'] or '-')} → {safe_line(e['new'] or '-')}" if (e["old"] or e["new"]) else ""
         out(f"  {e['at']}  {safe_line(e['actor'])}  {e['kind']} {change}  — {safe_line(e['reason'])}")
     return 0
 
