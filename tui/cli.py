@@ -234,7 +234,7 @@ def after_sync(store: Store, cfg: Config, summary) -> None:
         res = drain_outbox(store, cfg)
         out(res.line())
         for line in res.errors:
-            print(f"heard: {line}", file=sys.stderr)
+            print(f"heard: {safe_line(line)}", file=sys.stderr)
 
 
 @command("sync")
@@ -256,7 +256,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     def on_status(st) -> None:
         if st.error:
-            print(f"heard: {st.message}", file=sys.stderr, flush=True)
+            print(f"heard: {safe_line(st.message)}", file=sys.stderr, flush=True)
         elif st.summary and (st.summary.new_messages or st.summary.uidvalidity_changed):
             out(f"[{st.mode}] {st.summary.line()}")
         if st.summary is not None:
@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[name](args)
     except (ConfigError, MailServerError, StoreError, LifecycleError, CliError) as exc:
-        print(f"heard: {exc}", file=sys.stderr)
+        print(f"heard: {safe_line(str(exc))}", file=sys.stderr)  # server answers are data too
         return 1
     except KeyboardInterrupt:
         return 130
