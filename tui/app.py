@@ -37,7 +37,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from mail.config import Config, ConfigError
-from mail.untrusted import safe_line
+from mail.untrusted import safe_line, safe_text
 from storage import tickets
 from storage.outbox import outbox_rows
 from storage.db import Store
@@ -265,8 +265,8 @@ class HeardApp(App[int]):
 
     # -- shared helpers ----------------------------------------------------------------
     def toast(self, message: str, *, severity: str = "information", timeout: float | None = None) -> None:
-        """A notification; never markup (messages may quote mail)."""
-        self.notify(message, severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
+        """A notification; never markup, never a control character (messages may quote mail or a server's answer)."""
+        self.notify(safe_text(message), severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
 
     def data_changed(self) -> None:
         """Tickets changed (new mail, an action, another screen's write): refresh what shows them."""
