@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import io
 import json
 
@@ -167,3 +169,17 @@ def test_release_and_assign_refusals_say_what_is_wrong(capsys, env):  # noqa: F8
     assert run(capsys, cfg, "assign", str(tid), "Bo", "--reason", "Bo knows billing")[0] == 0
     code, out, err = run(capsys, cfg, "assign", str(tid), "Bo", "--reason", "again")
     assert code == 1 and err == "heard: Bo already holds the ticket\n"
+
+
+def test_a_reply_to_a_customer_whose_subject_and_name_carry_escape_sequences_goes_out_clean(
+        tmp_path, capsys, env, smtp):  # noqa: F811
+    # Control characters in the customer's own subject or name used to make every reply (and acknowledgement)
+    # to them unsendable: "the Subject header contains a line break or control character ... remove it".
+    cfg, store, _ = env
+    tid = add_ticket(store, "Invoice \x1b[2J77\x07 \u202ewrong", "eve@cust.example", "Charged twice.",
+                     from_name="\x1b[31mEve\x1b[0m Stone")
+    code, out, err = run(capsys, cfg, "reply", str(tid), "--body-file", body_file(tmp_path, "Refunded."))
+    assert code == 0, err
+    msg = email.message_from_bytes(smtp.wait_for(1)[0].data, policy=email.policy.default)
+    assert msg["Subject"] == f"Re: Invoice 77 wrong [#{tid}]"
+    assert msg["To"] == "Eve Stone <eve@cust.example>"
