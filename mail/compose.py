@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from mail.threads import tag_subject
 from mail.tone import ToneWarning, check_tone, strip_quoted
+from mail.untrusted import safe_line, safe_text
 
 __all__ = [
     "ComposeError",
@@ -92,8 +93,9 @@ def check_header_value(name: str, value: str) -> str:
 
 
 def _clean_subject(subject: str) -> str:
-    # A customer's folded subject may carry whitespace runs or newlines after decoding: one line.
-    return " ".join((subject or "").split())
+    # A customer's folded subject may carry whitespace runs or newlines after decoding: one line. Control
+    # characters and bidi overrides go too: the customer's own subject must never make our reply unsendable.
+    return " ".join(safe_line(subject or "").split())
 
 
 # -- the thread we answer ----------------------------------------------------------------
@@ -141,13 +143,15 @@ def reply_context(conn: Connection, ticket_id: int) -> ReplyContext:
         ticket_id=ticket_id,
         subject=_clean_subject((last or {}).get("subject") or row["subject"]),
         status=row["status"],
-        customer_name=(last["from_name"] if last and last["from_name"] else row.get("customer_name") or ""),
+        # The name as the customer's mail gave it, less control characters: it goes into our To header.
+        customer_name=safe_line(last["from_name"] if last and last["from_name"] else row.get("customer_name") or ""),
         customer_address=(last["from"] if last and last["from"] else row["customer"]),
         in_reply_to=last["message_id"] if last else None,
         references=ids,
-        last_customer_text=last["text"] if last else "",
+        # Quoted in the draft, which the composer shows as it is: no escape sequences, no bidi overrides.
+        last_customer_text=safe_text(last["text"]) if last else "",
         last_customer_date=last_date,
-        last_customer_name=(last["from_name"] or last["from"]) if last else "",
+        last_customer_name=safe_line(last["from_name"] or last["from"]) if last else "",
         our_texts=[m["text"] for m in msgs if m["direction"] == "out"],
         customer_texts=[m["text"] for m in customer_msgs],
         saved_replies_used=[e["new"] for e in events_of(conn, ticket_id) if e["kind"] == "saved_reply" and e["new"]],

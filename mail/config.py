@@ -8,6 +8,7 @@ Microsoft 365, an ``oauth2_command`` that prints a fresh OAuth2 access token
 
 from __future__ import annotations
 
+import difflib
 import os
 import subprocess
 import sys
@@ -151,10 +152,33 @@ def _get(table: dict, section: str, key: str, kind: type, default: Any = ..., ch
     return value
 
 
+_SERVER_KEYS = ("host", "port", "security", "username", "password_command", "keyring", "oauth2_command",
+                "folder", "sent_folder", "idle", "poll_interval")
+_KNOWN_KEYS = {
+    "account": ("address", "own_addresses"),
+    "imap": _SERVER_KEYS,
+    "smtp": _SERVER_KEYS,
+    "storage": ("database",),
+    "agent": ("name", "email", "signature"),
+}
+
+
+def _no_unknown_keys(table: dict, section: str) -> None:
+    """A misspelt key ("foldr", "sent_foldr", "idel") would silently fall back to its default: refuse it."""
+    known = _KNOWN_KEYS[section]
+    for key in table:
+        if key in known or key == "password":  # password gets its own message
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(known)}"
+        raise ConfigError(f"[{section}] {key} is not a known key: {hint} (see README, Configuration)")
+
+
 def _server(data: dict, section: str, default_port: dict[str, int]) -> ServerConfig:
     t = data.get(section)
     if not isinstance(t, dict):
         raise ConfigError(f"[{section}] section is missing: run `heard init` or add it (see README)")
+    _no_unknown_keys(t, section)
     security = _get(t, section, "security", str, "tls", SECURITY)
     port = _get(t, section, "port", int, default_port[security])
     if not 0 < port < 65536:
@@ -202,6 +226,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     account = data.get("account")
     if not isinstance(account, dict):
         raise ConfigError("[account] section is missing: run `heard init`")
+    _no_unknown_keys(account, "account")
     address = _get(account, "account", "address", str).strip().lower()
     if "@" not in address:
         raise ConfigError(f"[account] address = {address!r} is not an email address")
@@ -209,6 +234,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     smtp = _server(data, "smtp", {"tls": 465, "starttls": 587, "none": 25}) if "smtp" in data else None
     storage = data.get("storage", {})
     agent = data.get("agent", {})
+    for name, table in (("storage", storage), ("agent", agent)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] must be a table of keys (see README, Configuration)")
+        _no_unknown_keys(table, name)
     return Config(
         path=path,
         address=address,
@@ -236,6 +265,12 @@ def load_config(path: Path | str | None = None) -> Config:
         raise ConfigError(f"no config at {p}: run `heard init` (or `heard demo` to try it without an account)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p} is not valid TOML ({exc}): fix that line") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p} is a directory: give --config the config file itself (e.g. {p / 'config.toml'})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not UTF-8 text: save the config as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config {p} ({exc.strerror}): check its permissions") from None
     return parse_config(data, p)
 
 

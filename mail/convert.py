@@ -15,14 +15,17 @@ import json
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from mail.autoreply import automated_reason
-from mail.config import Config
+from mail.config import Config, ConfigError
 from mail.parse import ParsedMessage, parse_message
 from mail.vague import vague_reason
 from storage.deadlines import parse_tiers, tier_for
 from storage.records import CHECK_MAIL_RULE, NewMessage, utcnow
+
+
+FUTURE_SKEW = timedelta(days=1)  # a Date header further ahead than this is a wrong clock, not a time zone
 
 
 class MessageConverter:
@@ -42,13 +45,19 @@ class MessageConverter:
     def _setup(self, own_addresses: list[str], own_domain: str, tiers: dict) -> None:
         self.own_addresses = set(own_addresses)
         self.own_domains = {own_domain}
-        self.tiers = parse_tiers(tiers) if tiers else {}
+        self.tiers = _parse_tiers(tiers) if tiers else {}
 
     def convert_fetched(self, batch: list[tuple[int, bytes, bytes | None]]) -> list[tuple[NewMessage, list, list]]:
         """Parse and convert (uid, raw, INTERNALDATE) triples; ``uid`` is set on each message."""
         out = []
+        latest = utcnow() + FUTURE_SKEW
         for uid, raw, idate in batch:
             pm = parse_message(raw)
+            if pm.date is not None and pm.date > latest:
+                # A sender's clock years ahead (or a spammer's trick) would date the ticket in the future:
+                # it would sort as the newest forever and never count as waiting. The arrival time stands in.
+                pm.defects.append(f"Date header in the future ({pm.date:%Y-%m-%d %H:%M} UTC): the arrival time is used")
+                pm.date = None
             m = self.convert(raw, pm, internal_date=_internal_date(idate) if pm.date is None else None)
             m.uid = uid
             out.append((m, list(pm.in_reply_to), list(pm.references)))
@@ -96,6 +105,23 @@ class MessageConverter:
             vague_reason=None if outgoing or auto else vague_reason(pm.subject, pm.text),
             auto_submitted=outgoing and pm.headers.get("auto-submitted", "no").lower() not in ("", "no"),
         )
+
+
+def _parse_tiers(tiers: dict) -> dict:
+    """[tiers] for the sync; a value it cannot read is one line naming the key (as `heard ack` says), not a traceback."""
+    if not isinstance(tiers, dict):
+        raise ConfigError("[tiers] must hold tables such as [tiers.premium]")
+    for name, spec in tiers.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"[tiers.{name}] must be a table with max_response and members")
+        if "max_response" not in spec:
+            raise ConfigError(f'[tiers.{name}] max_response is missing: e.g. max_response = "2h"')
+        try:
+            parse_tiers({name: spec})
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f'[tiers.{name}] max_response = {spec["max_response"]!r}: {exc}; '
+                              'write e.g. "2h", "90m" or "1d"') from None
+    return parse_tiers(tiers)
 
 
 _worker_converter: MessageConverter | None = None

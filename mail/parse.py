@@ -198,7 +198,9 @@ def _decode_head(head: bytes, defects: list[str]) -> str:
         try:
             text = head.decode("utf-8")  # RFC 6532 allows UTF-8 in headers
         except UnicodeDecodeError:
-            text = head.decode("cp1252", "replace")
+            # Line by line: one Latin-1 header (a gateway's, an old client's) must not turn
+            # a UTF-8 From name into mojibake ("JÃ¶rg").
+            text = "\n".join(_decode_line(line) for line in head.split(b"\n"))
             defects.append("8-bit junk in headers")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", " ")
@@ -206,6 +208,13 @@ def _decode_head(head: bytes, defects: list[str]) -> str:
         text = text.replace("\x00", "")
         defects.append("NUL bytes in headers")
     return text
+
+
+def _decode_line(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("cp1252", "replace")
 
 
 def _parse_headers(text: str) -> tuple[dict[str, str], int | None]:
@@ -552,7 +561,9 @@ def _clip(s: str, n: int = 40) -> str:
     return s or '""'
 
 
-_CT_MAIN = re.compile(r"\s*([^\s;/\"]+)\s*/\s*([^\s;\"]+)")
+# Type and subtype are RFC 2045 tokens: no control characters (an escape sequence in an attachment's
+# type would reach the terminal of `heard show`), no tspecials.
+_CT_MAIN = re.compile(r"\s*([!#$%&'*+\-.^_`{|}~0-9A-Za-z]+)\s*/\s*([!#$%&'*+\-.^_`{|}~0-9A-Za-z]+)")
 _PARAM = re.compile(r"""[;\s]\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)""", re.S)
 _CT_CACHE: dict[str, tuple[str, dict[str, str], str | None]] = {}
 

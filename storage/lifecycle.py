@@ -126,10 +126,14 @@ def change_priority(current: Priority | str, target: Priority | str, *, reason: 
 
 def change_holder(current: str | None, target: str | None, *, reason: str | None, actor: str, now: datetime) -> Change:
     """Take, release or reassign a ticket."""
+    if target is not None and not target.strip():
+        raise TransitionNotAllowed("say who gets the ticket: an agent's name (releasing it is `heard release`)")
     what = "releasing the ticket" if target is None else f"assigning to {target}"
     text = _require_reason(reason, what)
     if current == target:
-        raise TransitionNotAllowed("nothing changes: the ticket already has that holder")
+        if target is None:
+            raise TransitionNotAllowed("nobody holds the ticket: there is nothing to release")
+        raise TransitionNotAllowed(f"{target} already holds the ticket")
     return Change("holder", current, target, text, actor, now)
 
 

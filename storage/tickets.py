@@ -374,8 +374,16 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
     return ticket_id
 
 
+# The changes the reason dialog asks about: their reasons are what an agent would pick again. The reasons
+# heard writes itself for mail ("acknowledged by Ana; promised by ...", "replied to ... (Message-ID <...>)")
+# are records, not answers to "why?".
+REASON_DIALOG_KINDS = ("status", "priority", "holder")
+
+
 def recent_reasons(conn: Connection, *, limit: int = 8) -> list[str]:
-    q = select(E.c.reason, func.max(E.c.at).label("last")).where(E.c.actor != "heard sync").group_by(E.c.reason)
+    q = (select(E.c.reason, func.max(E.c.at).label("last"))
+         .where(E.c.actor.notin_(("heard sync", "heard housekeeping")), E.c.kind.in_(REASON_DIALOG_KINDS))
+         .group_by(E.c.reason))
     return [r[0] for r in conn.execute(q.order_by(func.max(E.c.at).desc()).limit(limit))]
 
 

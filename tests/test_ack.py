@@ -617,3 +617,14 @@ def test_without_ack_auto_heard_sync_sends_nothing(pymap_server, smtp_server, tm
     code, out, err = heard(cfg, "sync", capsys=capsys)
     assert code == 0 and "acknowledged" not in out
     assert smtp_server.received == []
+
+
+def test_heard_sync_prints_an_smtp_refusal_without_its_escape_sequences(pymap_server, smtp_server, tmp_path, capsys):
+    # A server's answer is data: "\x1b[8m" in it would hide every line the terminal prints after it.
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port, ack={"auto": True})
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails", name="Ann Lee")])
+    smtp_server.fail_next("554 5.7.1 \x1b[8mrejected\x1b]0;owned\x07 as spam")
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    assert "rejected" in err and "as spam" in err
+    assert "\x1b" not in err + out and "\x07" not in err + out

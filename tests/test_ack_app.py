@@ -188,3 +188,53 @@ async def test_update_dialog_for_an_at_risk_promise_asks_before_a_second_update(
     with store.read() as s:
         assert ledger.updates_sent(s.connection(), tid) == 2
     store.close()
+
+
+@run_async
+async def test_a_refusal_while_acknowledging_is_shown_without_the_servers_escape_sequences(setup, smtp_server):
+    # The server's answer is data: "\x1b[8m" in a toast would reach the terminal and hide what follows.
+    cfg, store, ids = setup
+    smtp_server.fail_next(*["554 5.7.1 \x1b[8mrejected\x1b]0;owned\x07 as spam"] * 3)
+    app = make_app(cfg, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: any("rejected" in n.message for n in app._notifications))
+        shown = [n.message for n in app._notifications]
+        assert any("rejected as spam" in m for m in shown), shown
+        assert not any("\x1b" in m or "\x07" in m for m in shown), shown
+
+
+def _screen_text(app) -> str:
+    import html
+
+    svg = app.export_screenshot()
+    lines = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
+    return html.unescape("".join(re.sub(r"<[^>]+>", "", line) for line in lines)).replace("\xa0", " ")
+
+
+@run_async
+async def test_the_deadline_dialogs_show_every_way_to_write_a_deadline_uncut(setup, smtp_server):
+    # The hint was one Label wider than the dialog: its end ("... business time from now") was cut off.
+    cfg, store, ids = setup
+    app = make_app(cfg, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, DeadlineDialog))
+        await pilot.pause()
+        text = " ".join(_screen_text(app).split())
+        assert '"tomorrow 10:00"' in text and 'business time from now, "4h" or "1d"' in text
+        await pilot.press("escape", "q")
+        await wait_until(pilot, lambda: not isinstance(app.screen, AckReviewScreen))
+        ack_all(store, cfg, now=NOW)  # a promise to update
+        app.push_screen(update_screen(app, ids["ann"]))
+        await wait_until(pilot, lambda: isinstance(app.screen, UpdateDialog) and app.screen.settings is not None)
+        await pilot.pause()
+        text = " ".join(_screen_text(app).split())
+        assert '"tomorrow 10:00"' in text and 'business time from now, "4h" or "1d"' in text
+        assert 'goes to the customer: "I need until …, because …")' in text

@@ -226,6 +226,31 @@ async def test_recent_reasons_are_picked_with_the_keyboard(store, ids):
 
 
 @pilot_test
+async def test_recent_reasons_are_what_agents_answered_not_what_heard_recorded_about_mail(store, ids):
+    from storage.lifecycle import Change
+    from storage.tickets import append_event
+
+    set_status(store, ids[1], "pending", reason="asked for the invoice PDF", actor=AGENT, now=NOW)
+    with store.write_conn() as conn:  # what sending a reply and an acknowledgement write
+        append_event(conn, ids[2], Change("reply", None, "outbox #1", "replied to bob@shop.example (Message-ID "
+                                          "<1.heard@example.com>)", AGENT, NOW + timedelta(minutes=1)))
+        append_event(conn, ids[3], Change("ack", None, "2026-11-24T14:00:00Z",
+                                          "acknowledged by Ana; promised by Tue 24 Nov 14:00", AGENT,
+                                          NOW + timedelta(minutes=2)))
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "1 asked for the invoice PDF" in text
+        assert "promised by" not in text and "Message-ID" not in text
+        await pilot.press("alt+1", "enter")
+        await settle(pilot)
+        assert events(store, ids[0])[-1]["reason"] == "asked for the invoice PDF"
+
+
+@pilot_test
 async def test_bulk_change_applies_one_reason_to_every_marked_ticket(store, ids):
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:

@@ -218,3 +218,20 @@ async def test_a_vague_first_mail_offers_the_clarifying_questions_first(tmp_path
         text = app.screen.query_one(TextArea).text
         assert "Kevin" in text and "what were you doing" in text.lower()
     store.close()
+
+
+@sync
+async def test_the_draft_quotes_the_customer_without_escape_sequences_or_bidi_overrides(tmp_path, smtp):  # noqa: F811
+    # The composer shows the draft as it is: "\x1b[5m" in the quote reached the terminal and made it blink.
+    cfg = make_config(tmp_path, smtp_port=smtp.port)
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Invoice \x1b[2J77", "eve@cust.example", "Charged \x1b[5mtwice\x1b[0m \u202eexe.pdf",
+                     from_name="\x1b[31mEve\x1b[0m Stone")
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        text = app.screen.query_one(TextArea).text
+        assert "> Charged twice exe.pdf" in text and "Eve Stone wrote:" in text and text.startswith("Hi Eve,")
+        assert not any(ch in text for ch in "\x1b\x07\u202e")
+        assert "Subject: Re: Invoice 77 [#" in texts(app.screen)
+    store.close()

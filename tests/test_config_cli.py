@@ -130,6 +130,51 @@ def test_config_mistakes_name_the_key(tmp_path, text, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (BASE + 'foldr = "Support"\n', "[imap] foldr is not a known key: did you mean folder?"),
+        (BASE + '[smtp]\nhost = "relay.lan"\nusername = ""\nsent_foldr = "Sent"\n',
+         "[smtp] sent_foldr is not a known key: did you mean sent_folder?"),
+        (BASE + '[agent]\nname = "Ana"\nsignatur = "Ana"\n', "[agent] signatur is not a known key: did you mean signature?"),
+        (BASE + '[storage]\ndatabse = "x.db"\n', "[storage] databse is not a known key: did you mean database?"),
+        (BASE.replace("[imap]", 'own_adresses = ["a@example.com"]\n[imap]'),
+         "[account] own_adresses is not a known key: did you mean own_addresses?"),
+    ],
+)
+def test_a_misspelt_key_is_one_line_not_silently_its_default(tmp_path, capsys, text, message):
+    # "foldr" used to sync INBOX instead of the folder meant, "sent_foldr" to thread without the Sent folder
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    code, out, err = run(capsys, "--config", str(path), "tickets")
+    assert code == 1 and out == ""
+    assert err == f"heard: {message} (see README, Configuration)\n"
+
+
+def test_a_config_path_that_is_a_directory_is_one_line(tmp_path, capsys):
+    code, out, err = run(capsys, "--config", str(tmp_path), "tickets")
+    assert code == 1
+    assert err == f"heard: {tmp_path} is a directory: give --config the config file itself (e.g. {tmp_path / 'config.toml'})\n"
+
+
+@pytest.mark.parametrize(
+    "keys,message",
+    [
+        ('"app.take_nxt" = "N"', "heard: [keys] 'app.take_nxt' is not a binding id: did you mean app.take_next?"),
+        ('"solve" = "S"', "heard: [keys] 'solve' is not a binding id: did you mean change.solve?"),
+        ('"app.take_next" = 5', "heard: [keys] 'app.take_next' = 5: write the key in quotes, e.g. \"N\" or \"ctrl+n\""),
+    ],
+)
+def test_a_keymap_that_remaps_nothing_stops_the_app_with_one_line(tmp_path, keys, message):
+    # A misspelt binding id used to be ignored: the app opened with the old key and nothing said why.
+    path = tmp_path / "c.toml"
+    path.write_text(BASE + f'[storage]\ndatabase = "{tmp_path / "h.db"}"\n[keys]\n{keys}\n')
+    res = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(path), "app"],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr == message + "\n"
+
+
 def test_an_smtp_relay_that_needs_no_login_needs_no_password(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(BASE + '[smtp]\nhost = "relay.lan"\nport = 25\nsecurity = "none"\nusername = ""\n')
@@ -223,3 +268,23 @@ def test_tickets_on_a_terminal_is_one_line_per_ticket_cut_to_its_width():
     lines = _ticket_table(rows[:2], now, 80)
     assert all(cells(line) <= 80 for line in lines), lines
     assert "Export to CSV" in lines[0] and "ann@cust.example" in lines[0] and "sato.hanako@" in lines[1] and "…  by " in lines[1]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["ack", "--bogus"], "heard ack: unrecognized arguments: --bogus (see `heard ack --help`)"),
+        (["show"], "heard show: the following arguments are required: id (see `heard show --help`)"),
+        (["show", "twelve"], "heard show: argument id: invalid int value: 'twelve' (see `heard show --help`)"),
+        (["outbox", "cancel", "x"],
+         "heard outbox cancel: argument id: invalid int value: 'x' (see `heard outbox cancel --help`)"),
+        (["tikets"], "heard: no command 'tikets': `heard --help` lists them"),
+    ],
+)
+def test_a_wrong_flag_or_argument_is_one_line_naming_the_command(capsys, argv, message):
+    # It used to be argparse's usage block, and a wrong flag showed the usage of `heard` itself.
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == message + "\n"

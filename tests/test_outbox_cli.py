@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import io
 import json
 
@@ -142,3 +144,42 @@ def test_saved_replies_cli(tmp_path, capsys, env, smtp):  # noqa: F811
     assert code == 0, err
     assert f"Thanks Ann! Ticket [#{tid}]." in smtp.wait_for(1)[0].data.decode()
     assert any(e["kind"] == "saved_reply" and e["new"] == "thanks" for e in detail(store, tid)["events"])
+
+
+def test_an_empty_saved_reply_is_refused_and_the_old_text_kept(tmp_path, capsys, env, monkeypatch):  # noqa: F811
+    cfg, store, tid = env
+    run(capsys, cfg, "saved-replies", "--add", "thanks", "--body-file", body_file(tmp_path, "Thanks a lot!"))
+    # --body-file forgotten in a script: stdin was empty, and the reply used to be overwritten with nothing
+    code, out, err = run(capsys, cfg, "saved-replies", "--add", "thanks", stdin="", monkeypatch=monkeypatch)
+    assert code == 1 and out == ""
+    assert err == "heard: saved reply 'thanks' would be empty: give --body-file a file with its text\n"
+    code, out, err = run(capsys, cfg, "saved-replies", "--add", "thanks", "--body-file", body_file(tmp_path, " \n\n"))
+    assert code == 1
+    code, out, _ = run(capsys, cfg, "saved-replies")
+    assert out.splitlines()[0].split() == ["thanks", "Thanks", "a", "lot!"]
+
+
+def test_release_and_assign_refusals_say_what_is_wrong(capsys, env):  # noqa: F811
+    cfg, store, tid = env
+    code, out, err = run(capsys, cfg, "release", str(tid), "--reason", "done for today")
+    assert code == 1 and err == "heard: nobody holds the ticket: there is nothing to release\n"
+    code, out, err = run(capsys, cfg, "assign", str(tid), "", "--reason", "Bo knows billing")
+    assert code == 1 and err == "heard: say who gets the ticket: an agent's name (releasing it is `heard release`)\n"
+    assert detail(store, tid)["holder"] is None
+    assert run(capsys, cfg, "assign", str(tid), "Bo", "--reason", "Bo knows billing")[0] == 0
+    code, out, err = run(capsys, cfg, "assign", str(tid), "Bo", "--reason", "again")
+    assert code == 1 and err == "heard: Bo already holds the ticket\n"
+
+
+def test_a_reply_to_a_customer_whose_subject_and_name_carry_escape_sequences_goes_out_clean(
+        tmp_path, capsys, env, smtp):  # noqa: F811
+    # Control characters in the customer's own subject or name used to make every reply (and acknowledgement)
+    # to them unsendable: "the Subject header contains a line break or control character ... remove it".
+    cfg, store, _ = env
+    tid = add_ticket(store, "Invoice \x1b[2J77\x07 \u202ewrong", "eve@cust.example", "Charged twice.",
+                     from_name="\x1b[31mEve\x1b[0m Stone")
+    code, out, err = run(capsys, cfg, "reply", str(tid), "--body-file", body_file(tmp_path, "Refunded."))
+    assert code == 0, err
+    msg = email.message_from_bytes(smtp.wait_for(1)[0].data, policy=email.policy.default)
+    assert msg["Subject"] == f"Re: Invoice 77 wrong [#{tid}]"
+    assert msg["To"] == "Eve Stone <eve@cust.example>"

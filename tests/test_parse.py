@@ -456,6 +456,16 @@ def test_eight_bit_junk_and_nul_bytes_in_headers():
     assert "NUL bytes in headers" in pm.defects and "NUL bytes in body" in pm.defects
 
 
+def test_one_latin1_header_does_not_garble_a_utf8_name_in_another():
+    # A UTF-8 From name (RFC 6532) next to a Latin-1 header a gateway added: each is read in its own charset.
+    raw = (b"From: J\xc3\xb6rg M\xc3\xbcller <jorg@example.de>\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\n"
+           b"X-Gateway: relay\xe9 Paris\r\nMessage-ID: <m@x>\r\nDate: Tue, 4 Mar 2025 09:15:00 +0100\r\n\r\nbody\r\n")
+    pm = parse_message(raw)
+    assert pm.from_name == "Jörg Müller"  # was "JÃ¶rg MÃ¼ller"
+    assert pm.subject == "Grüße"
+    assert pm.headers["x-gateway"] == "relayé Paris"
+
+
 def test_raw_utf8_headers_are_fine():
     pm = parse_message("From: Jörg <j@example.de>\nSubject: Grüße\nMessage-ID: <u@x>\n"
                        "Date: Tue, 4 Mar 2025 09:15:00 +0100\n\nx\n".encode())

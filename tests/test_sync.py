@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,40 @@ def test_sync_threads_replies_flags_automated_and_keeps_non_ascii(imap, tmp_path
     finally:
         client.logout()
     assert len(flags) == 4 and all(b"\\Seen" not in f for f in flags.values())
+
+
+def test_a_mail_dated_years_ahead_is_dated_by_its_arrival_and_flagged(pymap_server, tmp_path, capsys):
+    # A sender whose clock says 2100 used to make a ticket dated 2100: the newest forever, last in take next.
+    pymap_server.append([mail(1, "Old clock, real problem", date="Fri, 1 Jan 2100 09:00:00 +0100"),
+                         mail(2, "Sensible date", sender="bo@cust.example")])
+    cfg = write_config(tmp_path, pymap_server)
+    before = datetime.now(timezone.utc) - timedelta(minutes=5)
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    code, out, _ = heard(cfg, "tickets", "--json", capsys=capsys)
+    tickets = {t["subject"]: t for t in json.loads(out)}
+    wrong_clock = tickets["Old clock, real problem"]
+    created = datetime.fromisoformat(wrong_clock["created_at"].replace("Z", "+00:00"))
+    assert before <= created <= datetime.now(timezone.utc) + timedelta(minutes=5)
+    assert wrong_clock["flagged"]
+    code, out, _ = heard(cfg, "show", str(wrong_clock["id"]), "--json", capsys=capsys)
+    assert json.loads(out)["messages"][0]["defects"] == [
+        "Date header in the future (2100-01-01 08:00 UTC): the arrival time is used"]
+
+
+def test_show_never_prints_an_escape_sequence_hidden_in_an_attachments_type(pymap_server, tmp_path, capsys):
+    # "\x1b[8m" hides whatever the terminal prints after it; the type used to reach the terminal as it came.
+    body = ("--B\r\nContent-Type: text/plain\r\n\r\nsee the file\r\n--B\r\n"
+            "Content-Type: application/x\x1b[8m\x1b]0;owned\x07; name=\"a.bin\"\r\n"
+            "Content-Disposition: attachment\r\n\r\nxx\r\n--B--\r\n")
+    raw = mail(1, "File attached", body=body).replace(b"Content-Type: text/plain; charset=utf-8",
+                                                        b"Content-Type: multipart/mixed; boundary=B")
+    pymap_server.append([raw])
+    cfg = write_config(tmp_path, pymap_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    code, out, _ = heard(cfg, "show", "1", capsys=capsys)
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    assert "  attachment: a.bin (application/x, 2 bytes)" in out.splitlines()
 
 
 def test_export_is_one_ticket_per_line_in_the_show_shape(imap, tmp_path, capsys):
@@ -356,6 +391,16 @@ def test_missing_folder_is_one_line(pymap_server, tmp_path, capsys):
     cfg = write_config(tmp_path, pymap_server, folder="No Such Folder")
     code, out, err = heard(cfg, "sync", capsys=capsys)
     assert code == 1 and err.count("\n") == 1 and "[imap] folder" in err
+
+
+def test_a_tier_with_an_unreadable_max_response_stops_the_sync_with_one_line(pymap_server, tmp_path, capsys):
+    pymap_server.append([mail(1)])
+    cfg = write_config(tmp_path, pymap_server)
+    cfg.write_text(cfg.read_text() + '[tiers.premium]\nmax_response = "soon"\nmembers = ["cust.example"]\n')
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1
+    assert err == ("heard: [tiers.premium] max_response = 'soon': cannot read duration 'soon'; "
+                   'write e.g. "2h", "90m" or "1d"\n')
 
 
 def test_a_database_that_cannot_be_opened_stops_the_sync_with_one_line(pymap_server, tmp_path, capsys):

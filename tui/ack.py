@@ -54,6 +54,10 @@ def _cell(value: object, style: str = "") -> Text:
     return Text(safe_line(str(value or "")), style=style, no_wrap=True, overflow="ellipsis")
 
 
+DEADLINE_HINT = ('New deadline: "thu 14:00", "tomorrow 10:00", "2026-11-26 14:00", '
+                 'or business time from now, "4h" or "1d"')
+
+
 class DeadlineDialog(ModalScreen[datetime | None]):
     """Change one ticket's deadline: "thu 14:00", "2026-11-26 14:00", "4h" (business time)."""
 
@@ -75,8 +79,8 @@ class DeadlineDialog(ModalScreen[datetime | None]):
         with Vertical():
             yield Static(self.title_content)
             yield Label(f"Now promised: {self.current}", markup=False)
-            yield Label('New deadline: "thu 14:00", "2026-11-26 14:00", or business time from now, "4h"',
-                        markup=False)
+            # Static, not Label: it wraps in the dialog's width instead of losing its end.
+            yield Static(DEADLINE_HINT, markup=False)
             yield Input(placeholder="thu 14:00", id="deadline-input")
             yield Static("", id="deadline-error")
 
@@ -452,9 +456,9 @@ class UpdateDialog(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("", id="update-title")
-            yield Label('New deadline: "thu 14:00", "2026-11-26 14:00" or "1d" (business time from now)', markup=False)
+            yield Static(DEADLINE_HINT, markup=False)
             yield Input(placeholder="thu 14:00", id="update-when")
-            yield Label("Why you need more time (goes to the customer: \"I need until …, because …\")", markup=False)
+            yield Static("Why you need more time (goes to the customer: \"I need until …, because …\")", markup=False)
             yield Input(placeholder="the fix ships on Thursday", id="update-reason")
             yield Static("", id="update-error")
 

@@ -36,8 +36,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from mail.config import Config
-from mail.untrusted import safe_line
+from mail.config import Config, ConfigError
+from mail.untrusted import safe_line, safe_text
 from storage import tickets
 from storage.outbox import outbox_rows
 from storage.db import Store
@@ -118,7 +118,7 @@ class HeardApp(App[int]):
         self.at_risk_margin = self.ack_settings.at_risk_margin
         self._outbox_wake = threading.Event()
         if cfg.keys:
-            self.set_keymap(dict(cfg.keys))
+            self.set_keymap(check_keymap(cfg.keys))
 
     # -- reads (fast, indexed: done in place) ------------------------------------------
     @contextmanager
@@ -264,8 +264,8 @@ class HeardApp(App[int]):
 
     # -- shared helpers ----------------------------------------------------------------
     def toast(self, message: str, *, severity: str = "information", timeout: float | None = None) -> None:
-        """A notification; never markup (messages may quote mail)."""
-        self.notify(message, severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
+        """A notification; never markup, never a control character (messages may quote mail or a server's answer)."""
+        self.notify(safe_text(message), severity=severity, timeout=timeout, markup=False)  # type: ignore[arg-type]
 
     def data_changed(self) -> None:
         """Tickets changed (new mail, an action, another screen's write): refresh what shows them."""
@@ -573,6 +573,46 @@ def _describe(kind: str, target: str | None, rows: list[dict], agent: str) -> st
     if kind == "release":
         return "release: → nobody"
     return "assign to someone else"
+
+
+_BINDING_MODULES = ("tui.app", "tui.screens", "tui.queue_view", "tui.dialogs", "tui.compose", "tui.ack")
+
+
+def binding_ids() -> set[str]:
+    """The id of every binding in the app, the names [keys] remaps."""
+    from textual.dom import DOMNode
+
+    for module in _BINDING_MODULES:
+        importlib.import_module(module)
+    ids, todo = set(), [DOMNode]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__ in _BINDING_MODULES:
+            ids.update(b.id for b in cls.__dict__.get("BINDINGS", ()) if isinstance(b, Binding) and b.id)
+    return ids
+
+
+def check_keymap(keys: object) -> dict[str, str]:
+    """[keys] as Textual's keymap; an id that names no binding (a typo remaps nothing) or a key that is not
+    text is one line naming it."""
+    import difflib
+
+    if not isinstance(keys, dict):
+        raise ConfigError('[keys] must be a table of binding ids and keys, e.g. "app.take_next" = "N"')
+    known = binding_ids()
+    for bid, key in keys.items():
+        if bid not in known:
+            name = bid.rsplit(".", 1)[-1]
+            close = [k for k in sorted(known) if k.rsplit(".", 1)[-1] == name] or difflib.get_close_matches(
+                bid, sorted(known), n=1)
+            prefixes = ", ".join(sorted({k.split(".")[0] + "." for k in known}))
+            hint = (f"did you mean {' or '.join(close)}?" if close
+                    else f"binding ids start with {prefixes} (see README, The app)")
+            raise ConfigError(f"[keys] {bid!r} is not a binding id: {hint}")
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f'[keys] {bid!r} = {key!r}: write the key in quotes, e.g. "N" or "ctrl+n"')
+    return dict(keys)
 
 
 def _hook(module: str, name: str):

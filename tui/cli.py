@@ -234,7 +234,7 @@ def after_sync(store: Store, cfg: Config) -> None:
         res = drain_outbox(store, cfg)
         out(res.line())
         for line in res.errors:
-            print(f"heard: {line}", file=sys.stderr)
+            print(f"heard: {safe_line(line)}", file=sys.stderr)
 
 
 @command("sync")
@@ -256,7 +256,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     def on_status(st) -> None:
         if st.error:
-            print(f"heard: {st.message}", file=sys.stderr, flush=True)
+            print(f"heard: {safe_line(st.message)}", file=sys.stderr, flush=True)
         elif st.summary and (st.summary.new_messages or st.summary.uidvalidity_changed):
             out(f"[{st.mode}] {st.summary.line()}")
         if st.summary is not None:
@@ -384,13 +384,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         if m["defects"]:
             out(f"  flagged: {safe_line('; '.join(m['defects']))}")
         for a in m["attachments"]:
-            out(f"  attachment: {safe_line(a['name'])} ({a['content_type']}, {a['size']} bytes)")
+            out(f"  attachment: {safe_line(a['name'])} ({safe_line(a['content_type'])}, {a['size']} bytes)")
         out()
         out(safe_text(m["text"]).rstrip())
     out()
     out("timeline:")
     for e in t["events"]:
-        change = f"{e['old'] or '-'} → {e['new'] or '-'}" if (e["old"] or e["new"]) else ""
+        change = f"{safe_line(e['old'] or '-')} → {safe_line(e['new'] or '-')}" if (e["old"] or e["new"]) else ""
         out(f"  {e['at']}  {safe_line(e['actor'])}  {e['kind']} {change}  — {safe_line(e['reason'])}")
     return 0
 
@@ -467,8 +467,27 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a wrong flag or argument said in one line (not the usage block) that says where to look."""
+
+    def error(self, message: str):
+        if message.startswith("argument COMMAND: invalid choice: "):
+            asked = message.removeprefix("argument COMMAND: invalid choice: ").split(" (choose from")[0]
+            self.exit(2, f"{self.prog}: no command {asked}: `{self.prog} --help` lists them\n")
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        # Left-over arguments are reported by the top parser; name the command they were given to.
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(args, "command", None)
+            target = self._subparsers._group_actions[0].choices.get(command, self) if command and self._subparsers else self
+            target.error(f"unrecognized arguments: {' '.join(extras)}")
+        return args
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="heard", description="A keyboard-driven terminal helpdesk.")
+    p = _Parser(prog="heard", description="A keyboard-driven terminal helpdesk.")
     p.add_argument("--config", help="config file (default: $HEARD_CONFIG or the platform's config dir)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -552,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[name](args)
     except (ConfigError, MailServerError, StoreError, LifecycleError, CliError) as exc:
-        print(f"heard: {exc}", file=sys.stderr)
+        print(f"heard: {safe_line(str(exc))}", file=sys.stderr)  # server answers are data too
         return 1
     except KeyboardInterrupt:
         return 130

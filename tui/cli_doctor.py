@@ -16,6 +16,7 @@ from imapclient.exceptions import IMAPClientError
 from mail.compose import build_message, new_message_id
 from mail.config import ConfigError
 from mail.imap import MailServerError, connect_imap
+from mail.untrusted import safe_line
 from tui.cli import EXTENSIONS, command, config_from, out
 
 DOCTOR_HEADER = "X-Heard-Doctor"
@@ -31,7 +32,7 @@ EXTENSIONS.append(_add_parser)
 
 
 def _line(ok: bool, what: str, detail: str) -> bool:
-    out(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
+    out(f"{'ok  ' if ok else 'FAIL'} {what}: {safe_line(detail)}")  # server answers and banners are data
     return ok
 
 

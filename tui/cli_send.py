@@ -161,7 +161,10 @@ def cmd_saved_replies(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     store = open_store(cfg)
     if args.add:
-        save_saved_reply(store, args.add, _read_body(args.body_file or "-"))
+        body = _read_body(args.body_file or "-")
+        if not body.strip():
+            raise CliError(f"saved reply {args.add!r} would be empty: give --body-file a file with its text")
+        save_saved_reply(store, args.add, body)
         out(f"saved reply {args.add!r} stored")
         return 0
     if args.defaults:
