@@ -41,6 +41,7 @@ from mail.compose import ComposeError, first_name, require_no_placeholders
 from mail.config import Config, ConfigError
 from mail.send import queue_message
 from mail.tone import ToneWarning, check_tone
+from mail.untrusted import safe_line
 from storage import ledger
 from storage.db import Store
 from storage.deadlines import (
@@ -144,8 +145,8 @@ MAX_SUBJECT = 120
 
 
 def their_subject(subject: str) -> str:
-    """The subject as the customer wrote it: no Re:/Fwd: chains, no [#N] tag, one line."""
-    s = " ".join((subject or "").split())
+    """The subject as the customer wrote it: no Re:/Fwd: chains, no [#N] tag, one line, no control characters."""
+    s = " ".join(safe_line(subject or "").split())
     s = _SUBJECT_PREFIX.sub("", s)
     s = _SUBJECT_TAG.sub(" ", s).strip()
     if len(s) > MAX_SUBJECT:

@@ -167,7 +167,7 @@ def first_name(name: str, address: str = "") -> str:
     "Lee, Ann" -> "Ann"; "ann.lee@x" gives nothing (guessing from an address
     gets it wrong too often to greet someone with).
     """
-    name = _NAME_NOISE.sub(" ", name or "").strip()
+    name = _NAME_NOISE.sub(" ", safe_line(name or "")).strip()  # never a control character in our greeting
     if not name or "@" in name:
         return ""
     if "," in name:

@@ -46,6 +46,10 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)
 
 
+def YESTERDAY() -> datetime:  # noqa: N802 (reads like the constant it stands for)
+    return datetime.now(timezone.utc) - timedelta(days=1)
+
+
 # -- helpers shared by the ack test files ------------------------------------------------------
 def _toml(v) -> str:
     if isinstance(v, bool):
@@ -102,6 +106,16 @@ def customer_mail(n: int, sender: str, subject: str, *, name: str = "", extra: s
         head += f"In-Reply-To: <{irt}>\r\nReferences: <{irt}>\r\n"
     head += extra
     return (head + "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n").encode()
+
+
+def days_ago(days: float, *, utc_offset_hours: int = 1) -> str:
+    """A Date header ``days`` before the real clock: for tests that run heard's commands, which read it.
+
+    (Acknowledgements depend on how old the mail is: none within [ack] minimum of it, none after [ack]
+    max_age, none automatic after three days.)
+    """
+    at = datetime.now(timezone.utc) - timedelta(days=days)
+    return email.utils.format_datetime(at.astimezone(timezone(timedelta(hours=utc_offset_hours))))
 
 
 def parsed(received) -> email.message.EmailMessage:
@@ -352,31 +366,35 @@ def heard(cfg, *args, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-BACKLOG = [
-    customer_mail(1, "ann@cust.example", "Export to CSV stops at row 1000", name="Ann Example"),
-    customer_mail(2, "bob@cust.example", "Invoice PDF is blank", name="Bob Stone",
-                  date="Tue, 24 Nov 2026 08:00:00 -0500"),
-    customer_mail(3, "cy@cust.example", "Cannot add a second user", name="Cy"),
-    customer_mail(4, "dee@cust.example", "Bank feed missing since Monday", name="Dee"),
-    customer_mail(5, "noreply@shop.example", "Your receipt"),
-    customer_mail(6, "news@list.example", "Weekly digest", extra="List-Id: <news.list.example>\r\n"),
-    customer_mail(7, "mailer-daemon@mx.example", "Undelivered Mail Returned to Sender"),
-    customer_mail(8, "away@cust.example", "Automatic reply: hello", extra="Auto-Submitted: auto-replied\r\n"),
-]
+def backlog() -> list[bytes]:
+    """Yesterday's mail (the commands below run on the real clock): four customers and four machines."""
+    day = days_ago(1)
+    return [
+        customer_mail(1, "ann@cust.example", "Export to CSV stops at row 1000", name="Ann Example", date=day),
+        customer_mail(2, "bob@cust.example", "Invoice PDF is blank", name="Bob Stone",
+                      date=days_ago(1, utc_offset_hours=-5)),
+        customer_mail(3, "cy@cust.example", "Cannot add a second user", name="Cy", date=day),
+        customer_mail(4, "dee@cust.example", "Bank feed missing since Monday", name="Dee", date=day),
+        customer_mail(5, "noreply@shop.example", "Your receipt", date=day),
+        customer_mail(6, "news@list.example", "Weekly digest", extra="List-Id: <news.list.example>\r\n", date=day),
+        customer_mail(7, "mailer-daemon@mx.example", "Undelivered Mail Returned to Sender", date=day),
+        customer_mail(8, "away@cust.example", "Automatic reply: hello", extra="Auto-Submitted: auto-replied\r\n",
+                      date=day),
+    ]
 ELIGIBLE = {"ann@cust.example", "bob@cust.example", "cy@cust.example", "dee@cust.example"}
 
 
 def test_a_batch_sends_one_mail_per_eligible_customer_none_to_machines_and_nothing_twice(
         pymap_server, smtp_server, tmp_path, capsys):
     cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
-    pymap_server.deliver_maildir(SUPPORT, BACKLOG)
+    pymap_server.deliver_maildir(SUPPORT, backlog())
     assert heard(cfg, "sync", capsys=capsys)[0] == 0
 
     code, out, _ = heard(cfg, "ack", "--dry-run", capsys=capsys)
     assert code == 0 and smtp_server.received == []
     for addr in ELIGIBLE:
         assert addr in out
-    assert "by Tuesday 24 November" in out or "by Wednesday" in out or "by " in out
+    assert re.search(r"^#\d+ +ann@cust\.example +by \w+day \d+ \w+, \d\d:\d\d your time ", out, flags=re.M), out
     assert "noreply@shop.example" in out and "skipped: automated sender (sender noreply)" in out
     assert "skipped: mailing list (List-Id header)" in out
     assert "skipped: bounce" in out or "skipped: automated sender (sender mailer-daemon)" in out
@@ -404,7 +422,7 @@ def test_a_batch_sends_one_mail_per_eligible_customer_none_to_machines_and_nothi
 
 def test_a_kill_in_the_middle_of_a_batch_sends_nobody_twice(pymap_server, smtp_server, tmp_path, capsys):
     cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
-    pymap_server.deliver_maildir(SUPPORT, BACKLOG)
+    pymap_server.deliver_maildir(SUPPORT, backlog())
     assert heard(cfg, "sync", capsys=capsys)[0] == 0
     cli = "import sys; from tui.cli import main; sys.exit(main(sys.argv[1:]))"
     child = subprocess.Popen([sys.executable, "-c", cli, "--config", str(cfg.path), "ack", "--yes"],
@@ -456,8 +474,8 @@ def test_an_autoresponder_that_answers_everything_gets_one_mail_and_the_loop_sto
 
     smtp_server.deliver = autoresponders
     pymap_server.deliver_maildir(SUPPORT, [
-        customer_mail(1, "polite@away.example", "Where is my refund?", name="Pia"),
-        customer_mail(2, "naive@away.example", "Login page is blank", name="Nat"),
+        customer_mail(1, "polite@away.example", "Where is my refund?", name="Pia", date=days_ago(1)),
+        customer_mail(2, "naive@away.example", "Login page is blank", name="Nat", date=days_ago(1)),
     ])
     from mail.ack import housekeeping
 
@@ -489,7 +507,7 @@ def test_the_clarifying_questions_for_vague_mail_are_a_saved_reply(store, cfg, c
 
 
 def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys):
-    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", from_name="Ann")
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", from_name="Ann", date=YESTERDAY())
     code, out, _ = heard(cfg, "ack", "--yes", "--no-send", capsys=capsys)
     assert code == 0 and f"#{tid}: outbox #1, promised by " in out
     promised = out.split("promised by ", 1)[1].split(",")[0]
@@ -531,7 +549,7 @@ def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys
 
 
 def test_ack_without_yes_and_without_a_terminal_refuses(store, cfg, capsys, monkeypatch):
-    add_ticket(store, "Export", "ann@cust.example", "It stops.")
+    add_ticket(store, "Export", "ann@cust.example", "It stops.", date=YESTERDAY())
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     code, _, err = heard(cfg, "ack", capsys=capsys)
     assert code == 1 and "pass --yes" in err
@@ -541,12 +559,26 @@ def test_the_dry_run_shows_hostile_subjects_and_names_as_inert_text(pymap_server
     cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
     pymap_server.deliver_maildir(SUPPORT, [customer_mail(
         1, "eve@cust.example", "=?utf-8?q?Invoice_=1B]8;;http://evil.example=07click=1B]8;;=07_=1B[2J?=",
-        name="=?utf-8?q?Eve_=E2=80=AEtxt.exe?=")])
+        name="=?utf-8?q?Eve_=E2=80=AEtxt.exe?=", date=days_ago(1))])
     assert heard(cfg, "sync", capsys=capsys)[0] == 0
     code, out, err = heard(cfg, "ack", "--dry-run", "--show", capsys=capsys)
     assert code == 0, err
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "Invoice" in out and "click" in out
+
+
+def test_an_acknowledgement_carries_no_control_characters_from_the_customers_name_or_subject(
+        pymap_server, smtp_server, tmp_path, capsys):
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(
+        1, "zed@cust.example", "=?utf-8?q?Refund_=1B[8mhidden=1B[0m_please=E2=80=AE?=",
+        name="=?utf-8?q?=1B[31mZed=1B[0m?=", date=days_ago(1))])
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    code, out, err = heard(cfg, "ack", "--yes", capsys=capsys)
+    assert code == 0 and "1 sent" in out, err
+    body = parsed(smtp_server.wait_for(1)[0]).get_content()
+    assert body.startswith("Hi Zed,") and '"Refund hidden please"' in body
+    assert not any(ch in body for ch in "\x1b\x07\u202e")
 
 
 def test_heard_sync_with_ack_auto_acknowledges_new_customers_at_once(pymap_server, smtp_server, tmp_path, capsys):
@@ -622,7 +654,8 @@ def test_without_ack_auto_heard_sync_sends_nothing(pymap_server, smtp_server, tm
 def test_heard_sync_prints_an_smtp_refusal_without_its_escape_sequences(pymap_server, smtp_server, tmp_path, capsys):
     # A server's answer is data: "\x1b[8m" in it would hide every line the terminal prints after it.
     cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port, ack={"auto": True})
-    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails", name="Ann Lee")])
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails", name="Ann Lee",
+                                                         date=days_ago(1))])
     smtp_server.fail_next("554 5.7.1 \x1b[8mrejected\x1b]0;owned\x07 as spam")
     code, out, err = heard(cfg, "sync", capsys=capsys)
     assert code == 0, err
