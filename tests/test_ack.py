@@ -548,6 +548,20 @@ def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys
     assert code == 0 and "0 check-ins queued, 0 closed after no reply" in out
 
 
+def test_show_prints_the_timeline_as_the_app_words_it(store, cfg, capsys):
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=YESTERDAY())
+    assert heard(cfg, "ack", "--yes", "--no-send", capsys=capsys)[0] == 0
+    assert heard(cfg, "priority", str(tid), "high", "--reason", "blocks invoicing", capsys=capsys)[0] == 0
+    code, out, err = heard(cfg, "show", str(tid), capsys=capsys)
+    assert code == 0, err
+    timeline = out.split("timeline:\n", 1)[1]
+    assert "acknowledgement queued  — acknowledged by Ana; promised by " in timeline
+    assert "priority normal → high  — blocks invoicing" in timeline
+    # Times as people read them (the zone named), not ISO strings with microseconds.
+    assert not re.search(r"\d\dT\d\d:|\.\d{6}", out), out
+    assert re.search(r"^  \w{3} \d\d \w{3} \d{4} \d\d:\d\d \S+  Ana  ", timeline, flags=re.M), timeline
+
+
 def test_ack_without_yes_and_without_a_terminal_refuses(store, cfg, capsys, monkeypatch):
     add_ticket(store, "Export", "ann@cust.example", "It stops.", date=YESTERDAY())
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)

@@ -781,6 +781,6 @@ async def test_a_failed_send_shows_on_the_ticket_with_how_to_retry(tmp_path, smt
     ],
 )
 def test_the_timeline_says_what_each_event_changed(kind, old, new, shown):
-    from tui.screens import _event_change
+    from tui.words import event_change as _event_change
 
     assert _event_change({"kind": kind, "old": old, "new": new}) == shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -288,3 +289,18 @@ def test_a_wrong_flag_or_argument_is_one_line_naming_the_command(capsys, argv, m
     assert exc.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == message + "\n"
+
+
+def test_heard_keys_lists_every_binding_id_with_the_users_keys(tmp_path, capsys):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[account]\naddress = "support@example.com"\n[imap]\nhost = "127.0.0.1"\nsecurity = "none"\n'
+        'username = "u"\npassword_command = "true"\n[keys]\n"app.take_next" = "N"\n')
+    assert main(["--config", str(cfg), "keys"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^app\.take_next +N +Take next +\(remapped\)$", out, flags=re.M), out
+    assert re.search(r"^change\.solve +s +Solve$", out, flags=re.M)
+    assert re.search(r"^queue\.search +slash +Search$", out, flags=re.M)
+    # Without a config yet: the defaults.
+    assert main(["--config", str(tmp_path / "none.toml"), "keys"]) == 0
+    assert re.search(r"^app\.take_next +n +Take next$", capsys.readouterr().out, flags=re.M)

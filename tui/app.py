@@ -578,19 +578,27 @@ def _describe(kind: str, target: str | None, rows: list[dict], agent: str) -> st
 _BINDING_MODULES = ("tui.app", "tui.screens", "tui.queue_view", "tui.dialogs", "tui.compose", "tui.ack")
 
 
-def binding_ids() -> set[str]:
-    """The id of every binding in the app, the names [keys] remaps."""
+def all_bindings() -> dict[str, Binding]:
+    """Every binding of the app that has an id (the names [keys] remaps), by id."""
     from textual.dom import DOMNode
 
     for module in _BINDING_MODULES:
         importlib.import_module(module)
-    ids, todo = set(), [DOMNode]
+    found: dict[str, Binding] = {}
+    todo: list[type] = [DOMNode]
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
         if cls.__module__ in _BINDING_MODULES:
-            ids.update(b.id for b in cls.__dict__.get("BINDINGS", ()) if isinstance(b, Binding) and b.id)
-    return ids
+            for b in cls.__dict__.get("BINDINGS", ()):
+                if isinstance(b, Binding) and b.id:
+                    found.setdefault(b.id, b)
+    return found
+
+
+def binding_ids() -> set[str]:
+    """The id of every binding in the app, the names [keys] remaps."""
+    return set(all_bindings())
 
 
 def check_keymap(keys: object) -> dict[str, str]:

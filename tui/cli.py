@@ -363,6 +363,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
 @command("show")
 def cmd_show(args: argparse.Namespace) -> int:
     from storage.tickets import ticket_detail
+    from tui.words import event_change
 
     cfg = config_from(args)
     store = open_store(cfg)
@@ -374,10 +375,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     out(f"#{t['id']} {safe_line(t['subject'])}")
     out(f"customer: {safe_line(t['customer'])}   status: {STATUS_LABELS[Status(t['status'])]}   "
         f"priority: {t['priority']}   holder: {t['holder'] or '-'}")
+    tz = datetime.now().astimezone().tzinfo
+
+    def when(value) -> str:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return at.astimezone(tz).strftime("%a %d %b %Y %H:%M %Z") if at else "-"
+
     for m in t["messages"]:
         out()
         arrow = "→" if m["direction"] == "out" else "←"
-        out(f"{arrow} {safe_line(m['from_name'] or '')} <{safe_line(m['from'])}>  {m['date']}")
+        name = safe_line(m["from_name"] or "")
+        out(f"{arrow} {name + ' ' if name else ''}<{safe_line(m['from'])}>  {when(m['date'])}")
         out(f"  joined: {safe_line(m['thread_reason'])}")
         if m["automated"]:
             out(f"  automated: {safe_line(m['automated_reason'])}")
@@ -389,9 +397,30 @@ def cmd_show(args: argparse.Namespace) -> int:
         out(safe_text(m["text"]).rstrip())
     out()
     out("timeline:")
+    if not t["events"]:
+        out("  no changes yet")
     for e in t["events"]:
-        change = f"{safe_line(e['old'] or '-')} → {safe_line(e['new'] or '-')}" if (e["old"] or e["new"]) else ""
-        out(f"  {e['at']}  {safe_line(e['actor'])}  {e['kind']} {change}  — {safe_line(e['reason'])}")
+        out(f"  {when(e['at'])}  {safe_line(e['actor'])}  {event_change(e)}  — {safe_line(e['reason'])}")
+    return 0
+
+
+@command("keys")
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Every key binding with its id, after the [keys] of the config: what to write to remap one."""
+    from tui.app import all_bindings, check_keymap
+
+    keymap: dict[str, str] = {}
+    path = Path(args.config).expanduser() if args.config else default_config_path()
+    if path.exists():  # without a config yet: the defaults
+        cfg = config_from(args)
+        keymap = check_keymap(cfg.keys) if cfg.keys else {}
+    rows = [(bid, keymap.get(bid, b.key), b.description or b.action) for bid, b in sorted(all_bindings().items())]
+    width = max(len(bid) for bid, _, _ in rows)
+    key_width = max(len(k) for _, k, _ in rows)
+    for bid, key, what in rows:
+        mark = "  (remapped)" if bid in keymap else ""
+        out(f"{bid:<{width}}  {key:<{key_width}}  {what}{mark}")
+    out('remap one under [keys] in the config, e.g. "app.take_next" = "N" (several keys: "N,ctrl+n")')
     return 0
 
 
@@ -500,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keyring", action="store_true", help="get passwords from the system keyring")
     s.add_argument("--force", action="store_true", help="overwrite an existing config")
     s.add_argument("--yes", "-y", action="store_true", help="never ask; fail when a needed flag is missing")
+
+    sub.add_parser("keys", help="every key binding with the id that [keys] in the config remaps")
 
     s = sub.add_parser("sync", help="fetch new mail once and print a summary")
     s.add_argument("--watch", action="store_true", help="keep syncing (IMAP IDLE, or polling)")

@@ -155,7 +155,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help", classes="dialog"):
-            yield Static(Content.from_markup("[b]Keys[/b]  [dim]remap any of them under \\[keys] in the config, by id[/dim]"),
+            yield Static(Content.from_markup("[b]Keys[/b]  [dim]remap any of them under \\[keys] in the config, by id (heard keys lists them)[/dim]"),
                          id="help-title")
             with VerticalScroll(id="help-body"):
                 with Horizontal(id="help-columns"):

@@ -18,6 +18,7 @@ from textual.widgets import Input, Static
 from mail.untrusted import safe_line
 from storage.lifecycle import Status
 from tui.queue_view import QueueColumns, QueueTable
+from tui.words import event_change
 from tui.widgets import (
     STATUS_SHORT,
     KeyFooter,
@@ -432,7 +433,7 @@ class TicketScreen(Screen):
             return Content.assemble(("Timeline\n", "bold $text-accent"), ("No changes yet.", "$text-muted"))
         lines: list = [Content.styled("Timeline", "bold $text-accent")]
         for e in events:
-            change = _event_change(e)
+            change = event_change(e)
             lines.append(Content.assemble(
                 (short_time(e["at"], now, app.tz), "$text-muted"), "  ", inert(e["actor"], "bold"),
             ))
@@ -499,41 +500,6 @@ def safe_text_body(text: str) -> str:
     from mail.untrusted import safe_text
 
     return safe_text(text).rstrip()
-
-
-def _event_change(e: dict) -> str:
-    kind, old, new = e["kind"], e.get("old"), e.get("new")
-    if kind == "status":
-        return f"{_label(old)} → {_label(new)}"
-    if kind == "holder":
-        if new and not old:
-            return f"taken by {safe_line(new)}"
-        if old and not new:
-            return f"released by {safe_line(old)}"
-        return f"{safe_line(old or 'nobody')} → {safe_line(new or 'nobody')}"
-    if kind == "priority":
-        return f"priority {old} → {new}"
-    # Mail that went out: what it was (the reason line says the rest, deadlines included).
-    sent = {"reply": "reply", "ack": "acknowledgement", "checkin": "check-in"}.get(kind)
-    if sent:
-        where = f" ({safe_line(new)})" if new and str(new).startswith("outbox #") else ""
-        return f"{sent} queued{where}"
-    if kind == "promise":
-        return f"promise {safe_line(old or '—')} → {safe_line(new or '—')}"
-    if kind == "saved_reply":
-        return f"saved reply {safe_line(new or '')}"
-    if kind == "outbox":
-        return f"outbox: {safe_line(old or '—')} → {safe_line(new or '—')}"
-    if old or new:
-        return f"{kind}: {safe_line(old or '')} → {safe_line(new or '')}"
-    return kind
-
-
-def _label(status: str | None) -> str:
-    try:
-        return status_label(status) if status else "—"
-    except ValueError:
-        return safe_line(status or "")
 
 
 __all__ = ["QueueScreen", "TicketScreen", "VIEWS", "CHANGE_BINDINGS", "STATUS_SHORT", "customer_label", "short_time"]

@@ -18,7 +18,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from mail.untrusted import safe_line, safe_text
-from storage.lifecycle import STATUS_LABELS, Status
+from storage.lifecycle import Status
+from tui.words import STATUS_SHORT, status_label  # noqa: F401  (the app imports them from here)
 
 AT_RISK_MARGIN = timedelta(hours=2)
 
@@ -72,20 +73,6 @@ def short_time(value: datetime | str | None, now: datetime, tz: tzinfo | None) -
 def long_time(value: datetime | str | None, tz: tzinfo | None) -> str:
     when = as_utc(value)
     return when.astimezone(tz).strftime("%a %d %b %Y %H:%M") if when else ""
-
-
-STATUS_SHORT = {
-    Status.NEW: "new",
-    Status.OPEN: "open",
-    Status.PENDING: "waiting",
-    Status.ON_HOLD: "on hold",
-    Status.SOLVED: "solved",
-    Status.CLOSED: "closed",
-}
-
-
-def status_label(status: str) -> str:
-    return STATUS_LABELS.get(Status(status), status)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,55 @@
+"""Words for tickets and their events, shared by the app and the command line (no Textual here)."""
+
+from __future__ import annotations
+
+from mail.untrusted import safe_line
+from storage.lifecycle import Status
+
+STATUS_SHORT = {
+    Status.NEW: "new",
+    Status.OPEN: "open",
+    Status.PENDING: "waiting",
+    Status.ON_HOLD: "on hold",
+    Status.SOLVED: "solved",
+    Status.CLOSED: "closed",
+}
+
+
+def status_label(status: str) -> str:
+    return STATUS_SHORT.get(Status(status), status)
+
+
+def event_change(e: dict) -> str:
+    """What an event changed, as a person says it: "open → solved", "taken by Ana", "reply queued (outbox #3)"."""
+    kind, old, new = e["kind"], e.get("old"), e.get("new")
+    if kind == "status":
+        return f"{_label(old)} → {_label(new)}"
+    if kind == "holder":
+        if new and not old:
+            return f"taken by {safe_line(new)}"
+        if old and not new:
+            return f"released by {safe_line(old)}"
+        return f"{safe_line(old or 'nobody')} → {safe_line(new or 'nobody')}"
+    if kind == "priority":
+        return f"priority {old} → {new}"
+    # Mail that went out: what it was (the reason line says the rest, deadlines included).
+    sent = {"reply": "reply", "ack": "acknowledgement", "checkin": "check-in"}.get(kind)
+    if sent:
+        where = f" ({safe_line(new)})" if new and str(new).startswith("outbox #") else ""
+        return f"{sent} queued{where}"
+    if kind == "promise":
+        return f"promise {safe_line(old or '—')} → {safe_line(new or '—')}"
+    if kind == "saved_reply":
+        return f"saved reply {safe_line(new or '')}"
+    if kind == "outbox":
+        return f"outbox: {safe_line(old or '—')} → {safe_line(new or '—')}"
+    if old or new:
+        return f"{kind}: {safe_line(old or '')} → {safe_line(new or '')}"
+    return kind
+
+
+def _label(status: str | None) -> str:
+    try:
+        return status_label(status) if status else "—"
+    except ValueError:
+        return safe_line(status or "")
