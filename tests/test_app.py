@@ -70,7 +70,8 @@ def pilot_test(fn):
     return run
 
 
-def make_config(db: str, *, keys: dict | None = None, imap: dict | None = None, smtp: bool = False):
+def make_config(db: str, *, keys: dict | None = None, imap: dict | None = None, smtp: bool | int = False,
+                ack: dict | None = None):
     data = {
         "account": {"address": "support@example.com"},
         "imap": imap or {"host": "127.0.0.1", "port": 1, "security": "none", "username": "support",
@@ -78,8 +79,12 @@ def make_config(db: str, *, keys: dict | None = None, imap: dict | None = None, 
         "storage": {"database": db},
         "agent": {"name": AGENT},
     }
-    if smtp:
-        data["smtp"] = {"host": "127.0.0.1", "port": 2, "security": "none", "username": "s", "password_command": "printf x"}
+    if smtp:  # True: a server that is not there; a number: the port of a real one (no login)
+        port = 2 if smtp is True else smtp
+        data["smtp"] = {"host": "127.0.0.1", "port": port, "security": "none", "username": "" if smtp is not True else "s",
+                        "password_command": "printf x", "sent_folder": ""}
+    if ack:
+        data["ack"] = ack
     if keys:
         data["keys"] = keys
     return parse_config(data, Path("/nonexistent/config.toml"))
@@ -664,6 +669,27 @@ async def test_new_mail_shows_up_while_the_app_is_open(store, pymap_server):
         await pilot.pause(0.2)
         assert "Webhook retries flood us" in screen_text(app)
         assert "live (IDLE)" in screen_text(app)
+
+
+@pytest.mark.slow
+@pilot_test
+async def test_with_ack_auto_new_mail_shows_up_and_then_its_promise(store, pymap_server, smtp_server):
+    seed(store)
+    imap = {"host": pymap_server.host, "port": pymap_server.port, "security": "none",
+            "username": pymap_server.username, "password_command": f"printf '%s' '{pymap_server.password}'"}
+    cfg = make_config(store.url.removeprefix("sqlite:///"), imap=imap, smtp=smtp_server.port, ack={"auto": True})
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=True, tz=timezone.utc)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await _wait_for(pilot, lambda: app.sync.mode == "idle"), app.sync
+        before = len(queue(app).ids)
+        await asyncio.to_thread(pymap_server.append, [_raw(1, "Webhook retries flood us")])
+        assert await _wait_for(pilot, lambda: len(queue(app).ids) == before + 1)
+        # The mail came in six hours ago: the acknowledgement goes out (the seeded customers of the
+        # last three days had theirs at the first sync), and its row shows the promise.
+        to_dee = lambda: [m for m in smtp_server.messages if m.rcpt_tos == ("dee1@cust.example",)]  # noqa: E731
+        assert await _wait_for(pilot, lambda: len(to_dee()) == 1)
+        row = lambda: next(line for line in screen_text(app).splitlines() if "Webhook retries" in line)  # noqa: E731
+        assert await _wait_for(pilot, lambda: " by " in row()), row()
 
 
 @pytest.mark.slow

@@ -214,13 +214,14 @@ class HeardApp(App[int]):
 
         def report(status) -> None:
             summary = status.summary
-            if summary is not None and self.cfg.smtp is not None:
-                self._after_sync()
+            # The new mail shows first; housekeeping (check-ins, auto-close, [ack] auto) follows it.
             self.post_message(SyncStatusChanged(
                 status.mode, status.message,
                 summary.new_messages if summary else 0, summary.tickets_created if summary else 0,
                 problem=status.error,
             ))
+            if summary is not None and self.cfg.smtp is not None:
+                self._after_sync()
 
         watch(self.store, self.cfg, stop=self._stop_sync, on_status=report)
 
@@ -235,6 +236,8 @@ class HeardApp(App[int]):
             return
         if hk.outbox_ids:
             self.wake_outbox()
+        if hk.outbox_ids or hk.closed or hk.settled:
+            self.call_from_thread(self.data_changed)
 
     def on_sync_status_changed(self, event: SyncStatusChanged) -> None:
         self.sync.mode = event.mode
