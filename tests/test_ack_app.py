@@ -63,6 +63,13 @@ def make_app(cfg, store) -> HeardApp:
     return HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc)
 
 
+async def open_review(pilot, app) -> None:
+    """`a` on the queue, and wait until the review has its plan."""
+    await pilot.pause()
+    await pilot.press("a")
+    await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+
+
 def _text(widget) -> str:
     return str(widget.render())
 
@@ -72,9 +79,7 @@ async def test_review_lists_eligible_and_skipped_leave_one_out_send_and_record(s
     cfg, store, ids = setup
     app = make_app(cfg, store)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await pilot.press("a")
-        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        await open_review(pilot, app)
         screen = app.screen
         eligible = screen.query_one("#ack-eligible")
         skipped = screen.query_one("#ack-skipped")
@@ -124,9 +129,7 @@ async def test_change_a_deadline_and_edit_the_message_before_sending(setup, smtp
     cfg, store, ids = setup
     app = make_app(cfg, store)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await pilot.press("a")
-        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        await open_review(pilot, app)
         screen = app.screen
         first = screen._current()
         await pilot.press("d")
@@ -197,9 +200,7 @@ async def test_a_refusal_while_acknowledging_is_shown_without_the_servers_escape
     smtp_server.fail_next(*["554 5.7.1 \x1b[8mrejected\x1b]0;owned\x07 as spam"] * 3)
     app = make_app(cfg, store)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await pilot.press("a")
-        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        await open_review(pilot, app)
         await pilot.press("y")
         await wait_until(pilot, lambda: any("rejected" in n.message for n in app._notifications))
         shown = [n.message for n in app._notifications]
@@ -221,9 +222,7 @@ async def test_the_deadline_dialogs_show_every_way_to_write_a_deadline_uncut(set
     cfg, store, ids = setup
     app = make_app(cfg, store)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await pilot.press("a")
-        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        await open_review(pilot, app)
         await pilot.press("d")
         await wait_until(pilot, lambda: isinstance(app.screen, DeadlineDialog))
         await pilot.pause()
