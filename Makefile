@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("heard needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,keyring]'
+	$(BIN)/pip install --quiet -e '.[test,keyring,postgres]'
 	@# Byte-compile heard's own modules now (pip does it for the dependencies): every command
 	@# starts from them, and where PYTHONDONTWRITEBYTECODE is set Python would compile them
 	@# again at each start (about 0.1 s of every `heard sync`).

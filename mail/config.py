@@ -238,13 +238,24 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"[{name}] must be a table of keys (see README, Configuration)")
         _no_unknown_keys(table, name)
+    database = _get(storage, "storage", "database", str, default_database())
+    if "://" in database:
+        from urllib.parse import urlsplit
+
+        try:
+            password = urlsplit(database).password
+        except ValueError:
+            password = None
+        if password:
+            raise ConfigError("[storage] database has a password in it: heard keeps no credentials in its config; "
+                              "put it in ~/.pgpass (or PGPASSFILE, PGPASSWORD) and drop it from the URL")
     return Config(
         path=path,
         address=address,
         own_addresses=[a.lower() for a in _get(account, "account", "own_addresses", list, [])] + [address],
         imap=imap,
         smtp=smtp,
-        database=_get(storage, "storage", "database", str, default_database()),
+        database=database,
         agent_name=_get(agent, "agent", "name", str, ""),
         agent_email=_get(agent, "agent", "email", str, ""),
         signature=_get(agent, "agent", "signature", str, ""),

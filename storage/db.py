@@ -30,8 +30,15 @@ from storage.search import SearchIndex, search_index_for
 
 
 def database_url(database: str) -> str:
-    """A config value (a path or an SQLAlchemy URL) as a URL."""
+    """A config value (a path or an SQLAlchemy URL) as a URL.
+
+    ``postgresql://`` (or ``postgres://``) without a driver means psycopg 3, the one heard installs
+    (SQLAlchemy's default for it would be psycopg2).
+    """
     if "://" in database:
+        scheme, rest = database.split("://", 1)
+        if scheme in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
         return database
     path = Path(os.path.expanduser(database))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +60,18 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection):
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def shown_url(database: str) -> str:
+    """The database as an error line may show it: a password in a URL becomes ***."""
+    if "://" not in database:
+        return database
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(database).render_as_string(hide_password=True)
+    except Exception:
+        return database.split("://", 1)[0] + "://…"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -83,13 +102,23 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create the folder for database {database!r} ({exc.strerror or exc}): "
                              "check [storage] database") from None
-        kwargs = {}
+        kwargs: dict = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        elif self.url.startswith("postgresql"):
+            # Times are stored as timestamptz and always handed over aware: the session's zone only
+            # decides how PostgreSQL prints them, and UTC keeps any naive value meaning UTC too.
+            kwargs["connect_args"] = {"options": "-c timezone=UTC"}
+            kwargs["pool_pre_ping"] = True  # a server restarted under a long-running app or watcher
+        shown = shown_url(database)
         try:
             self.engine = create_engine(self.url, **kwargs)
+        except ModuleNotFoundError as exc:
+            raise StoreError(f"database {shown!r} needs the {exc.name} driver: pip install 'heard[postgres]' "
+                             "(make installs it)" if "psycopg" in (exc.name or "") else
+                             f"cannot use database {shown!r}: {exc}; check [storage] database") from None
         except Exception as exc:
-            raise StoreError(f"cannot use database {database!r}: {_first_line(exc)}; check [storage] database") from None
+            raise StoreError(f"cannot use database {shown!r}: {_first_line(exc)}; check [storage] database") from None
         self.dialect = self.engine.dialect.name
         _ENGINES.add(self.engine)
         if self.dialect == "sqlite":
@@ -103,8 +132,10 @@ class Store:
             except StoreError:
                 raise
             except Exception as exc:
-                raise StoreError(f"cannot open database {database!r}: {_first_line(exc)}; "
-                                 "check [storage] database, or move the file aside and run heard sync again") from None
+                what = ("check [storage] database, or move the file aside and run heard sync again"
+                        if self.dialect == "sqlite" else
+                        "check [storage] database, and that the database server runs and lets this user in")
+                raise StoreError(f"cannot open database {shown!r}: {_first_line(exc)}; {what}") from None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -186,15 +217,22 @@ class Store:
                 self.engine.dispose()
                 time.sleep(0.2 * (attempt + 1))
 
+    def _serialized(self, conn: Connection) -> None:
+        """PostgreSQL: one process at a time past this point in a migration (SQLite: BEGIN IMMEDIATE did it)."""
+        if self.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(4873)"))  # released at commit
+
     def migrate(self) -> list[str]:
         applied: list[str] = []
         with self.write_conn() as conn:
+            self._serialized(conn)
             SQLModel.metadata.tables["schema_migrations"].create(conn, checkfirst=True)
             done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
         for name, step in MIGRATIONS:
             if name in done:
                 continue
             with self.write_conn() as conn:
+                self._serialized(conn)
                 # Another process opening the same new database may have applied it since we
                 # looked: the write transaction (BEGIN IMMEDIATE) makes this check and the step one.
                 if conn.execute(text("SELECT 1 FROM schema_migrations WHERE name = :n"), {"n": name}).first():
@@ -339,6 +377,24 @@ def _search_merges_eight(store: Store, conn: Connection) -> None:
         conn.exec_driver_sql("INSERT INTO message_fts (message_fts, rank) VALUES ('automerge', 8)")
 
 
+def _wide_imap_numbers(store: Store, conn: Connection) -> None:
+    # UIDVALIDITY, UIDs and MODSEQs are unsigned: a server's UIDVALIDITY over 2**31 did not fit a
+    # PostgreSQL INTEGER (SQLite's integers are 64-bit already; new tables are created BIGINT).
+    if store.dialect == "postgresql":
+        for table, columns in (("message_locations", ("uidvalidity", "uid")),
+                               ("sync_state", ("uidvalidity", "last_uid", "uidnext", "highestmodseq"))):
+            for column in columns:
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE BIGINT"))
+
+
+def _search_outside_sqlite(store: Store, conn: Connection) -> None:
+    # Other databases get an index of their own too (storage/search.py): made and filled here when
+    # an earlier step did not already (a database created before it existed).
+    if store.dialect != "sqlite":
+        store.search.create(conn)
+        store.search.rebuild(conn)
+
+
 def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
     """For later migrations: add a column unless a fresh schema already has it."""
     if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
@@ -354,4 +410,6 @@ MIGRATIONS: list[tuple[str, Callable[[Store, Connection], None]]] = [
     ("0005_sent_headers", _sent_headers),
     ("0006_search_by_ticket", _search_by_ticket),
     ("0007_search_merges_eight", _search_merges_eight),
+    ("0008_wide_imap_numbers", _wide_imap_numbers),
+    ("0009_search_outside_sqlite", _search_outside_sqlite),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -80,17 +80,19 @@ class MessageLocation(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     message_pk: int = Field(foreign_key="messages.id", index=True)
     folder: str
-    uidvalidity: int
-    uid: int
+    # IMAP's UIDVALIDITY, UIDs and MODSEQs are unsigned 32- and 63-bit numbers: past a 32-bit signed INTEGER
+    # (SQLite's integers are 64-bit anyway; PostgreSQL's INTEGER is not).
+    uidvalidity: int = Field(sa_type=BigInteger)
+    uid: int = Field(sa_type=BigInteger)
 
 
 class SyncState(SQLModel, table=True):
     __tablename__ = "sync_state"
     folder: str = Field(primary_key=True)
-    uidvalidity: int = 0
-    last_uid: int = 0  # every UID <= this is committed
-    uidnext: int = 0
-    highestmodseq: int | None = None
+    uidvalidity: int = Field(default=0, sa_type=BigInteger)
+    last_uid: int = Field(default=0, sa_type=BigInteger)  # every UID <= this is committed
+    uidnext: int = Field(default=0, sa_type=BigInteger)
+    highestmodseq: int | None = Field(default=None, sa_type=BigInteger)
     synced_at: datetime | None = None
     last_error: str | None = None
 

@@ -1,13 +1,16 @@
 """Full-text search over subjects, bodies and customers.
 
-``SearchIndex`` is the interface; SQLite implements it with FTS5. A PostgreSQL
-backend implements the same three methods (e.g. with a tsvector column).
+``SearchIndex`` is the interface. SQLite implements it with FTS5; PostgreSQL
+with a table of folded text (lower case, accents off) matched word by word
+from the start of a word, so a search means the same on both: every word must
+match, as a prefix, accents ignored, all in one message.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -104,8 +107,68 @@ class SqliteFts5Index:
                                  params)
 
 
+_MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+
+
+def fold(text: str) -> str:
+    """Lower case and accents off ("Jörg Müller" -> "jorg muller"), as the index and a query see words."""
+    if text.isascii():
+        return text.lower()
+    return _MARKS.sub("", unicodedata.normalize("NFKD", text)).casefold()
+
+
+def _word_pattern(word: str) -> str:
+    """A regular expression (PostgreSQL's) for a word that starts with ``word``: \\m is a word's start."""
+    return "\\m" + "".join(ch if ch.isalnum() else "\\" + ch for ch in word)
+
+
+class FoldedTextIndex:
+    """PostgreSQL: each message's subject, text and customer, folded, in ``search_text``; a query's
+    words are matched as word starts (``~ '\\mjorg'``). Every search scans the table: fine for the
+    mailboxes of a team; SQLite's FTS5 index is the fast one."""
+
+    _BATCH = 500
+
+    def create(self, conn: Connection) -> None:
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS search_text (message_pk BIGINT PRIMARY KEY, ticket_id BIGINT NOT NULL, "
+            "body TEXT NOT NULL)")
+        conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_search_text_ticket ON search_text (ticket_id)")
+
+    def rebuild(self, conn: Connection) -> None:
+        conn.exec_driver_sql("DELETE FROM search_text")
+        last = 0
+        while True:
+            rows = conn.execute(
+                text("SELECT id, ticket_id, subject, text, from_name, from_addr FROM messages WHERE id > :last "
+                     "ORDER BY id LIMIT :n"), {"last": last, "n": self._BATCH}).all()
+            if not rows:
+                return
+            self.add(conn, [(pk, tid, s or "", b or "", f"{name or ''} {addr or ''}")
+                            for pk, tid, s, b, name, addr in rows])
+            last = rows[-1][0]
+
+    def add(self, conn: Connection, rows: Iterable[tuple[int, int, str, str, str]]) -> None:
+        params = [{"p": pk, "t": tid, "b": fold(f"{s}\n{b}\n{c}")} for pk, tid, s, b, c in rows]
+        if params:
+            conn.execute(text("INSERT INTO search_text (message_pk, ticket_id, body) VALUES (:p, :t, :b) "
+                              "ON CONFLICT (message_pk) DO NOTHING"), params)
+
+    def ticket_select(self, query: str):
+        words: Sequence[str] = [w for w in _WORD.findall(fold(query)) if w.strip(".+-")]
+        if not words:
+            return None
+        params = {f"w{i}": _word_pattern(w) for i, w in enumerate(words)}
+        where = " AND ".join(f"body ~ :w{i}" for i in range(len(words)))
+        return text(f"SELECT ticket_id FROM search_text WHERE {where}").bindparams(**params).columns(ticket_id=Integer)
+
+    def ticket_ids(self, conn: Connection, query: str) -> set[int]:
+        sel = self.ticket_select(query)
+        return set() if sel is None else {r[0] for r in conn.execute(sel)}
+
+
 class LikeIndex:
-    """Portable fallback (PostgreSQL until it has its own): substring match."""
+    """Portable fallback for other databases: substring match."""
 
     def ticket_select(self, query: str):
         words: Sequence[str] = _WORD.findall(query)
@@ -135,4 +198,6 @@ class LikeIndex:
 
 
 def search_index_for(dialect: str) -> SearchIndex:
-    return SqliteFts5Index() if dialect == "sqlite" else LikeIndex()
+    if dialect == "sqlite":
+        return SqliteFts5Index()
+    return FoldedTextIndex() if dialect == "postgresql" else LikeIndex()

@@ -350,6 +350,9 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
                 .where(T.c.automated_reason.is_(None))
                 .order_by(*queue_order(now))
                 .limit(1)
+                # PostgreSQL: a ticket another agent is claiming right now is passed over, not waited
+                # for and then refused (SQLite's BEGIN IMMEDIATE already runs one claim at a time).
+                .with_for_update(skip_locked=True, of=T)
             )
             ticket_id = conn.execute(q).scalar()
             if ticket_id is None:

@@ -11,6 +11,12 @@
 - ``smtp_server``: a :class:`mail.localservers.SmtpServer` that records
   every message and can be scripted to fail.
 - ``tmp_db``: the path (str) of a not-yet-existing SQLite file in tmp_path.
+- ``database``: a new store's ``[storage] database`` value, once a SQLite
+  file and once a PostgreSQL database: tests that take it run on both.
+- ``postgres_server``: one throwaway PostgreSQL cluster for the session
+  (:mod:`pgserver`); ``postgres_url``: a new empty database on it, as a URL.
+  Like Dovecot, missing PostgreSQL is a skip on a developer machine and a
+  failure when ``CI=true`` or ``HEARD_REQUIRE_POSTGRES=1``.
 
 Every server is stopped in the fixture's teardown, also when the test fails.
 """
@@ -101,6 +107,41 @@ def smtp_server():
         yield server
     finally:
         server.stop()
+
+
+def _need_postgres() -> None:
+    from pgserver import postgres_available
+
+    if postgres_available():
+        return
+    msg = "PostgreSQL is not installed (apt-get install postgresql)"
+    if os.environ.get("HEARD_REQUIRE_POSTGRES") == "1" or os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg + "; CI / HEARD_REQUIRE_POSTGRES=1 requires it", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    _need_postgres()
+    from pgserver import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return str(tmp_path / "heard.db")
 
 
 @pytest.fixture

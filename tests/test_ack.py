@@ -18,6 +18,7 @@ from email import policy
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from factories import add_ticket
 from mail.ack import (
@@ -64,7 +65,7 @@ def _toml(v) -> str:
 def make_config(tmp_path: Path, *, smtp_port: int = 1, imap_port: int = 1, imap_user: str = SUPPORT,
                 imap_password: str = "support-password", ack: dict | None = None, hours: dict | None = None,
                 pending: dict | None = None, tiers: dict | None = None, agent_name: str = "Ana",
-                sent_folder: str = ""):
+                sent_folder: str = "", database: str | None = None):
     """A real config file, [ack]/[hours]/[tiers]/[pending] included, loaded as the CLI would."""
     hours = {"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-17:00", "timezone": "UTC",
              **(hours or {})}
@@ -74,7 +75,7 @@ def make_config(tmp_path: Path, *, smtp_port: int = 1, imap_port: int = 1, imap_
                  "password_command": f"printf '%s' '{imap_password}'"},
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "username": "",
                  "password_command": "echo unused", "sent_folder": sent_folder},
-        "storage": {"database": str(tmp_path / "heard.db")},
+        "storage": {"database": database or str(tmp_path / "heard.db")},
         "agent": {"name": agent_name, "email": "ana@example.com"},
         "ack": ack or {},
         "hours": hours,
@@ -123,8 +124,8 @@ def parsed(received) -> email.message.EmailMessage:
 
 
 @pytest.fixture
-def cfg(tmp_path):
-    return make_config(tmp_path)
+def cfg(tmp_path, database):
+    return make_config(tmp_path, database=database)
 
 
 @pytest.fixture
@@ -226,8 +227,8 @@ def test_sending_records_promise_event_window_and_threading(store, cfg):
         conn = s.connection()
         [e] = [e for e in events_of(conn, tid) if e["kind"] == "ack"]
         row = ticket_row(conn, tid)
-        raw = conn.exec_driver_sql("SELECT raw, kind, recipients FROM outbox WHERE id = ?", (oid,)).one()
-        cust = conn.exec_driver_sql("SELECT last_automatic_at FROM customers WHERE address = 'ann@cust.example'").one()
+        raw = conn.execute(text("SELECT raw, kind, recipients FROM outbox WHERE id = :i"), {"i": oid}).one()
+        cust = conn.execute(text("SELECT last_automatic_at FROM customers WHERE address = 'ann@cust.example'")).one()
     assert e["reason"].startswith("acknowledged by Ana; promised by Tue 24 Nov ")
     assert e["actor"] == "Ana"
     assert row["acknowledged_at"] is not None and row["promise_deadline"] is not None
@@ -333,11 +334,11 @@ def test_update_rules_at_risk_only_one_unless_forced_and_never_inside_the_window
                       now=deadline - H, agent="Ana")
     with store.read() as s:
         conn = s.connection()
-        body = conn.exec_driver_sql("SELECT raw FROM outbox WHERE id = ?", (res.outbox_id,)).scalar()
+        body = conn.execute(text("SELECT raw FROM outbox WHERE id = :i"), {"i": res.outbox_id}).scalar()
         [e] = [e for e in events_of(conn, tid) if e["kind"] == "promise"]
-    text = email.message_from_bytes(body, policy=policy.default).get_content()
-    assert "I need until Thursday 26 November, 14:00 UTC, because the fix ships on Thursday." in text
-    assert ack_tone_warnings(text, now=NOW) == []  # no second apology
+    content = email.message_from_bytes(body, policy=policy.default).get_content()
+    assert "I need until Thursday 26 November, 14:00 UTC, because the fix ships on Thursday." in content
+    assert ack_tone_warnings(content, now=NOW) == []  # no second apology
     assert e["new"] == "Thu 26 Nov 14:00" and "because the fix ships on Thursday" in e["reason"]
     later = thursday - H
     with pytest.raises(AckError, match="second one needs --force"):
@@ -517,7 +518,7 @@ def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys
                            "--no-send", capsys=capsys)
     assert code == 1 and err.count("\n") == 1 and "less than 24h ago" in err  # the window: no override
     with store.write_conn() as conn:
-        conn.exec_driver_sql("UPDATE customers SET last_automatic_at = '2000-01-01 00:00:00.000000'")
+        conn.execute(text("UPDATE customers SET last_automatic_at = :t"), {"t": datetime(2000, 1, 1, tzinfo=timezone.utc)})
     code, out, err = heard(cfg, "update", str(tid), "--until", "2d", "--reason", "the fix ships Thursday",
                            "--no-send", capsys=capsys)
     assert code == 1 and "not at risk yet" in err and "--force" in err

@@ -91,8 +91,8 @@ def make_config(db: str, *, keys: dict | None = None, imap: dict | None = None, 
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(str(tmp_path / "heard.db"))
+def store(database):
+    s = Store(database)
     yield s
     s.close()
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from email import policy
 
 import pytest
+from sqlalchemy import text
 
 from factories import add_reply, add_ticket
 from mail.ack import ack_settings, housekeeping, pending_action, plan_acknowledgements
@@ -26,8 +27,8 @@ MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture
-def cfg(tmp_path):
-    return make_config(tmp_path)
+def cfg(tmp_path, database):
+    return make_config(tmp_path, database=database)
 
 
 @pytest.fixture
@@ -67,8 +68,8 @@ def _waiting(store, cfg, sender="ann@cust.example", **kw) -> int:
 
 def _outbox(store, tid) -> list:
     with store.read() as s:
-        return s.connection().exec_driver_sql(
-            "SELECT kind, raw FROM outbox WHERE ticket_id = ? ORDER BY id", (tid,)).all()
+        return s.connection().execute(
+            text("SELECT kind, raw FROM outbox WHERE ticket_id = :t ORDER BY id"), {"t": tid}).all()
 
 
 def test_one_check_in_then_closed_with_the_reason(store, cfg):

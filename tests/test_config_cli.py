@@ -304,3 +304,13 @@ def test_heard_keys_lists_every_binding_id_with_the_users_keys(tmp_path, capsys)
     # Without a config yet: the defaults.
     assert main(["--config", str(tmp_path / "none.toml"), "keys"]) == 0
     assert re.search(r"^app\.take_next +n +Take next$", capsys.readouterr().out, flags=re.M)
+
+
+def test_a_database_url_with_a_password_is_refused_in_one_line(tmp_path, capsys):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[account]\naddress = "support@example.com"\n[imap]\nhost = "127.0.0.1"\nsecurity = "none"\n'
+        'username = "u"\npassword_command = "true"\n[storage]\ndatabase = "postgresql://heard:s3cret@db/heard"\n')
+    assert main(["--config", str(cfg), "tickets"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[storage] database has a password in it" in err and "~/.pgpass" in err

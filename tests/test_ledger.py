@@ -23,8 +23,8 @@ H = timedelta(hours=1)
 
 
 @pytest.fixture
-def cfg(tmp_path):
-    return make_config(tmp_path)
+def cfg(tmp_path, database):
+    return make_config(tmp_path, database=database)
 
 
 @pytest.fixture
