@@ -675,3 +675,52 @@ def test_heard_sync_prints_an_smtp_refusal_without_its_escape_sequences(pymap_se
     assert code == 0, err
     assert "rejected" in err and "as spam" in err
     assert "\x1b" not in err + out and "\x07" not in err + out
+
+
+def test_an_acknowledgement_that_never_goes_out_makes_no_promise(pymap_server, smtp_server, tmp_path, capsys):
+    # One acknowledgement refused by the server for good, one cancelled by the agent: neither customer
+    # was told a deadline, so neither promise may count, show in the queue, or be "updated" later; both
+    # tickets are offered again.
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
+    pymap_server.deliver_maildir(SUPPORT, [
+        customer_mail(1, "ann@cust.example", "Export fails", name="Ann Lee", date=days_ago(1)),
+        customer_mail(2, "typo@cust.example", "Invoice PDF is blank", name="Tom Typo", date=days_ago(1)),
+        customer_mail(3, "cy@cust.example", "Login loops", name="Cy Cole", date=days_ago(1)),
+    ])
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    smtp_server.refuse("typo@cust.example")
+    code, out, err = heard(cfg, "ack", "--yes", "--no-send", capsys=capsys)
+    assert code == 0 and "queued 3 acknowledgements" in out, err
+    store = Store(cfg.database)
+    with store.read() as s:
+        rows = s.connection().exec_driver_sql("SELECT id, ticket_id, recipients FROM outbox ORDER BY id").all()
+    ids = {rcpt: (oid, tid) for oid, tid, rcpt in rows}
+    code, out, err = heard(cfg, "outbox", "cancel", str(ids["cy@cust.example"][0]), capsys=capsys)
+    assert code == 0 and "made no promise" in out, err
+    code, out, err = heard(cfg, "outbox", "send", capsys=capsys)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("ann@cust.example",)]
+    assert "refused" in err
+
+    code, out, _ = heard(cfg, "report", "--json", capsys=capsys)
+    assert json.loads(out)["made"] == 1
+    code, out, _ = heard(cfg, "tickets", "--json", capsys=capsys)
+    by_customer = {t["customer"]: t for t in json.loads(out)}
+    for who in ("typo@cust.example", "cy@cust.example"):
+        assert by_customer[who]["acknowledged_at"] is None and by_customer[who]["promise_deadline"] is None
+    assert by_customer["ann@cust.example"]["promise_deadline"] is not None
+    tid = ids["cy@cust.example"][1]
+    code, _, err = heard(cfg, "update", str(tid), "--until", "1d", "--reason", "x", "--force", capsys=capsys)
+    assert code == 1 and "no promise yet" in err
+    code, out, _ = heard(cfg, "show", str(tid), capsys=capsys)
+    assert "acknowledgement not sent (outbox #" in out and "its promise was never made" in out
+    # Offered again (the customer's window is free: nothing reached them), with a fresh deadline.
+    code, out, _ = heard(cfg, "ack", "--dry-run", capsys=capsys)
+    assert "2 to acknowledge" in out and "cy@cust.example" in out and "typo@cust.example" in out
+    code, _, err = heard(cfg, "outbox", "retry", str(ids["cy@cust.example"][0]), capsys=capsys)
+    assert code == 1 and "acknowledge the ticket again" in err
+    smtp_server.unrefuse()
+    code, out, err = heard(cfg, "ack", "--yes", capsys=capsys)
+    assert code == 0 and "2 sent" in out, err
+    code, out, _ = heard(cfg, "report", "--json", capsys=capsys)
+    assert json.loads(out)["made"] == 3
+    store.close()

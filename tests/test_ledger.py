@@ -122,6 +122,32 @@ def test_an_update_replaces_the_promise_in_force(tmp_path):
     store.close()
 
 
+def test_a_cancelled_update_leaves_the_acknowledgement_in_force(tmp_path):
+    # The customer never got the "I need until ..." mail: the promise they did get is the one in force,
+    # and the next update is their first (no override needed).
+    from storage import outbox
+
+    cfg = make_config(tmp_path, ack={"window": "1h"})
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export fails", "ann@cust.example", "The export stops.")
+    ack_all(store, cfg, now=NOW)
+    first = _promise(store, tid, NOW)
+    at_risk = first["deadline"] - H
+    res = send_update(store, cfg, tid, deadline=first["deadline"] + 48 * H, reason="the fix ships on Thursday",
+                      now=at_risk, agent="Ana")
+    outbox.cancel(store, res.outbox_id, actor="Ana", now=at_risk + MIN)
+    with store.read() as s:
+        conn = s.connection()
+        rows = ledger.promises_of(conn, tid, now=at_risk + MIN)
+        assert [(r["state"], r["deadline"]) for r in rows] == [(AT_RISK, first["deadline"])]
+        assert ticket_row(conn, tid)["promise_deadline"].replace(tzinfo=timezone.utc) == first["deadline"]
+        assert ticket_row(conn, tid)["acknowledged_at"] is not None
+        assert header_counts(conn, now=at_risk + MIN)["at_risk"] == 1
+    send_update(store, cfg, tid, deadline=first["deadline"] + 24 * H, reason="the fix ships on Wednesday",
+                now=at_risk + 2 * MIN, agent="Ana")  # no --force: the customer had no update yet
+    store.close()
+
+
 def test_take_to_solve_history_comes_from_the_events(store, cfg):
     tids = [add_ticket(store, f"T{n}", f"c{n}@cust.example", "The export stops.") for n in range(3)]
     for n, tid in enumerate(tids):
