@@ -155,6 +155,15 @@ def test_the_message_is_personal_first_person_and_passes_the_tone_checks(store, 
     assert tid == c.ticket_id
 
 
+def test_the_greeting_uses_a_first_name_not_a_title_a_shout_or_a_team(store, cfg):
+    for n, name in enumerate(("Dr. Anna Schmidt", "MR JOHN SMITH", "Acme Support Team", "Herr Müller")):
+        add_ticket(store, "Export fails", f"c{n}@cust.example", "It stops.", from_name=name)
+    settings = ack_settings(cfg, now=NOW)
+    plan = plan_acknowledgements(store, cfg, now=NOW, settings=settings)
+    greetings = [render_ack(c, cfg, settings).splitlines()[0] for c in plan.candidates]
+    assert greetings == ["Hi Anna,", "Hi John,", "Hello,", "Hello,"]
+
+
 def test_deadline_in_the_customers_zone_when_their_mail_shows_one_else_ours_named(store, tmp_path):
     cfg = make_config(tmp_path, hours={"timezone": "Europe/Berlin"})
     add_ticket(store, "With zone", "ann@cust.example", "It stops.", date_offset_minutes=-300)
