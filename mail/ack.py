@@ -627,7 +627,8 @@ def parse_when(text: str, *, now: datetime, hours: BusinessHours) -> datetime:
     "2026-11-26 14:00" (or with a T), "2026-11-26" (closing time that day),
     "thu" / "thursday 14:00" (the next such day, closing time unless given),
     "today 16:00", "tomorrow" / "tomorrow 10:00" (closing time unless given),
-    or business time from now: "4h", "2d", "1d 4h".
+    or business time from now: "4h", "2d", "1d 4h". A day and time when the desk is closed (a weekend,
+    a holiday, after hours) is refused with the next time that would do: a promise is kept at the desk.
     """
     s = " ".join((text or "").split())
     if not s:
@@ -636,27 +637,62 @@ def parse_when(text: str, *, now: datetime, hours: BusinessHours) -> datetime:
     m = _DAY_WORD.match(s)
     if m:
         day = local_now.date() + timedelta(days=1 if m.group(1).lower() == "tomorrow" else 0)
-        at = time(int(m.group(2)), int(m.group(3))) if m.group(2) else hours.end
-        return datetime.combine(day, at, hours.tz)
+        return _at_the_desk(day, _clock(m.group(2), m.group(3), text, hours), hours)
     m = _WEEKDAY_WORD.match(s)
     if m:
         target = WEEKDAYS.index(m.group(1).lower())
         ahead = (target - local_now.weekday()) % 7 or 7
         day = local_now.date() + timedelta(days=ahead)
-        at = time(int(m.group(2)), int(m.group(3))) if m.group(2) else hours.end
-        return datetime.combine(day, at, hours.tz)
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
-            return datetime.combine(date.fromisoformat(s), hours.end, hours.tz)
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}", s):
-            return datetime.fromisoformat(s.replace(" ", "T")).replace(tzinfo=hours.tz)
-    except ValueError:
-        raise AckError(f"{text!r} is not a date: write e.g. 2026-11-26 14:00") from None
+        return _at_the_desk(day, _clock(m.group(2), m.group(3), text, hours), hours)
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})(?:[ T](\d{1,2}):(\d{2}))?", s)
+    if m:
+        try:
+            day = date.fromisoformat(m.group(1))
+        except ValueError:
+            raise AckError(f"{text!r} is not a date: write e.g. 2026-11-26 14:00") from None
+        return _at_the_desk(day, _clock(m.group(2), m.group(3), text, hours), hours)
     try:
         return hours.add_business_time(now, parse_duration(s, day=hours.day_length))
     except ValueError:
         raise AckError(f"cannot read {text!r} as a deadline: write e.g. \"thu 14:00\", \"tomorrow 10:00\", "
                        "\"2026-11-26 14:00\" or \"1d\" (business time from now)") from None
+
+
+def _clock(h: str | None, m: str | None, text: str, hours: BusinessHours) -> time:
+    if h is None:
+        return hours.end
+    try:
+        return time(int(h), int(m))
+    except ValueError:
+        raise AckError(f"{text!r}: {h}:{m} is not a time of day: write e.g. 14:00") from None
+
+
+def _at_the_desk(day: date, at: time, hours: BusinessHours) -> datetime:
+    """``day`` at ``at`` as a deadline; refused when the desk is closed then (a promise is kept at the desk)."""
+    when = datetime.combine(day, at, hours.tz)
+    local = when.astimezone(hours.tz)  # a time skipped by a DST change reads as the hour after
+    open_day = hours.is_open_day(day)
+    if open_day and (hours.start <= at <= hours.end) and local.replace(tzinfo=None) == when.replace(tzinfo=None):
+        return when
+    desk = f"{_day_list(hours.days)} {hours.start:%H:%M}-{hours.end:%H:%M}"
+    if not open_day:
+        why = "a holiday" if day in hours.holidays else "not a business day"
+        nxt = hours.next_open(datetime.combine(day, time(0), hours.tz)).date()
+        at = at if hours.start <= at <= hours.end else hours.end
+        raise AckError(f"{day:%A} {day.day} {day:%B} is {why} ({desk}): promise a time you are at the desk, "
+                       f"e.g. {nxt:%a} {nxt.day} {nxt:%b} {at:%H:%M}")
+    near = hours.start if at < hours.start else hours.end
+    raise AckError(f"{at:%H:%M} on {day:%A} {day.day} {day:%B} is outside business hours ({desk}): promise a time "
+                   f"you are at the desk, e.g. {day:%a} {day.day} {day:%b} {near:%H:%M}")
+
+
+def _day_list(days) -> str:
+    """"Mon-Fri", "Mon, Wed, Fri", "Sun-Thu"."""
+    names = [WEEKDAYS[d].title() for d in sorted(days)]
+    ds = sorted(days)
+    if len(ds) > 2 and ds == list(range(ds[0], ds[0] + len(ds))):
+        return f"{names[0]}-{names[-1]}"
+    return ", ".join(names)
 
 
 @dataclass

@@ -366,6 +366,23 @@ def test_parse_when(tmp_path):
     assert parse_when("today 16:00", now=NOW, hours=hours) == datetime(2026, 11, 24, 16, 0, tzinfo=timezone.utc)
     with pytest.raises(AckError):
         parse_when("whenever", now=NOW, hours=hours)
+    # A promise is kept at the desk: a weekend, a holiday or a time after hours is refused, with one that would do.
+    holidays = ack_settings(make_config(tmp_path, hours={"holidays": ["2026-11-26"]}), now=NOW).hours
+    for when, hrs, words in [
+        ("sat", hours, "Saturday 28 November is not a business day (Mon-Fri 09:00-17:00): promise a time you are "
+                       "at the desk, e.g. Mon 30 Nov 17:00"),
+        ("2026-11-29 10:00", hours, "Sunday 29 November is not a business day"),
+        ("thu 14:00", holidays, "Thursday 26 November is a holiday (Mon-Fri 09:00-17:00): promise a time you are "
+                                "at the desk, e.g. Fri 27 Nov 14:00"),
+        ("today 18:30", hours, "18:30 on Tuesday 24 November is outside business hours (Mon-Fri 09:00-17:00): "
+                               "promise a time you are at the desk, e.g. Tue 24 Nov 17:00"),
+        ("tomorrow 07:00", hours, "e.g. Wed 25 Nov 09:00"),
+        ("tomorrow 24:00", hours, "24:00 is not a time of day"),
+    ]:
+        with pytest.raises(AckError) as refused:
+            parse_when(when, now=NOW, hours=hrs)
+        assert words in str(refused.value)
+    assert parse_when("today 17:00", now=NOW, hours=hours) == datetime(2026, 11, 24, 17, 0, tzinfo=timezone.utc)
 
 
 # -- end to end: real IMAP (pymap) and SMTP (aiosmtpd) on loopback ----------------------------------

@@ -131,6 +131,13 @@ async def test_change_a_deadline_and_edit_the_message_before_sending(setup, smtp
         first = screen._current()
         await pilot.press("d")
         await wait_until(pilot, lambda: isinstance(app.screen, DeadlineDialog))
+        await pilot.press(*"sat 15:00", "enter")  # nobody is at the desk to keep it: refused, with what would do
+        await pilot.pause()
+        assert isinstance(app.screen, DeadlineDialog)
+        error = _text(app.screen.query_one("#deadline-error"))
+        assert "Saturday 28 November is not a business day (Mon-Fri 09:00-17:00)" in error
+        assert "e.g. Mon 30 Nov 15:00" in error
+        app.screen.query_one("#deadline-input").value = ""
         await pilot.press(*"thu 15:00", "enter")
         await wait_until(pilot, lambda: app.screen is screen)
         assert first.deadline == datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc) and first.deadline_edited
