@@ -324,6 +324,12 @@ def ack_settings(cfg: Config, *, now: datetime | None = None) -> AckSettings:
     )
 
 
+def at_risk_margin(cfg: Config) -> timedelta:
+    """``[ack] at_risk_margin`` alone (the work order needs it; reading every setting costs more)."""
+    a = cfg.ack if isinstance(cfg.ack, dict) else {}
+    return _duration(a, "ack", "at_risk_margin", timedelta(hours=2), day=timedelta(days=1))
+
+
 def _agent_name(cfg: Config) -> str:
     return cfg.agent_name or cfg.agent
 
@@ -474,7 +480,7 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
     wanted = set(ticket_ids) if ticket_ids is not None else None
     with store.read() as s:
         conn = s.connection()
-        order = queue_ids(conn, view="open", now=now)
+        order = queue_ids(conn, view="open", now=now, at_risk_margin=settings.at_risk_margin)
         waits = ledger.queue_flags(conn)  # every ticket ahead counts, the ones asked about are read whole
         rows = {r["id"]: r for r in ledger.waiting_rows(conn, wanted)}
         model = handling_model(conn, settings, now=now)

@@ -214,3 +214,30 @@ def test_work_in_progress_comes_from_the_holder_events(store, cfg):
     set_status(store, a, "solved", reason="fixed", actor="Ana", now=NOW + 2 * H)
     with store.read() as s:
         assert ledger.in_progress_since(s.connection()) == [NOW + H]
+
+
+def test_take_next_and_the_list_follow_the_configured_at_risk_margin(tmp_path, capsys):
+    # With [ack] at_risk_margin = "4h" a promise due in three hours is at risk: the app's queue shows it
+    # first, so `heard tickets` lists it first and take next (n, `heard take`) claims it, not the
+    # high-priority ticket with no promise (they used the built-in 2h and disagreed with the app).
+    from mail.ack import send_acknowledgements
+    from storage.tickets import set_priority
+    from test_ack import heard
+
+    cfg = make_config(tmp_path, ack={"at_risk_margin": "4h"})
+    store = Store(cfg.database)
+    now = datetime.now(timezone.utc)  # the commands read the real clock
+    promised = add_ticket(store, "Export fails", "ann@cust.example", "It stops.", date=now - 24 * H)
+    high = add_ticket(store, "Invoice total wrong", "bob@cust.example", "Wrong.", date=now - 24 * H)
+    set_priority(store, high, "high", reason="a big invoice", actor="Ana", now=now)
+    [c] = [c for c in plan_acknowledgements(store, cfg, now=now).candidates if c.ticket_id == promised]
+    c.deadline = now + 3 * H  # the agent's choice in the review
+    assert send_acknowledgements(store, cfg, [c], now=now).queued
+    with store.read() as s:
+        assert header_counts(s.connection(), now=now, at_risk_margin=4 * H)["at_risk"] == 1
+    code, out, err = heard(cfg, "tickets", capsys=capsys)
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()] == [f"#{promised}", f"#{high}"]
+    code, out, err = heard(cfg, "take", capsys=capsys)
+    assert code == 0 and f"you hold #{promised}" in out, err
+    store.close()
