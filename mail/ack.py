@@ -428,8 +428,9 @@ def _automated_rule(reason: str) -> str:
 
 
 def window_rule(last: datetime, settings: AckSettings) -> str:
-    return (f"customer already acknowledged within the window ({RATE_WINDOW_REASON}: automatic mail "
-            f"{format_deadline_short(last, settings.hours.tz)}, [ack] window = {_span(settings.window)})")
+    # The time first: the review's rule column is narrow on an 80-column terminal.
+    return (f"had automatic mail {format_deadline_short(last, settings.hours.tz)} ([ack] window = "
+            f"{_span(settings.window)}: {RATE_WINDOW_REASON})")
 
 
 def skip_rule(row: dict, cfg: Config, settings: AckSettings, *, now: datetime) -> str | None:
@@ -506,8 +507,7 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         if rule is None and r["created_at"] is not None and now - r["created_at"] > settings.max_age:
             rule = too_old_rule(r["created_at"], settings)
         if rule is None and r["customer_id"] in seen_customers:
-            rule = (f"customer already acknowledged within the window (ticket #{seen_customers[r['customer_id']]} "
-                    "in this batch)")
+            rule = f"one mail per customer: #{seen_customers[r['customer_id']]} in this batch"
         if rule is not None:
             skipped.append(Skipped(tid, r["customer"], subject, rule))
             continue
@@ -741,7 +741,7 @@ def update_refusal(row: dict | None, promise: dict | None, updates: int, *, forc
         return f"#{row['id']} was already answered after the promise (by {short}): no update needed"
     rule = skip_rule(row, cfg, settings, now=now)
     if rule is not None:
-        if rule.startswith("customer already acknowledged"):
+        if not automatic_mail_allowed(row.get("last_automatic_at"), now, settings.window):
             return (f"the customer got automatic mail less than {_span(settings.window)} ago ([ack] window): "
                     "another could feed a mail loop; write them a personal reply instead (r, or `heard reply`)")
         return f"no automatic mail to this customer: {rule}"
