@@ -324,6 +324,12 @@ def ack_settings(cfg: Config, *, now: datetime | None = None) -> AckSettings:
     )
 
 
+def at_risk_margin(cfg: Config) -> timedelta:
+    """``[ack] at_risk_margin`` alone (the work order needs it; reading every setting costs more)."""
+    a = cfg.ack if isinstance(cfg.ack, dict) else {}
+    return _duration(a, "ack", "at_risk_margin", timedelta(hours=2), day=timedelta(days=1))
+
+
 def _agent_name(cfg: Config) -> str:
     return cfg.agent_name or cfg.agent
 
@@ -422,8 +428,9 @@ def _automated_rule(reason: str) -> str:
 
 
 def window_rule(last: datetime, settings: AckSettings) -> str:
-    return (f"customer already acknowledged within the window ({RATE_WINDOW_REASON}: automatic mail "
-            f"{format_deadline_short(last, settings.hours.tz)}, [ack] window = {_span(settings.window)})")
+    # The time first: the review's rule column is narrow on an 80-column terminal.
+    return (f"had automatic mail {format_deadline_short(last, settings.hours.tz)} ([ack] window = "
+            f"{_span(settings.window)}: {RATE_WINDOW_REASON})")
 
 
 def skip_rule(row: dict, cfg: Config, settings: AckSettings, *, now: datetime) -> str | None:
@@ -474,7 +481,7 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
     wanted = set(ticket_ids) if ticket_ids is not None else None
     with store.read() as s:
         conn = s.connection()
-        order = queue_ids(conn, view="open", now=now)
+        order = queue_ids(conn, view="open", now=now, at_risk_margin=settings.at_risk_margin)
         waits = ledger.queue_flags(conn)  # every ticket ahead counts, the ones asked about are read whole
         rows = {r["id"]: r for r in ledger.waiting_rows(conn, wanted)}
         model = handling_model(conn, settings, now=now)
@@ -500,8 +507,7 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         if rule is None and r["created_at"] is not None and now - r["created_at"] > settings.max_age:
             rule = too_old_rule(r["created_at"], settings)
         if rule is None and r["customer_id"] in seen_customers:
-            rule = (f"customer already acknowledged within the window (ticket #{seen_customers[r['customer_id']]} "
-                    "in this batch)")
+            rule = f"one mail per customer: #{seen_customers[r['customer_id']]} in this batch"
         if rule is not None:
             skipped.append(Skipped(tid, r["customer"], subject, rule))
             continue
@@ -627,7 +633,8 @@ def parse_when(text: str, *, now: datetime, hours: BusinessHours) -> datetime:
     "2026-11-26 14:00" (or with a T), "2026-11-26" (closing time that day),
     "thu" / "thursday 14:00" (the next such day, closing time unless given),
     "today 16:00", "tomorrow" / "tomorrow 10:00" (closing time unless given),
-    or business time from now: "4h", "2d", "1d 4h".
+    or business time from now: "4h", "2d", "1d 4h". A day and time when the desk is closed (a weekend,
+    a holiday, after hours) is refused with the next time that would do: a promise is kept at the desk.
     """
     s = " ".join((text or "").split())
     if not s:
@@ -636,27 +643,62 @@ def parse_when(text: str, *, now: datetime, hours: BusinessHours) -> datetime:
     m = _DAY_WORD.match(s)
     if m:
         day = local_now.date() + timedelta(days=1 if m.group(1).lower() == "tomorrow" else 0)
-        at = time(int(m.group(2)), int(m.group(3))) if m.group(2) else hours.end
-        return datetime.combine(day, at, hours.tz)
+        return _at_the_desk(day, _clock(m.group(2), m.group(3), text, hours), hours)
     m = _WEEKDAY_WORD.match(s)
     if m:
         target = WEEKDAYS.index(m.group(1).lower())
         ahead = (target - local_now.weekday()) % 7 or 7
         day = local_now.date() + timedelta(days=ahead)
-        at = time(int(m.group(2)), int(m.group(3))) if m.group(2) else hours.end
-        return datetime.combine(day, at, hours.tz)
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
-            return datetime.combine(date.fromisoformat(s), hours.end, hours.tz)
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}", s):
-            return datetime.fromisoformat(s.replace(" ", "T")).replace(tzinfo=hours.tz)
-    except ValueError:
-        raise AckError(f"{text!r} is not a date: write e.g. 2026-11-26 14:00") from None
+        return _at_the_desk(day, _clock(m.group(2), m.group(3), text, hours), hours)
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})(?:[ T](\d{1,2}):(\d{2}))?", s)
+    if m:
+        try:
+            day = date.fromisoformat(m.group(1))
+        except ValueError:
+            raise AckError(f"{text!r} is not a date: write e.g. 2026-11-26 14:00") from None
+        return _at_the_desk(day, _clock(m.group(2), m.group(3), text, hours), hours)
     try:
         return hours.add_business_time(now, parse_duration(s, day=hours.day_length))
     except ValueError:
         raise AckError(f"cannot read {text!r} as a deadline: write e.g. \"thu 14:00\", \"tomorrow 10:00\", "
                        "\"2026-11-26 14:00\" or \"1d\" (business time from now)") from None
+
+
+def _clock(h: str | None, m: str | None, text: str, hours: BusinessHours) -> time:
+    if h is None:
+        return hours.end
+    try:
+        return time(int(h), int(m))
+    except ValueError:
+        raise AckError(f"{text!r}: {h}:{m} is not a time of day: write e.g. 14:00") from None
+
+
+def _at_the_desk(day: date, at: time, hours: BusinessHours) -> datetime:
+    """``day`` at ``at`` as a deadline; refused when the desk is closed then (a promise is kept at the desk)."""
+    when = datetime.combine(day, at, hours.tz)
+    local = when.astimezone(hours.tz)  # a time skipped by a DST change reads as the hour after
+    open_day = hours.is_open_day(day)
+    if open_day and (hours.start <= at <= hours.end) and local.replace(tzinfo=None) == when.replace(tzinfo=None):
+        return when
+    desk = f"{_day_list(hours.days)} {hours.start:%H:%M}-{hours.end:%H:%M}"
+    if not open_day:
+        why = "a holiday" if day in hours.holidays else "not a business day"
+        nxt = hours.next_open(datetime.combine(day, time(0), hours.tz)).date()
+        at = at if hours.start <= at <= hours.end else hours.end
+        raise AckError(f"{day:%A} {day.day} {day:%B} is {why} ({desk}): promise a time you are at the desk, "
+                       f"e.g. {nxt:%a} {nxt.day} {nxt:%b} {at:%H:%M}")
+    near = hours.start if at < hours.start else hours.end
+    raise AckError(f"{at:%H:%M} on {day:%A} {day.day} {day:%B} is outside business hours ({desk}): promise a time "
+                   f"you are at the desk, e.g. {day:%a} {day.day} {day:%b} {near:%H:%M}")
+
+
+def _day_list(days) -> str:
+    """"Mon-Fri", "Mon, Wed, Fri", "Sun-Thu"."""
+    names = [WEEKDAYS[d].title() for d in sorted(days)]
+    ds = sorted(days)
+    if len(ds) > 2 and ds == list(range(ds[0], ds[0] + len(ds))):
+        return f"{names[0]}-{names[-1]}"
+    return ", ".join(names)
 
 
 @dataclass
@@ -699,7 +741,7 @@ def update_refusal(row: dict | None, promise: dict | None, updates: int, *, forc
         return f"#{row['id']} was already answered after the promise (by {short}): no update needed"
     rule = skip_rule(row, cfg, settings, now=now)
     if rule is not None:
-        if rule.startswith("customer already acknowledged"):
+        if not automatic_mail_allowed(row.get("last_automatic_at"), now, settings.window):
             return (f"the customer got automatic mail less than {_span(settings.window)} ago ([ack] window): "
                     "another could feed a mail loop; write them a personal reply instead (r, or `heard reply`)")
         return f"no automatic mail to this customer: {rule}"

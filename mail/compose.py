@@ -159,6 +159,13 @@ def reply_context(conn: Connection, ticket_id: int) -> ReplyContext:
 
 
 _NAME_NOISE = re.compile(r"[\"'()<>]")
+# Honorifics before a first name: "Dr. Anna Schmidt" is greeted "Hi Anna,", never "Hi Dr.,".
+_TITLES = frozenset("mr mrs ms miss mx dr prof professor sir madam mme mlle herr frau sr sra srta dra dott dottssa"
+                    .split())
+_TITLES_WITH_DOT = frozenset("m hr fr sig ing mag dipl".split())  # "M. Dupont", "Ing. Rossi"; "Mag Li" is a name
+# Words that make a display name an organisation or a role, not a person ("Hello," then).
+_NOT_A_PERSON = frozenset("""support team helpdesk service services billing accounts accounting sales info admin
+administrator department dept inc ltd llc gmbh corp corporation company noreply no-reply notifications""".split())
 
 
 def first_name(name: str, address: str = "") -> str:
@@ -170,13 +177,29 @@ def first_name(name: str, address: str = "") -> str:
     name = _NAME_NOISE.sub(" ", safe_line(name or "")).strip()  # never a control character in our greeting
     if not name or "@" in name:
         return ""
-    if "," in name:
+    shouted = name.isupper()
+    words = name.split()
+    if any(w.lower().strip(".&-") in _NOT_A_PERSON for w in words):
+        return ""  # "Support Team", "ACME Corp", "Ledgerly Billing": nobody is called that
+    surname_first = "," in name
+    if surname_first:
         last, _, rest = name.partition(",")
-        name = rest.strip() or last.strip()
-    word = name.split()[0] if name.split() else ""
+        words = rest.split() or last.split()
+    while words and _is_title(words[0]):
+        words = words[1:]
+        if len(words) < (1 if surname_first else 2):
+            return ""  # "Dr. Schmidt", "Mr Smith": a surname, not a first name
+    word = words[0] if words else ""
     if not any(ch.isalpha() for ch in word):
         return ""
-    return word[:1].upper() + word[1:] if word.islower() else word
+    if word.islower() or shouted:
+        return "-".join(part[:1].upper() + part[1:].lower() for part in word.split("-"))  # "JOHN" -> "John"
+    return word
+
+
+def _is_title(word: str) -> bool:
+    w = word.lower()
+    return w.rstrip(".") in _TITLES or (w.endswith(".") and w[:-1] in _TITLES_WITH_DOT)
 
 
 def greeting(first: str) -> str:

@@ -30,7 +30,8 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mail.autoreply import AUTOMATIC_MAIL_HEADERS
 from mail.compose import (
@@ -470,7 +471,11 @@ def _drain(store: Store, cfg: Config, *, now, smtp_factory, imap_factory) -> Dra
                 if ob.due_ids(s.connection(), now=clock(), limit=1):
                     result.errors.append("no [smtp] section in the config: add one to send mail (see README)")
             return result
-        _send_due(store, cfg, smtp_factory or connect_smtp, clock, result)
+        try:
+            _send_due(store, cfg, smtp_factory or connect_smtp, clock, result)
+        finally:
+            if result.failed:
+                _withdraw_failed_promises(store, cfg, result.failed, clock())
         if cfg.smtp.sent_folder:
             _append_copies(store, cfg, imap, clock, result)
     finally:
@@ -530,6 +535,24 @@ def _send_due(store: Store, cfg: Config, factory: SmtpFactory, clock, result: Dr
         finally:
             ledger.close()
             _quit(smtp)
+
+
+def business_tz(cfg: Config) -> tzinfo:
+    """The ``[hours] timezone`` (UTC when unset or unreadable): the zone deadlines are written in."""
+    try:
+        return ZoneInfo(str((cfg.hours or {}).get("timezone", "UTC")))
+    except (ZoneInfoNotFoundError, ValueError, AttributeError):
+        return timezone.utc
+
+
+def _withdraw_failed_promises(store: Store, cfg: Config, failed: list[int], now: datetime) -> None:
+    """An acknowledgement or update the server refused for good never reached the customer: no promise."""
+    from storage.ledger import withdraw_promise
+
+    with store.write_conn() as conn:
+        for oid in failed:
+            withdraw_promise(conn, oid, now=now, actor="heard outbox", why=f"outbox #{oid} refused by the server",
+                             tz=business_tz(cfg))
 
 
 def _note_connection_error(store: Store, ids: list[int], line: str) -> None:

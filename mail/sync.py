@@ -566,6 +566,10 @@ def _record_error(store: Store | OpeningStore, folder: str, error: str) -> None:
         pass
 
 
+# Under IDLE, a quiet mailbox is synced (and housekept) this often anyway, in seconds.
+RESYNC_EVERY = 60.0
+
+
 @dataclass
 class WatchStatus:
     mode: str  # idle | polling | offline
@@ -591,8 +595,14 @@ def watch(
     idle_timeout: float = 25 * 60,
     max_backoff: float = 300.0,
     progress: Progress | None = None,
+    resync_every: float = RESYNC_EVERY,
 ) -> None:
-    """Keep syncing: IMAP IDLE when offered, polling otherwise; reconnect with backoff."""
+    """Keep syncing: IMAP IDLE when offered, polling otherwise; reconnect with backoff.
+
+    Under IDLE a quiet mailbox still gets a sync (one EXAMINE) and an ``on_status`` every
+    ``resync_every`` seconds: what runs after a sync (check-ins, auto-close, ``[ack] auto`` for a
+    customer whose quick reply did not come) depends on the clock, not only on new mail.
+    """
     backoff = 1.0
     poll_interval = poll_interval or cfg.imap.poll_interval
     while not stop.is_set():
@@ -602,13 +612,14 @@ def watch(
             idle = cfg.imap.idle and b"IDLE" in client.capabilities()
             mode = "idle" if idle else "polling"
             on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
+            synced = time.monotonic()
             backoff = 1.0
             while not stop.is_set():
                 if idle:
                     client.idle()
                     started = time.monotonic()
                     changed = False
-                    while not stop.is_set() and time.monotonic() - started < idle_timeout:
+                    while not stop.is_set() and time.monotonic() - started < min(idle_timeout, resync_every):
                         responses = idle_check(client, 0.5)  # a server that went away raises here
                         if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                             changed = True
@@ -616,13 +627,14 @@ def watch(
                     client.idle_done()
                     if stop.is_set():
                         break
-                    if not changed:
+                    if not changed and time.monotonic() - synced < resync_every:
                         client.noop()
                         continue
                 else:
                     if stop.wait(poll_interval):
                         break
                 on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
+                synced = time.monotonic()
         except (MailServerError, OSError, IMAPClientError) as exc:
             msg = str(exc) if isinstance(exc, MailServerError) else str(network_error(cfg.imap, exc, connected=True))
             on_status(WatchStatus("offline", error=msg, retry_in=int(backoff)))

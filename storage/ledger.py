@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from storage.deadlines import format_deadline_short
 from storage.lifecycle import ACTIVE, Change, Status
 from storage.promises import (  # noqa: F401  (the states are part of this module's vocabulary)
     AT_RISK,
@@ -218,6 +219,55 @@ def stamp_automatic_mail(conn: Connection, ticket_id: int, *, now: datetime) -> 
     """The customer of ``ticket_id`` was just sent automatic mail: the per-customer window starts now."""
     cid = select(T.c.customer_id).where(T.c.id == ticket_id).scalar_subquery()
     conn.execute(update(C).where(C.c.id == cid).values(last_automatic_at=now))
+
+
+def promise_of_outbox(conn: Connection, outbox_id: int) -> bool:
+    """Whether the acknowledgement or update of this outbox row stands as a promise."""
+    return conn.execute(select(P.c.id).where(P.c.outbox_id == outbox_id).limit(1)).first() is not None
+
+
+def withdraw_promise(conn: Connection, outbox_id: int, *, now: datetime, actor: str, why: str,
+                     tz: tzinfo = timezone.utc) -> bool:
+    """The acknowledgement or update of outbox row ``outbox_id`` will not reach the customer (cancelled,
+    or refused by the server): its promise was never made. In the caller's transaction.
+
+    The promise row goes; the one it replaced (an update's acknowledgement) is in force again; a ticket
+    left without any promise is unacknowledged again (the review offers it once more); the customer's
+    automatic-mail stamp goes back to the last automatic mail that is still to reach them. The
+    timeline records it. False when the row made no promise (a reply, a check-in, already withdrawn).
+    """
+    row = conn.execute(select(P.c.id, P.c.ticket_id, P.c.deadline, P.c.superseded_by, P.c.update_reason)
+                       .where(P.c.outbox_id == outbox_id)).mappings().first()
+    if row is None:
+        return False
+    pid, tid = row["id"], row["ticket_id"]
+    conn.execute(P.delete().where(P.c.id == pid))
+    if row["superseded_by"] is None:  # it was in force: the one it replaced is again
+        conn.execute(update(P).where(P.c.superseded_by == pid).values(superseded_by=None))
+    else:  # a later update replaced it: that one now replaces what this one did
+        conn.execute(update(P).where(P.c.superseded_by == pid).values(superseded_by=row["superseded_by"]))
+    in_force = conn.execute(select(P.c.deadline).where(P.c.ticket_id == tid, P.c.superseded_by.is_(None))
+                            .order_by(P.c.made_at.desc(), P.c.id.desc())).first()
+    values: dict = {"promise_deadline": in_force[0] if in_force else None, "updated_at": now}
+    if conn.execute(select(P.c.id).where(P.c.ticket_id == tid).limit(1)).first() is None:
+        values["acknowledged_at"] = None
+    status = conn.execute(select(T.c.status).where(T.c.id == tid)).scalar()
+    if status not in {s.value for s in ACTIVE}:
+        values["promise_deadline"] = None
+    conn.execute(update(T).where(T.c.id == tid).values(**values))
+    cid = conn.execute(select(T.c.customer_id).where(T.c.id == tid)).scalar()
+    last = conn.execute(
+        select(O.c.created_at).join(T, T.c.id == O.c.ticket_id)
+        .where(T.c.customer_id == cid, O.c.kind.in_(AUTOMATIC_KINDS), O.c.state.not_in(("cancelled", "failed")),
+               O.c.id != outbox_id)
+        .order_by(O.c.created_at.desc()).limit(1)
+    ).first()
+    conn.execute(update(C).where(C.c.id == cid).values(last_automatic_at=last[0] if last else None))
+    what = "update" if row["update_reason"] is not None else "acknowledgement"
+    short = lambda dt: format_deadline_short(as_utc(dt), tz) if dt is not None else None  # noqa: E731
+    append_event(conn, tid, Change("promise", short(row["deadline"]), short(in_force[0]) if in_force else None,
+                                   f"{what} not sent ({why}): its promise was never made", actor, now))
+    return True
 
 
 def settle_replied(conn: Connection, *, now: datetime, ticket_ids: Iterable[int] | None = None) -> list[int]:

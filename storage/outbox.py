@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from storage.db import Store
+from storage.ledger import promise_of_outbox, withdraw_promise
 from storage.lifecycle import Change
 from storage.models import Outbox
 from storage.tickets import append_event
@@ -320,6 +321,14 @@ def retry(store: Store, outbox_id: int, *, actor: str, now: datetime, reason: st
         row = outbox_row(conn, outbox_id)
         if row["state"] not in RETRYABLE:
             raise OutboxError(_why_not(row, "retry"))
+        if row["kind"] in ("ack", "update") and not promise_of_outbox(conn, outbox_id):
+            raise OutboxError(
+                f"outbox #{outbox_id} is an acknowledgement whose promise was withdrawn when it was "
+                f"{row['state']}: its deadline is stale; acknowledge the ticket again for a fresh one "
+                "(a in the queue, or `heard ack`)"
+                if row["kind"] == "ack" else
+                f"outbox #{outbox_id} is an update whose promise was withdrawn when it was {row['state']}: "
+                f"send a new one (u on the ticket, or `heard update {row['ticket_id']}`)")
         conn.execute(
             update(O).where(O.c.id == outbox_id)
             .values(state="queued", next_attempt_at=None, last_error=None, refused="")
@@ -331,8 +340,13 @@ def retry(store: Store, outbox_id: int, *, actor: str, now: datetime, reason: st
     return row
 
 
-def cancel(store: Store, outbox_id: int, *, actor: str, now: datetime, reason: str | None = None) -> dict:
-    """Never send this message (queued, failed or unknown)."""
+def cancel(store: Store, outbox_id: int, *, actor: str, now: datetime, reason: str | None = None,
+           tz: tzinfo = timezone.utc) -> dict:
+    """Never send this message (queued, failed or unknown).
+
+    An acknowledgement or update that never goes out made no promise: the ledger withdraws it
+    (``tz``: the business time zone, for the timeline's words).
+    """
     with store.write_conn() as conn:
         row = outbox_row(conn, outbox_id)
         if row["state"] not in CANCELLABLE:
@@ -340,6 +354,7 @@ def cancel(store: Store, outbox_id: int, *, actor: str, now: datetime, reason: s
         conn.execute(update(O).where(O.c.id == outbox_id).values(state="cancelled", next_attempt_at=None))
         why = reason or f"the agent cancelled outbox #{outbox_id} ({row['kind']}); it will not be sent"
         append_event(conn, row["ticket_id"], Change("outbox", row["state"], "cancelled", why, actor, now))
+        withdraw_promise(conn, outbox_id, now=now, actor=actor, why=f"outbox #{outbox_id} cancelled", tz=tz)
     row["state"] = "cancelled"
     return row
 

@@ -109,6 +109,7 @@ def queue_rows(
     limit: int = 200,
     status: str | None = None,
     matching=None,
+    at_risk_margin: timedelta = timedelta(hours=2),
 ) -> list[dict]:
     """One window of the queue, in work order (``matching``: a search's ``ticket_select``)."""
     q = select(*_ROW_COLUMNS).join(C, C.c.id == T.c.customer_id).where(_view_filter(view, agent))
@@ -118,7 +119,7 @@ def queue_rows(
         q = q.where(T.c.id.in_(ticket_ids))
     if matching is not None:
         q = q.where(T.c.id.in_(matching.subquery().select()))
-    q = q.order_by(*queue_order(now)).offset(offset).limit(limit)
+    q = q.order_by(*queue_order(now, at_risk_margin)).offset(offset).limit(limit)
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
@@ -332,8 +333,10 @@ def set_holder(store: Store, ticket_id: int, holder: str | None, *, reason: str 
     return change
 
 
-def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetime, reason: str | None = None) -> int | None:
-    """Claim a ticket (the most urgent free one when ``ticket_id`` is None), atomically.
+def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetime, reason: str | None = None,
+                at_risk_margin: timedelta = timedelta(hours=2)) -> int | None:
+    """Claim a ticket (the most urgent free one when ``ticket_id`` is None, in the queue's work order with
+    ``[ack] at_risk_margin``), atomically.
 
     An agent holds one ticket at a time: taking another is refused until the
     held one is solved, parked or released.
@@ -348,7 +351,7 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
                 .join(C, C.c.id == T.c.customer_id)
                 .where(T.c.status.in_([Status.NEW.value, Status.OPEN.value]), T.c.holder.is_(None))
                 .where(T.c.automated_reason.is_(None))
-                .order_by(*queue_order(now))
+                .order_by(*queue_order(now, at_risk_margin))
                 .limit(1)
                 # PostgreSQL: a ticket another agent is claiming right now is passed over, not waited
                 # for and then refused (SQLite's BEGIN IMMEDIATE already runs one claim at a time).

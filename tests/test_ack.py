@@ -156,6 +156,15 @@ def test_the_message_is_personal_first_person_and_passes_the_tone_checks(store, 
     assert tid == c.ticket_id
 
 
+def test_the_greeting_uses_a_first_name_not_a_title_a_shout_or_a_team(store, cfg):
+    for n, name in enumerate(("Dr. Anna Schmidt", "MR JOHN SMITH", "Acme Support Team", "Herr Müller")):
+        add_ticket(store, "Export fails", f"c{n}@cust.example", "It stops.", from_name=name)
+    settings = ack_settings(cfg, now=NOW)
+    plan = plan_acknowledgements(store, cfg, now=NOW, settings=settings)
+    greetings = [render_ack(c, cfg, settings).splitlines()[0] for c in plan.candidates]
+    assert greetings == ["Hi Anna,", "Hi John,", "Hello,", "Hello,"]
+
+
 def test_deadline_in_the_customers_zone_when_their_mail_shows_one_else_ours_named(store, tmp_path):
     cfg = make_config(tmp_path, hours={"timezone": "Europe/Berlin"})
     add_ticket(store, "With zone", "ann@cust.example", "It stops.", date_offset_minutes=-300)
@@ -198,7 +207,7 @@ def test_plan_lists_eligible_tickets_and_skips_each_with_its_rule(store, cfg):
     assert rules[robot].startswith("automated sender (sender noreply)")
     assert rules[ours].startswith("our own address")
     assert rules[held].startswith("held by Ana")
-    assert rules[twice_b].startswith("customer already acknowledged within the window")
+    assert rules[twice_b] == f"one mail per customer: #{twice_a} in this batch"
 
 
 def test_the_per_customer_window_skips_and_a_second_batch_sends_nothing(store, cfg):
@@ -208,7 +217,7 @@ def test_the_per_customer_window_skips_and_a_second_batch_sends_nothing(store, c
     assert ack_all(store, cfg, now=NOW + H).queued == []  # acknowledged: not waiting for one any more
     add_ticket(store, "Another thing", "ann@cust.example", "And the import too.")
     plan = plan_acknowledgements(store, cfg, now=NOW + H)
-    assert plan.candidates == [] and "within the window" in plan.skipped[0].rule
+    assert plan.candidates == [] and plan.skipped[0].rule.startswith("had automatic mail Tue 24 Nov 10:00 ([ack] window = 24h")
     assert len(plan_acknowledgements(store, cfg, now=NOW + 25 * H).candidates) == 1  # the window is 24 h
 
 
@@ -358,6 +367,23 @@ def test_parse_when(tmp_path):
     assert parse_when("today 16:00", now=NOW, hours=hours) == datetime(2026, 11, 24, 16, 0, tzinfo=timezone.utc)
     with pytest.raises(AckError):
         parse_when("whenever", now=NOW, hours=hours)
+    # A promise is kept at the desk: a weekend, a holiday or a time after hours is refused, with one that would do.
+    holidays = ack_settings(make_config(tmp_path, hours={"holidays": ["2026-11-26"]}), now=NOW).hours
+    for when, hrs, words in [
+        ("sat", hours, "Saturday 28 November is not a business day (Mon-Fri 09:00-17:00): promise a time you are "
+                       "at the desk, e.g. Mon 30 Nov 17:00"),
+        ("2026-11-29 10:00", hours, "Sunday 29 November is not a business day"),
+        ("thu 14:00", holidays, "Thursday 26 November is a holiday (Mon-Fri 09:00-17:00): promise a time you are "
+                                "at the desk, e.g. Fri 27 Nov 14:00"),
+        ("today 18:30", hours, "18:30 on Tuesday 24 November is outside business hours (Mon-Fri 09:00-17:00): "
+                               "promise a time you are at the desk, e.g. Tue 24 Nov 17:00"),
+        ("tomorrow 07:00", hours, "e.g. Wed 25 Nov 09:00"),
+        ("tomorrow 24:00", hours, "24:00 is not a time of day"),
+    ]:
+        with pytest.raises(AckError) as refused:
+            parse_when(when, now=NOW, hours=hrs)
+        assert words in str(refused.value)
+    assert parse_when("today 17:00", now=NOW, hours=hours) == datetime(2026, 11, 24, 17, 0, tzinfo=timezone.utc)
 
 
 # -- end to end: real IMAP (pymap) and SMTP (aiosmtpd) on loopback ----------------------------------
@@ -494,7 +520,7 @@ def test_an_autoresponder_that_answers_everything_gets_one_mail_and_the_loop_sto
         tickets = conn.exec_driver_sql("SELECT id, automated_reason FROM tickets ORDER BY id").all()
     assert len(tickets) >= 3  # the naive autoresponder's answers became tickets, none acknowledged
     plan = plan_acknowledgements(store, cfg, now=datetime.now(timezone.utc))
-    assert plan.candidates == [] and all("within the window" in s.rule for s in plan.skipped)
+    assert plan.candidates == [] and all("[ack] window = 24h" in s.rule or "one mail per customer" in s.rule for s in plan.skipped)
     store.close()
 
 
@@ -676,3 +702,52 @@ def test_heard_sync_prints_an_smtp_refusal_without_its_escape_sequences(pymap_se
     assert code == 0, err
     assert "rejected" in err and "as spam" in err
     assert "\x1b" not in err + out and "\x07" not in err + out
+
+
+def test_an_acknowledgement_that_never_goes_out_makes_no_promise(pymap_server, smtp_server, tmp_path, capsys):
+    # One acknowledgement refused by the server for good, one cancelled by the agent: neither customer
+    # was told a deadline, so neither promise may count, show in the queue, or be "updated" later; both
+    # tickets are offered again.
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port)
+    pymap_server.deliver_maildir(SUPPORT, [
+        customer_mail(1, "ann@cust.example", "Export fails", name="Ann Lee", date=days_ago(1)),
+        customer_mail(2, "typo@cust.example", "Invoice PDF is blank", name="Tom Typo", date=days_ago(1)),
+        customer_mail(3, "cy@cust.example", "Login loops", name="Cy Cole", date=days_ago(1)),
+    ])
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    smtp_server.refuse("typo@cust.example")
+    code, out, err = heard(cfg, "ack", "--yes", "--no-send", capsys=capsys)
+    assert code == 0 and "queued 3 acknowledgements" in out, err
+    store = Store(cfg.database)
+    with store.read() as s:
+        rows = s.connection().exec_driver_sql("SELECT id, ticket_id, recipients FROM outbox ORDER BY id").all()
+    ids = {rcpt: (oid, tid) for oid, tid, rcpt in rows}
+    code, out, err = heard(cfg, "outbox", "cancel", str(ids["cy@cust.example"][0]), capsys=capsys)
+    assert code == 0 and "made no promise" in out, err
+    code, out, err = heard(cfg, "outbox", "send", capsys=capsys)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("ann@cust.example",)]
+    assert "refused" in err
+
+    code, out, _ = heard(cfg, "report", "--json", capsys=capsys)
+    assert json.loads(out)["made"] == 1
+    code, out, _ = heard(cfg, "tickets", "--json", capsys=capsys)
+    by_customer = {t["customer"]: t for t in json.loads(out)}
+    for who in ("typo@cust.example", "cy@cust.example"):
+        assert by_customer[who]["acknowledged_at"] is None and by_customer[who]["promise_deadline"] is None
+    assert by_customer["ann@cust.example"]["promise_deadline"] is not None
+    tid = ids["cy@cust.example"][1]
+    code, _, err = heard(cfg, "update", str(tid), "--until", "1d", "--reason", "x", "--force", capsys=capsys)
+    assert code == 1 and "no promise yet" in err
+    code, out, _ = heard(cfg, "show", str(tid), capsys=capsys)
+    assert "acknowledgement not sent (outbox #" in out and "its promise was never made" in out
+    # Offered again (the customer's window is free: nothing reached them), with a fresh deadline.
+    code, out, _ = heard(cfg, "ack", "--dry-run", capsys=capsys)
+    assert "2 to acknowledge" in out and "cy@cust.example" in out and "typo@cust.example" in out
+    code, _, err = heard(cfg, "outbox", "retry", str(ids["cy@cust.example"][0]), capsys=capsys)
+    assert code == 1 and "acknowledge the ticket again" in err
+    smtp_server.unrefuse()
+    code, out, err = heard(cfg, "ack", "--yes", capsys=capsys)
+    assert code == 0 and "2 sent" in out, err
+    code, out, _ = heard(cfg, "report", "--json", capsys=capsys)
+    assert json.loads(out)["made"] == 3
+    store.close()

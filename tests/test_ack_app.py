@@ -134,6 +134,13 @@ async def test_change_a_deadline_and_edit_the_message_before_sending(setup, smtp
         first = screen._current()
         await pilot.press("d")
         await wait_until(pilot, lambda: isinstance(app.screen, DeadlineDialog))
+        await pilot.press(*"sat 15:00", "enter")  # nobody is at the desk to keep it: refused, with what would do
+        await pilot.pause()
+        assert isinstance(app.screen, DeadlineDialog)
+        error = _text(app.screen.query_one("#deadline-error"))
+        assert "Saturday 28 November is not a business day (Mon-Fri 09:00-17:00)" in error
+        assert "e.g. Mon 30 Nov 15:00" in error
+        app.screen.query_one("#deadline-input").value = ""
         await pilot.press(*"thu 15:00", "enter")
         await wait_until(pilot, lambda: app.screen is screen)
         assert first.deadline == datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc) and first.deadline_edited
@@ -237,3 +244,35 @@ async def test_the_deadline_dialogs_show_every_way_to_write_a_deadline_uncut(set
         text = " ".join(_screen_text(app).split())
         assert '"tomorrow 10:00"' in text and 'business time from now, "4h" or "1d"' in text
         assert 'goes to the customer: "I need until …, because …")' in text
+
+
+@run_async
+async def test_on_80_columns_the_skipped_rule_shows_which_ticket_or_mail_stopped_it(tmp_path, smtp_server):
+    # The rule column is narrow: the part that says why (the other ticket, the time of the last
+    # automatic mail) comes first, not "customer already acknowledged within the window (...".
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port)
+    store = Store(cfg.database)
+    add_ticket(store, "Login loops", "bob@cust.example", "Loops.")
+    ack_all(store, cfg, now=NOW - 3 * H)  # bob had an acknowledgement three hours ago
+    first = add_ticket(store, "Export to CSV stops", "ann.long-address@customer-domain.example", "It stops.")
+    second = add_ticket(store, "And the PDF is blank", "ann.long-address@customer-domain.example", "Blank.")
+    add_ticket(store, "Second user", "bob@cust.example", "Cannot add.")
+    app = make_app(cfg, store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, AckReviewScreen) and app.screen.plan is not None)
+        await pilot.pause()
+        table = app.screen.query_one("#ack-skipped")
+        *before, rule_col = list(table.columns.values())
+        # What fits on the screen beside the number and the address (the table scrolls sideways for the rest).
+        width = (table.scrollable_content_region.width - sum(c.get_render_width(table) for c in before)
+                 - 2 * table.cell_padding)
+        assert 30 <= width <= 45
+        shown = {}
+        for row_key in table.rows:
+            shown[int(row_key.value)] = str(table.get_cell(row_key, rule_col.key))[:width]
+        assert f"#{first} in this batch" in shown[second], shown
+        assert "had automatic mail Tue 24 Nov 07:00" in [v for k, v in shown.items() if k != second][0], shown
+        await pilot.press("q")
+    store.close()

@@ -45,6 +45,20 @@ def ctx(**kw) -> ReplyContext:
         ("", "ann.lee@cust.example", ""),
         ("José Ñúñez", "j@x", "José"),
         ("42", "x@y", ""),
+        # Titles, shouting, roles and companies: never "Hi Dr.," or "Hi Support,".
+        ("Dr. Anna Schmidt", "a@x", "Anna"),
+        ("Prof. Dr. Hans Meier", "h@x", "Hans"),
+        ("Schmidt, Dr. Anna", "a@x", "Anna"),
+        ("M. Jean Dupont", "j@x", "Jean"),
+        ("Dr. Schmidt", "s@x", ""),
+        ("Mr Smith", "s@x", ""),
+        ("MR JOHN SMITH", "j@x", "John"),
+        ("jean-luc picard", "j@x", "Jean-Luc"),
+        ("AJ Smith", "aj@x", "AJ"),
+        ("Don Draper", "d@x", "Don"),
+        ("Support Team", "s@x", ""),
+        ("ACME Corp", "a@x", ""),
+        ("Ledgerly Billing", "b@x", ""),
     ],
 )
 def test_first_name(name, address, expected):

@@ -122,6 +122,32 @@ def test_an_update_replaces_the_promise_in_force(tmp_path):
     store.close()
 
 
+def test_a_cancelled_update_leaves_the_acknowledgement_in_force(tmp_path):
+    # The customer never got the "I need until ..." mail: the promise they did get is the one in force,
+    # and the next update is their first (no override needed).
+    from storage import outbox
+
+    cfg = make_config(tmp_path, ack={"window": "1h"})
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export fails", "ann@cust.example", "The export stops.")
+    ack_all(store, cfg, now=NOW)
+    first = _promise(store, tid, NOW)
+    at_risk = first["deadline"] - H
+    res = send_update(store, cfg, tid, deadline=first["deadline"] + 48 * H, reason="the fix ships on Thursday",
+                      now=at_risk, agent="Ana")
+    outbox.cancel(store, res.outbox_id, actor="Ana", now=at_risk + MIN)
+    with store.read() as s:
+        conn = s.connection()
+        rows = ledger.promises_of(conn, tid, now=at_risk + MIN)
+        assert [(r["state"], r["deadline"]) for r in rows] == [(AT_RISK, first["deadline"])]
+        assert ticket_row(conn, tid)["promise_deadline"].replace(tzinfo=timezone.utc) == first["deadline"]
+        assert ticket_row(conn, tid)["acknowledged_at"] is not None
+        assert header_counts(conn, now=at_risk + MIN)["at_risk"] == 1
+    send_update(store, cfg, tid, deadline=first["deadline"] + 24 * H, reason="the fix ships on Wednesday",
+                now=at_risk + 2 * MIN, agent="Ana")  # no --force: the customer had no update yet
+    store.close()
+
+
 def test_take_to_solve_history_comes_from_the_events(store, cfg):
     tids = [add_ticket(store, f"T{n}", f"c{n}@cust.example", "The export stops.") for n in range(3)]
     for n, tid in enumerate(tids):
@@ -188,3 +214,30 @@ def test_work_in_progress_comes_from_the_holder_events(store, cfg):
     set_status(store, a, "solved", reason="fixed", actor="Ana", now=NOW + 2 * H)
     with store.read() as s:
         assert ledger.in_progress_since(s.connection()) == [NOW + H]
+
+
+def test_take_next_and_the_list_follow_the_configured_at_risk_margin(tmp_path, capsys):
+    # With [ack] at_risk_margin = "4h" a promise due in three hours is at risk: the app's queue shows it
+    # first, so `heard tickets` lists it first and take next (n, `heard take`) claims it, not the
+    # high-priority ticket with no promise (they used the built-in 2h and disagreed with the app).
+    from mail.ack import send_acknowledgements
+    from storage.tickets import set_priority
+    from test_ack import heard
+
+    cfg = make_config(tmp_path, ack={"at_risk_margin": "4h"})
+    store = Store(cfg.database)
+    now = datetime.now(timezone.utc)  # the commands read the real clock
+    promised = add_ticket(store, "Export fails", "ann@cust.example", "It stops.", date=now - 24 * H)
+    high = add_ticket(store, "Invoice total wrong", "bob@cust.example", "Wrong.", date=now - 24 * H)
+    set_priority(store, high, "high", reason="a big invoice", actor="Ana", now=now)
+    [c] = [c for c in plan_acknowledgements(store, cfg, now=now).candidates if c.ticket_id == promised]
+    c.deadline = now + 3 * H  # the agent's choice in the review
+    assert send_acknowledgements(store, cfg, [c], now=now).queued
+    with store.read() as s:
+        assert header_counts(s.connection(), now=now, at_risk_margin=4 * H)["at_risk"] == 1
+    code, out, err = heard(cfg, "tickets", capsys=capsys)
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()] == [f"#{promised}", f"#{high}"]
+    code, out, err = heard(cfg, "take", capsys=capsys)
+    assert code == 0 and f"you hold #{promised}" in out, err
+    store.close()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 from mail.config import load_config
 from mail.localservers import PymapServer
@@ -104,3 +105,48 @@ def test_without_idle_the_watcher_polls(pymap_server, tmp_path):
     finally:
         stop.set()
         t.join(10)
+
+
+def test_a_quiet_mailbox_under_idle_still_gets_its_housekeeping(dovecot_server, smtp_server, tmp_path):
+    # IDLE only wakes up for new mail, but check-ins, auto-close and [ack] auto for a customer whose
+    # quick reply did not come depend on the clock. On a quiet inbox they used to wait for the next
+    # customer's mail: here the check-in falls due a few seconds after the watcher started, and
+    # no mail arrives at all.
+    from factories import add_ticket
+    from mail.send import drain_outbox, queue_reply
+    from test_ack import make_config
+    from tui.cli import after_sync
+
+    every_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=dovecot_server.port,
+                      imap_user=dovecot_server.username, imap_password=dovecot_server.password,
+                      hours={"days": every_day, "hours": "00:00-24:00"},
+                      pending={"checkin_after_days": 1, "close_after_days": 2})
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export to CSV stops", "ann@cust.example", "The export stops at row 1000.")
+    parked = datetime.now(timezone.utc) - timedelta(days=1) + timedelta(seconds=12)
+    queue_reply(store, cfg, tid, "Hi Ann,\n\nTry the new export button.\n\nAna", agent="Ana", now=parked,
+                reason="answered; waiting for Ann to confirm")
+    drain_outbox(store, cfg)  # as `heard reply` does
+    assert len(smtp_server.wait_for(1)) == 1
+    stop = threading.Event()
+    statuses: list[WatchStatus] = []
+
+    def on_status(st: WatchStatus) -> None:  # what `heard sync --watch` does after each sync
+        statuses.append(st)
+        if st.summary is not None:
+            after_sync(store, cfg)
+
+    t = threading.Thread(target=watch, args=(store, cfg),
+                         kwargs={"stop": stop, "on_status": on_status, "resync_every": 1.0})
+    t.start()
+    try:
+        assert wait_until(lambda: bool(statuses))
+        assert statuses[0].mode == "idle" and len(smtp_server.messages) == 1  # not due yet at the first sync
+        got = smtp_server.wait_for(2, timeout=30)
+        assert list(got[1].rcpt_tos) == ["ann@cust.example"] and b"I wanted to check in" in got[1].data
+        assert not any(st.summary.new_messages for st in statuses if st.summary)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive()

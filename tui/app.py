@@ -357,7 +357,8 @@ class HeardApp(App[int]):
     @work(thread=True, group="write", exit_on_error=False)
     def take(self, ticket_id: int | None) -> None:
         try:
-            tid = tickets.take_ticket(self.store, ticket_id, agent=self.agent, now=self.clock())
+            tid = tickets.take_ticket(self.store, ticket_id, agent=self.agent, now=self.clock(),
+                                      at_risk_margin=self.at_risk_margin)
         except LifecycleError as exc:
             self.call_from_thread(self.toast, str(exc), severity="warning", timeout=6)
             return

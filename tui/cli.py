@@ -341,10 +341,13 @@ def cmd_tickets(args: argparse.Namespace) -> int:
         matching = store.search.ticket_select(query)
         if matching is None:
             raise CliError(f"nothing to search for in {query!r}: give words, an address or an error code")
+    from mail.ack import at_risk_margin
+
+    margin = at_risk_margin(cfg)
     with store.read() as s:
         now = utcnow()
         rows = queue_rows(s.connection(), view=view, agent=cfg.agent, now=now, status=status,
-                          limit=args.limit or 10**9, matching=matching)
+                          limit=args.limit or 10**9, matching=matching, at_risk_margin=margin)
     if args.json:
         out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
         return 0
@@ -439,10 +442,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 # -- changes -------------------------------------------------------------------------------
 @command("take")
 def cmd_take(args: argparse.Namespace) -> int:
+    from mail.ack import at_risk_margin
     from storage.tickets import take_ticket
 
     cfg = config_from(args)
-    tid = take_ticket(open_store(cfg), args.id, agent=cfg.agent, now=utcnow(), reason=args.reason)
+    tid = take_ticket(open_store(cfg), args.id, agent=cfg.agent, now=utcnow(), reason=args.reason,
+                      at_risk_margin=at_risk_margin(cfg))
     out(f"you hold #{tid}" if tid else "nothing to take: the queue is empty")
     return 0
 

@@ -144,8 +144,12 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             return 0
         return _drain_and_report(store, cfg)
     if action == "cancel":
-        row = ob.cancel(store, args.id, actor=cfg.agent, now=now, reason=args.reason)
+        from mail.send import business_tz
+
+        row = ob.cancel(store, args.id, actor=cfg.agent, now=now, reason=args.reason, tz=business_tz(cfg))
         out(f"outbox #{args.id} cancelled: it will not be sent (ticket #{row['ticket_id']})")
+        if row["kind"] == "ack":
+            out(f"ticket #{row['ticket_id']} made no promise: `heard ack` (or a in the app) offers it again")
         return 0
     if action in ("send", "drain"):
         return _drain_and_report(store, cfg)
