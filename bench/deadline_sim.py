@@ -67,7 +67,7 @@ daytime ones; a rate learned from few arrivals widens the promise.
 What the numbers say (the targets are >= 97% kept, median <= 1.4x), for
 ``heard`` on the main seeds:
 
-* Calm weeks meet both targets, counted from the customer's mail (1.21-1.31;
+* Calm weeks meet both targets, counted from the customer's mail (1.22-1.35;
   kept 98.0-100%), and with ``auto`` from the promise too (1.22-1.35). Before
   the skip rule counted from the mail, at the median, with a 2 h minimum and
   ``auto`` looking again after every sync, they were 1.41-2.41 from the mail
