@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/app_bench.py
 	$(BIN)/python bench/send_bench.py
 	$(BIN)/python bench/deadline_sim.py
+	$(BIN)/python bench/idle_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
