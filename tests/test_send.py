@@ -43,7 +43,8 @@ def imap(pymap_server):
     return pymap_server
 
 
-def make_config(tmp_path: Path, *, smtp_port: int, imap_port: int = 1, sent_folder: str = "", **agent):
+def make_config(tmp_path: Path, *, smtp_port: int, imap_port: int = 1, sent_folder: str = "",
+                database: str | None = None, **agent):
     """Write a real config file (as `heard init` would) and load it."""
     path = tmp_path / "config.toml"
     write_config(path, {
@@ -52,7 +53,7 @@ def make_config(tmp_path: Path, *, smtp_port: int, imap_port: int = 1, sent_fold
                  "password_command": "echo support-password"},
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "username": "",
                  "password_command": "echo unused", "sent_folder": sent_folder},
-        "storage": {"database": str(tmp_path / "heard.db")},
+        "storage": {"database": database or str(tmp_path / "heard.db")},
         "agent": {"name": agent.get("name", "Zoë Martin"), "email": "zoe@example.com",
                   "signature": agent.get("signature", "Zoë Martin\nExample Support")},
     })
@@ -60,8 +61,8 @@ def make_config(tmp_path: Path, *, smtp_port: int, imap_port: int = 1, sent_fold
 
 
 @pytest.fixture
-def cfg(tmp_path, smtp):
-    return make_config(tmp_path, smtp_port=smtp.port)
+def cfg(tmp_path, smtp, database):
+    return make_config(tmp_path, smtp_port=smtp.port, database=database)
 
 
 @pytest.fixture
