@@ -22,8 +22,8 @@ import pytest
 
 from mail.backlog import demo_backlog
 from storage.db import MIGRATIONS, Store, StoreError
-from storage.tickets import set_status, take_ticket
 from tests.factories import add_ticket
+from tests.test_store import _claim, _open_at_once  # the same agents and openers as on SQLite
 from tui.cli import main
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -115,22 +115,6 @@ def test_a_kill_mid_sync_on_postgres_then_sync_again_stores_each_message_once(
     assert postgres_server.query(postgres_url, "SELECT count(*) FROM search_text")[0][0] == total
 
 
-def _claim(url, agent, q):
-    s = Store(url)
-    got = []
-    try:
-        while True:
-            tid = take_ticket(s, None, agent=agent, now=datetime.now(timezone.utc))
-            if tid is None:
-                break
-            got.append(tid)
-            set_status(s, tid, "solved", reason="done", actor=agent, now=datetime.now(timezone.utc))
-    except Exception as exc:  # the failure is the assertion's message
-        got.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        q.put((agent, got))
-
-
 def test_three_agents_on_one_postgres_database_never_get_the_same_ticket(postgres_url):
     s = Store(postgres_url)
     ids = {add_ticket(s, f"t{i}", from_addr=f"c{i}@cust.example") for i in range(40)}
@@ -146,15 +130,6 @@ def test_three_agents_on_one_postgres_database_never_get_the_same_ticket(postgre
     taken = [t for _, got in results for t in got]
     assert all(isinstance(t, int) for t in taken), taken  # no agent was refused a ticket
     assert sorted(taken) == sorted(ids)  # every ticket once, none twice
-
-
-def _open_at_once(url, barrier, q):
-    barrier.wait()
-    try:
-        Store(url).close()
-        q.put("ok")
-    except Exception as exc:  # the failure is the assertion's message
-        q.put(f"{type(exc).__name__}: {exc}")
 
 
 def test_four_processes_setting_up_one_new_postgres_database_at_once_all_work(postgres_server, postgres_url):
