@@ -62,6 +62,28 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+WRITE_LOCK = 0x6865617264  # "heard": the PostgreSQL advisory lock every write transaction holds
+WRITE_LOCK_WAIT = "60s"  # how long a write waits for another one before it gives up (SQLite: busy_timeout)
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    """Write transactions run one at a time, as SQLite's ``BEGIN IMMEDIATE`` makes them there.
+
+    heard's writes read, decide and write (is this message stored yet? is this ticket still
+    unacknowledged? does this agent hold a ticket already?). Under PostgreSQL's READ COMMITTED two
+    of them could decide on the same state at once: two syncs storing one new mail (the second
+    died on a duplicate key), two acknowledgements to one customer, an agent holding two tickets.
+    A transaction-level advisory lock taken at BEGIN serializes the writers (not the readers);
+    each statement after it sees what the writer before it committed.
+    """
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection):
+        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":  # a write transaction
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{WRITE_LOCK_WAIT}'")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+
+
 def shown_url(database: str) -> str:
     """The database as an error line may show it: a password in a URL becomes ***."""
     if "://" not in database:
@@ -123,6 +145,9 @@ class Store:
         _ENGINES.add(self.engine)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        elif self.dialect == "postgresql":
+            _configure_postgresql(self.engine)
+        # Write transactions: BEGIN IMMEDIATE on SQLite, the write lock on PostgreSQL.
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._bulk: _BulkLoad | None = None
         self.search: SearchIndex = search_index_for(self.dialect)
