@@ -26,6 +26,7 @@ from imapclient.exceptions import IMAPClientError
 from mail.config import Config
 from mail.convert import PARALLEL_MIN, MessageConverter, _parse_pool, _worker_convert, close_parse_pool
 from mail.imap import MailServerError, connect_imap, idle_check, network_error
+from mail.parse import bounded_id
 from mail.threads import thread_decision
 from storage.records import NewMessage, OpeningStore, utcnow
 
@@ -500,8 +501,8 @@ def header_ids(head: bytes) -> tuple[str | None, list[str]]:
     """(Message-ID, the ids it answers) from a header block."""
     at = head.lower().find(b"message-id:")
     mid = _HEADER_IDS.search(head, at) if at >= 0 else None
-    message_id = mid.group(1).decode("ascii", "replace") if mid else None
-    ids = [m.decode("ascii", "replace") for m in _HEADER_IDS.findall(head)]
+    message_id = bounded_id(mid.group(1).decode("ascii", "replace")) if mid else None
+    ids = [bounded_id(m.decode("ascii", "replace")) for m in _HEADER_IDS.findall(head)]
     return message_id, list(dict.fromkeys(i for i in ids if i != message_id))
 
 
