@@ -28,7 +28,7 @@ from mail.convert import PARALLEL_MIN, MessageConverter, _parse_pool, _worker_co
 from mail.imap import MailServerError, connect_imap, idle_check, network_error
 from mail.parse import bounded_id
 from mail.threads import thread_decision
-from storage.records import NewMessage, OpeningStore, utcnow
+from storage.records import DatabaseUnreachable, NewMessage, OpeningStore, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from datetime import datetime
@@ -636,8 +636,10 @@ def watch(
                         break
                 on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
                 synced = time.monotonic()
-        except (MailServerError, OSError, IMAPClientError) as exc:
-            msg = str(exc) if isinstance(exc, MailServerError) else str(network_error(cfg.imap, exc, connected=True))
+        except (MailServerError, OSError, IMAPClientError, DatabaseUnreachable) as exc:
+            # A database server stopped or restarted is waited out like a mail server gone away.
+            msg = (str(exc) if isinstance(exc, (MailServerError, DatabaseUnreachable))
+                   else str(network_error(cfg.imap, exc, connected=True)))
             on_status(WatchStatus("offline", error=msg, retry_in=int(backoff)))
             stop.wait(backoff)
             backoff = min(backoff * 2, max_backoff)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from storage import models  # noqa: F401  (registers the tables)
-from storage.records import StoreError, utcnow  # noqa: F401  (defined without SQLAlchemy, used from here)
+from storage.records import DatabaseUnreachable, StoreError, utcnow  # noqa: F401  (defined without SQLAlchemy)
 from storage.search import SearchIndex, search_index_for
 
 
@@ -132,7 +132,7 @@ class Store:
             # decides how PostgreSQL prints them, and UTC keeps any naive value meaning UTC too.
             kwargs["connect_args"] = {"options": "-c timezone=UTC"}
             kwargs["pool_pre_ping"] = True  # a server restarted under a long-running app or watcher
-        shown = shown_url(database)
+        self.shown = shown = shown_url(database)
         try:
             self.engine = create_engine(self.url, **kwargs)
         except ModuleNotFoundError as exc:
@@ -154,8 +154,12 @@ class Store:
         if migrate:
             try:
                 self._migrate_at_open()
-            except StoreError:
-                raise
+            except StoreError as exc:
+                if not isinstance(exc, DatabaseUnreachable):
+                    raise
+                what = ("check [storage] database, and that the database server runs and lets this user in"
+                        if self.dialect != "sqlite" else "another heard may be writing: try again")
+                raise StoreError(f"cannot open database {shown!r}: {_first_line(exc.__cause__ or exc)}; {what}") from None
             except Exception as exc:
                 what = ("check [storage] database, or move the file aside and run heard sync again"
                         if self.dialect == "sqlite" else
@@ -163,14 +167,30 @@ class Store:
                 raise StoreError(f"cannot open database {shown!r}: {_first_line(exc)}; {what}") from None
 
     @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """A database that stops answering is one line (a DatabaseUnreachable), not a traceback.
+
+        PostgreSQL stopped or restarted under the app or ``heard sync --watch``, a network gone, SQLite's
+        file locked past the busy timeout: the caller reports it and may try again (the pool checks a
+        connection before handing it out, so the first try after the server is back works).
+        """
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            first = _first_line(exc)
+            if self.dialect == "sqlite":
+                raise DatabaseUnreachable(f"database {self.shown!r}: {first}") from exc
+            raise DatabaseUnreachable(f"database {self.shown!r} is unreachable: {first}") from exc
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self._answering(), Session(self.engine, expire_on_commit=False) as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite): commits on success."""
-        with Session(self._writer, expire_on_commit=False) as session:
+        with self._answering(), Session(self._writer, expire_on_commit=False) as session:
             with session.begin():
                 yield session
 
@@ -183,12 +203,12 @@ class Store:
         """
         load = self._bulk if bulk else None
         if load is None or not load.writing.acquire(blocking=False):  # none, or in use by another thread
-            with self._writer.begin() as conn:
+            with self._answering(), self._writer.begin() as conn:
                 yield conn
             return
         try:
             load.before_begin()
-            with load.conn.begin():
+            with self._answering(), load.conn.begin():
                 yield load.conn
             load.committed()
         finally:
@@ -236,7 +256,7 @@ class Store:
             try:
                 self.migrate()
                 return
-            except OperationalError as exc:
+            except (OperationalError, DatabaseUnreachable) as exc:
                 if attempt == attempts - 1 or "database is locked" not in str(exc):
                     raise
                 self.engine.dispose()

@@ -810,3 +810,44 @@ def test_the_timeline_says_what_each_event_changed(kind, old, new, shown):
     from tui.words import event_change as _event_change
 
     assert _event_change({"kind": kind, "old": old, "new": new}) == shown
+
+
+@pytest.mark.postgres
+@pilot_test
+async def test_a_postgres_server_that_stops_under_the_app_is_one_line_and_the_app_carries_on_when_it_is_back(
+        own_postgres_server, monkeypatch):
+    # The app read its rows on the screen's own thread: a PostgreSQL server stopped under it (an upgrade,
+    # a restart) crashed the app with a SQLAlchemy traceback at the next repaint or key.
+    import tui.app
+
+    monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
+    store = Store(own_postgres_server.new_database())
+    ids = seed(store)
+    app = make_app(store)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            own_postgres_server.pause()
+            queue(app).invalidate()  # rows to read again, as after any change: the repaint reads them
+            await settle(pilot)
+            await pilot.press("enter")  # open the ticket under the cursor
+            await pilot.press("n")  # take next
+            await pilot.press("3")  # another view
+            await settle(pilot)
+            assert app.is_running and isinstance(app.screen, QueueScreen)
+            said = toasts(app)
+            assert any("is unreachable" in t and "heard tries again" in t for t in said), said
+            assert all("\n" not in t and "Traceback" not in t and "sqlalche.me" not in t for t in said), said
+            own_postgres_server.resume()
+            deadline = time.monotonic() + 20
+            while "the database answers again" not in toasts(app) and time.monotonic() < deadline:
+                await pilot.pause(0.2)
+            assert "the database answers again" in toasts(app)
+            await pilot.press("1")
+            await settle(pilot)
+            assert queue(app).ids == ids  # read again, whole
+            await pilot.press("n")
+            await settle(pilot)
+            assert isinstance(app.screen, TicketScreen) and ticket(store, ids[0])["holder"] == AGENT
+    finally:
+        store.close()
