@@ -440,6 +440,12 @@ def _search_outside_sqlite(store: Store, conn: Connection) -> None:
         store.search.rebuild(conn)
 
 
+def _search_words_as_fts5(store: Store, conn: Connection) -> None:
+    # The folded-text index holds each message's words as FTS5 cuts them (storage/search.py): fill it again.
+    if store.dialect != "sqlite":
+        store.search.rebuild(conn)
+
+
 def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
     """For later migrations: add a column unless a fresh schema already has it."""
     if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
@@ -457,4 +463,5 @@ MIGRATIONS: list[tuple[str, Callable[[Store, Connection], None]]] = [
     ("0007_search_merges_eight", _search_merges_eight),
     ("0008_wide_imap_numbers", _wide_imap_numbers),
     ("0009_search_outside_sqlite", _search_outside_sqlite),
+    ("0010_search_words_as_fts5", _search_words_as_fts5),
 ]
