@@ -851,3 +851,32 @@ async def test_a_postgres_server_that_stops_under_the_app_is_one_line_and_the_ap
             assert isinstance(app.screen, TicketScreen) and ticket(store, ids[0])["holder"] == AGENT
     finally:
         store.close()
+
+
+@pilot_test
+async def test_what_another_agent_does_shows_in_the_queue_within_seconds(store, ids, database, monkeypatch):
+    # Each app re-read the database only after its own actions or when its own sync stored new mail: a
+    # ticket another agent took stayed free on screen, and mail the watcher stored first never showed.
+    import tui.app
+
+    monkeypatch.setattr(tui.app, "CHANGES_EVERY", 0.2, raising=False)
+    app = make_app(store)
+    app.follow_changes = True
+    ben = Store(database)  # another agent's heard, on its own connections
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert "Ben" not in screen_text(app)
+            take_ticket(ben, None, agent="Ben", now=NOW)
+            with ben.write_conn() as conn:
+                ing = Ingest(conn, ben.search, NOW)
+                ing.add(new_message("Refund for order 7781", "zoe@cust.example", "Please refund."), None, "new ticket")
+                ing.flush()
+            deadline = time.monotonic() + 10
+            while "Refund for order 7781" not in screen_text(app) and time.monotonic() < deadline:
+                await pilot.pause(0.2)
+            text = screen_text(app)
+            assert "Refund for order 7781" in text and "Ben" in text, (toasts(app), app._seen_version)
+            assert "7 open" in text
+    finally:
+        ben.close()

@@ -105,6 +105,10 @@ class HeardApp(App[int]):
         self.tz = tz
         self.agent = cfg.agent
         self.start_sync = start_sync
+        # Other agents' apps, heard sync --watch and scripts change the same database: look every
+        # CHANGES_EVERY seconds whether anything changed, and read the screen again when it did.
+        self.follow_changes = start_sync
+        self._seen_version: tuple | None = None
         self.sync = SyncState(mode="connecting" if start_sync else "off")
         self.counts: dict = {}
         self.holding: int | None = None
@@ -179,6 +183,8 @@ class HeardApp(App[int]):
         self.install_screen(TicketScreen(), name="ticket")
         self.push_screen(QueueScreen())
         self.load_header()
+        if self.follow_changes:
+            self.set_interval(CHANGES_EVERY, self.look_for_changes)
         if self.start_sync:
             self.run_sync()
             if self.cfg.smtp is not None:
@@ -291,6 +297,18 @@ class HeardApp(App[int]):
         if self._db_retry is None:
             self._db_retry = self.set_timer(DB_RETRY_SECONDS, self._retry_database)
 
+    @work(thread=True, exclusive=True, group="changes", exit_on_error=False)
+    def look_for_changes(self) -> None:
+        with self.db() as conn:
+            version = tickets.data_version(conn)
+        self.call_from_thread(self._version_seen, version)
+
+    def _version_seen(self, version: tuple) -> None:
+        # Compared with what the screen was read at (load_header, after every change it knows of).
+        previous, self._seen_version = self._seen_version, version
+        if previous is not None and version != previous and self._db_problem is None:
+            self.data_changed()
+
     def _retry_database(self) -> None:
         self._db_retry = None
         self.load_header()  # a read: when it works, _header_loaded reloads the rest
@@ -316,10 +334,12 @@ class HeardApp(App[int]):
         with self.db() as conn:
             counts = tickets.header_counts(conn, now=self.clock(), at_risk_margin=self.at_risk_margin)
             holding = tickets.held_by(conn, self.agent)
-        self.call_from_thread(self._header_loaded, counts, holding)
+            version = tickets.data_version(conn)
+        self.call_from_thread(self._header_loaded, counts, holding, version)
 
-    def _header_loaded(self, counts: dict, holding: int | None) -> None:
+    def _header_loaded(self, counts: dict, holding: int | None, version: tuple | None = None) -> None:
         self.counts, self.holding = counts, holding
+        self._seen_version = version
         self.refresh_header()
         if self._db_problem is not None:  # it answers again: read what is on screen again
             self._db_problem = None
@@ -551,6 +571,7 @@ class HeardApp(App[int]):
 
 
 DB_RETRY_SECONDS = 5  # a database that stopped answering is tried again this often
+CHANGES_EVERY = 3.0  # seconds between looks for what other agents and processes changed
 
 QUEUE_LEGEND = [
     ("●", "marked with space: the next change applies to every marked ticket"),
