@@ -15,6 +15,7 @@ stdlib parser is only used as a safety net if this code itself fails.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import codecs
 import re
 from dataclasses import dataclass, field
@@ -115,6 +116,8 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
         ids = _ids(mid)
         if ids:
             pm.message_id = ids[0]
+            if len(mid) > MAX_ID and pm.message_id.endswith("@long-message-id.invalid"):
+                defects.append(f"Message-ID over {MAX_ID} characters: kept as its digest")
         else:
             defects.append("malformed Message-ID")
     v = h.get("in-reply-to")
@@ -134,6 +137,9 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
             if addr:
                 pm.from_name = _decode_words(name, defects) if name else ""
                 pm.from_addr = addr
+                if len(addr) > MAX_ADDRESS:  # no mail server takes it; the store indexes it
+                    pm.from_addr = addr[:MAX_ADDRESS]
+                    defects.append(f"sender address over {MAX_ADDRESS} characters: cut")
                 break
     if not pm.from_addr:
         defects.append("missing From")
@@ -776,17 +782,33 @@ def _decode_bytes(data: bytes, charset: str | None, defects: list[str], where: s
 _BRACKETED_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
 
 
+MAX_ID = 500  # characters of a Message-ID kept as is (real ones are under 100; RFC 5322 lines stop at 998)
+MAX_ADDRESS = 254  # characters of an address (RFC 5321's limit for a path)
+
+
+def bounded_id(mid: str) -> str:
+    """A Message-ID as stored and matched: one longer than ``MAX_ID`` becomes its digest.
+
+    The store indexes Message-IDs, and PostgreSQL refuses an index entry over about 2,700 bytes:
+    one hostile mail with a 9,000-character Message-ID stopped every sync there. The same id in a
+    reply's In-Reply-To or References becomes the same digest, so such a thread still threads.
+    """
+    if len(mid) <= MAX_ID:
+        return mid
+    return hashlib.sha256(mid.encode("utf-8", "surrogatepass")).hexdigest() + "@long-message-id.invalid"
+
+
 def _ids(value: str) -> list[str]:
     """Message ids from Message-ID / In-Reply-To / References, without brackets."""
     if "<" in value:
         out = [i for i in _BRACKETED_ID.findall(value) if "@" in i]
         if out:
-            return out
+            return out if len(value) <= MAX_ID else [bounded_id(i) for i in out]
     out = []
     for part in value.replace(",", " ").split():
         part = part.strip("<>")
         if part and "@" in part:
-            out.append(part)
+            out.append(bounded_id(part))
     return out
 
 
@@ -943,7 +965,7 @@ def _fallback(raw: object, why: str) -> ParsedMessage:
         pm.references = _ids(h.get("references", ""))
         pm.subject = _decode_words(h.get("subject", ""), pm.defects)
         name, addr = email.utils.parseaddr(h.get("from", ""))
-        pm.from_name, pm.from_addr = _decode_words(name, pm.defects), addr.lower()
+        pm.from_name, pm.from_addr = _decode_words(name, pm.defects), addr.lower()[:MAX_ADDRESS]
         pm.content_type = msg.get_content_type()
         for part in msg.walk():
             if part.get_content_type() == "text/plain" and not part.is_multipart():

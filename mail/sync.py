@@ -26,8 +26,9 @@ from imapclient.exceptions import IMAPClientError
 from mail.config import Config
 from mail.convert import PARALLEL_MIN, MessageConverter, _parse_pool, _worker_convert, close_parse_pool
 from mail.imap import MailServerError, connect_imap, idle_check, network_error
+from mail.parse import bounded_id
 from mail.threads import thread_decision
-from storage.records import NewMessage, OpeningStore, utcnow
+from storage.records import DatabaseUnreachable, NewMessage, OpeningStore, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from datetime import datetime
@@ -500,8 +501,8 @@ def header_ids(head: bytes) -> tuple[str | None, list[str]]:
     """(Message-ID, the ids it answers) from a header block."""
     at = head.lower().find(b"message-id:")
     mid = _HEADER_IDS.search(head, at) if at >= 0 else None
-    message_id = mid.group(1).decode("ascii", "replace") if mid else None
-    ids = [m.decode("ascii", "replace") for m in _HEADER_IDS.findall(head)]
+    message_id = bounded_id(mid.group(1).decode("ascii", "replace")) if mid else None
+    ids = [bounded_id(m.decode("ascii", "replace")) for m in _HEADER_IDS.findall(head)]
     return message_id, list(dict.fromkeys(i for i in ids if i != message_id))
 
 
@@ -635,8 +636,10 @@ def watch(
                         break
                 on_status(WatchStatus(mode, summary=sync_once(store, cfg, client=client, progress=progress)))
                 synced = time.monotonic()
-        except (MailServerError, OSError, IMAPClientError) as exc:
-            msg = str(exc) if isinstance(exc, MailServerError) else str(network_error(cfg.imap, exc, connected=True))
+        except (MailServerError, OSError, IMAPClientError, DatabaseUnreachable) as exc:
+            # A database server stopped or restarted is waited out like a mail server gone away.
+            msg = (str(exc) if isinstance(exc, (MailServerError, DatabaseUnreachable))
+                   else str(network_error(cfg.imap, exc, connected=True)))
             on_status(WatchStatus("offline", error=msg, retry_in=int(backoff)))
             stop.wait(backoff)
             backoff = min(backoff * 2, max_backoff)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from storage import models  # noqa: F401  (registers the tables)
-from storage.records import StoreError, utcnow  # noqa: F401  (defined without SQLAlchemy, used from here)
+from storage.records import DatabaseUnreachable, StoreError, utcnow  # noqa: F401  (defined without SQLAlchemy)
 from storage.search import SearchIndex, search_index_for
 
 
@@ -60,6 +60,28 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection):
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+WRITE_LOCK = 0x6865617264  # "heard": the PostgreSQL advisory lock every write transaction holds
+WRITE_LOCK_WAIT = "60s"  # how long a write waits for another one before it gives up (SQLite: busy_timeout)
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    """Write transactions run one at a time, as SQLite's ``BEGIN IMMEDIATE`` makes them there.
+
+    heard's writes read, decide and write (is this message stored yet? is this ticket still
+    unacknowledged? does this agent hold a ticket already?). Under PostgreSQL's READ COMMITTED two
+    of them could decide on the same state at once: two syncs storing one new mail (the second
+    died on a duplicate key), two acknowledgements to one customer, an agent holding two tickets.
+    A transaction-level advisory lock taken at BEGIN serializes the writers (not the readers);
+    each statement after it sees what the writer before it committed.
+    """
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection):
+        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":  # a write transaction
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{WRITE_LOCK_WAIT}'")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
 
 
 def shown_url(database: str) -> str:
@@ -110,7 +132,7 @@ class Store:
             # decides how PostgreSQL prints them, and UTC keeps any naive value meaning UTC too.
             kwargs["connect_args"] = {"options": "-c timezone=UTC"}
             kwargs["pool_pre_ping"] = True  # a server restarted under a long-running app or watcher
-        shown = shown_url(database)
+        self.shown = shown = shown_url(database)
         try:
             self.engine = create_engine(self.url, **kwargs)
         except ModuleNotFoundError as exc:
@@ -123,14 +145,21 @@ class Store:
         _ENGINES.add(self.engine)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        elif self.dialect == "postgresql":
+            _configure_postgresql(self.engine)
+        # Write transactions: BEGIN IMMEDIATE on SQLite, the write lock on PostgreSQL.
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._bulk: _BulkLoad | None = None
         self.search: SearchIndex = search_index_for(self.dialect)
         if migrate:
             try:
                 self._migrate_at_open()
-            except StoreError:
-                raise
+            except StoreError as exc:
+                if not isinstance(exc, DatabaseUnreachable):
+                    raise
+                what = ("check [storage] database, and that the database server runs and lets this user in"
+                        if self.dialect != "sqlite" else "another heard may be writing: try again")
+                raise StoreError(f"cannot open database {shown!r}: {_first_line(exc.__cause__ or exc)}; {what}") from None
             except Exception as exc:
                 what = ("check [storage] database, or move the file aside and run heard sync again"
                         if self.dialect == "sqlite" else
@@ -138,14 +167,30 @@ class Store:
                 raise StoreError(f"cannot open database {shown!r}: {_first_line(exc)}; {what}") from None
 
     @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """A database that stops answering is one line (a DatabaseUnreachable), not a traceback.
+
+        PostgreSQL stopped or restarted under the app or ``heard sync --watch``, a network gone, SQLite's
+        file locked past the busy timeout: the caller reports it and may try again (the pool checks a
+        connection before handing it out, so the first try after the server is back works).
+        """
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            first = _first_line(exc)
+            if self.dialect == "sqlite":
+                raise DatabaseUnreachable(f"database {self.shown!r}: {first}") from exc
+            raise DatabaseUnreachable(f"database {self.shown!r} is unreachable: {first}") from exc
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self._answering(), Session(self.engine, expire_on_commit=False) as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite): commits on success."""
-        with Session(self._writer, expire_on_commit=False) as session:
+        with self._answering(), Session(self._writer, expire_on_commit=False) as session:
             with session.begin():
                 yield session
 
@@ -158,12 +203,12 @@ class Store:
         """
         load = self._bulk if bulk else None
         if load is None or not load.writing.acquire(blocking=False):  # none, or in use by another thread
-            with self._writer.begin() as conn:
+            with self._answering(), self._writer.begin() as conn:
                 yield conn
             return
         try:
             load.before_begin()
-            with load.conn.begin():
+            with self._answering(), load.conn.begin():
                 yield load.conn
             load.committed()
         finally:
@@ -211,7 +256,7 @@ class Store:
             try:
                 self.migrate()
                 return
-            except OperationalError as exc:
+            except (OperationalError, DatabaseUnreachable) as exc:
                 if attempt == attempts - 1 or "database is locked" not in str(exc):
                     raise
                 self.engine.dispose()
@@ -395,6 +440,12 @@ def _search_outside_sqlite(store: Store, conn: Connection) -> None:
         store.search.rebuild(conn)
 
 
+def _search_words_as_fts5(store: Store, conn: Connection) -> None:
+    # The folded-text index holds each message's words as FTS5 cuts them (storage/search.py): fill it again.
+    if store.dialect != "sqlite":
+        store.search.rebuild(conn)
+
+
 def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
     """For later migrations: add a column unless a fresh schema already has it."""
     if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
@@ -412,4 +463,5 @@ MIGRATIONS: list[tuple[str, Callable[[Store, Connection], None]]] = [
     ("0007_search_merges_eight", _search_merges_eight),
     ("0008_wide_imap_numbers", _wide_imap_numbers),
     ("0009_search_outside_sqlite", _search_outside_sqlite),
+    ("0010_search_words_as_fts5", _search_words_as_fts5),
 ]

@@ -39,6 +39,11 @@ class StoreError(RuntimeError):
     """A one-line problem with the database, with what to do about it."""
 
 
+class DatabaseUnreachable(StoreError):
+    """The database stopped answering (a PostgreSQL server stopped or restarted, a lost network,
+    SQLite's file locked past the busy timeout): the same action may work once it is back."""
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

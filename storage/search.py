@@ -44,7 +44,9 @@ _WORD = re.compile(r"[\w@.+-]+", re.UNICODE)
 def fts5_query(query: str) -> str:
     """A person's words as a safe FTS5 query: every word must match, as a prefix."""
     words = _WORD.findall(query)
-    return " ".join('"' + w.replace('"', "") + '"*' for w in words if w.strip('"'))
+    # A word without a letter or a digit ("." or "+") is no word to FTS5 either: left out, so a query of
+    # only such words is "nothing to search for", as on PostgreSQL.
+    return " ".join('"' + w.replace('"', "") + '"*' for w in words if _TOKEN.search(w))
 
 
 # The index is contentless (the text lives in ``messages``), and a row's rowid
@@ -111,21 +113,32 @@ _MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe2
 
 
 def fold(text: str) -> str:
-    """Lower case and accents off ("Jörg Müller" -> "jorg muller"), as the index and a query see words."""
+    """Lower case and accents off ("Jörg Müller" -> "jorg muller"), as the index and a query see words.
+
+    Lower case and canonical decomposition only, as FTS5 (remove_diacritics 2) does: "ß", "¼" and "ﬁ" stay
+    as they are, so "gross" finds "Groß" on neither database.
+    """
     if text.isascii():
         return text.lower()
-    return _MARKS.sub("", unicodedata.normalize("NFKD", text)).casefold()
+    return _MARKS.sub("", unicodedata.normalize("NFD", text)).lower()
 
 
-def _word_pattern(word: str) -> str:
-    """A regular expression (PostgreSQL's) for a word that starts with ``word``: \\m is a word's start."""
-    return "\\m" + "".join(ch if ch.isalnum() else "\\" + ch for ch in word)
+_TOKEN = re.compile(r"[^\W_]+")  # letters and digits: what FTS5's unicode61 tokenizer keeps as a word
+
+
+def tokens(text: str) -> list[str]:
+    """The words of ``text`` as FTS5's unicode61 tokenizer cuts them (punctuation, symbols and ``_`` split
+    words), folded: "Re: [#12] E-5021 @bigcorp.example" -> ["re", "12", "e", "5021", "bigcorp", "example"]."""
+    return _TOKEN.findall(fold(text))
 
 
 class FoldedTextIndex:
-    """PostgreSQL: each message's subject, text and customer, folded, in ``search_text``; a query's
-    words are matched as word starts (``~ '\\mjorg'``). Every search scans the table: fine for the
-    mailboxes of a team; SQLite's FTS5 index is the fast one."""
+    """PostgreSQL: each message's subject, text and customer as its folded words, one space between
+    them, in ``search_text``. A query means what it means to FTS5: each word of it is a phrase of
+    tokens (``E-5021`` is "e" then "5021", ``@bigcorp.example`` is "bigcorp" then "example"), the last
+    one a prefix, and every word must match in one message. A phrase is a ``LIKE '% e 5021%'``; the
+    tokens hold letters and digits only, so no query can make a pattern of its own. Every search
+    scans the table: fine for the mailboxes of a team; SQLite's FTS5 index is the fast one."""
 
     _BATCH = 500
 
@@ -149,17 +162,18 @@ class FoldedTextIndex:
             last = rows[-1][0]
 
     def add(self, conn: Connection, rows: Iterable[tuple[int, int, str, str, str]]) -> None:
-        params = [{"p": pk, "t": tid, "b": fold(f"{s}\n{b}\n{c}")} for pk, tid, s, b, c in rows]
+        params = [{"p": pk, "t": tid, "b": " " + " ".join(tokens(f"{s}\n{b}\n{c}")) + " "}
+                  for pk, tid, s, b, c in rows]
         if params:
             conn.execute(text("INSERT INTO search_text (message_pk, ticket_id, body) VALUES (:p, :t, :b) "
                               "ON CONFLICT (message_pk) DO NOTHING"), params)
 
     def ticket_select(self, query: str):
-        words: Sequence[str] = [w for w in _WORD.findall(fold(query)) if w.strip(".+-")]
-        if not words:
+        phrases: Sequence[list[str]] = [t for t in (tokens(w) for w in _WORD.findall(query)) if t]
+        if not phrases:
             return None
-        params = {f"w{i}": _word_pattern(w) for i, w in enumerate(words)}
-        where = " AND ".join(f"body ~ :w{i}" for i in range(len(words)))
+        params = {f"w{i}": "% " + " ".join(t) + "%" for i, t in enumerate(phrases)}
+        where = " AND ".join(f"body LIKE :w{i}" for i in range(len(phrases)))
         return text(f"SELECT ticket_id FROM search_text WHERE {where}").bindparams(**params).columns(ticket_id=Integer)
 
     def ticket_ids(self, conn: Connection, query: str) -> set[int]:

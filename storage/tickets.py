@@ -424,6 +424,16 @@ def rows_by_id(conn: Connection, ticket_ids: list[int]) -> dict[int, dict]:
     return {r["id"]: dict(r) for r in conn.execute(q).mappings()}
 
 
+def data_version(conn: Connection) -> tuple:
+    """A value that changes whenever any process changes what the app shows: every action appends an
+    event, every mail stored is a message, every send a row of the outbox (and its failures count)."""
+    return tuple(conn.execute(select(
+        select(func.max(E.c.id)).scalar_subquery(), select(func.max(M.c.id)).scalar_subquery(),
+        select(func.max(O.c.id)).scalar_subquery(),
+        select(func.count()).select_from(O).where(O.c.state.in_(["failed", "unknown"])).scalar_subquery(),
+    )).one())
+
+
 def outbox_in_flight(conn: Connection) -> int:
     """Outgoing mail not yet handed to the server (queued or sending)."""
     q = select(func.count()).select_from(O).where(O.c.state.in_(["queued", "sending"]))

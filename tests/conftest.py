@@ -14,7 +14,8 @@
 - ``database``: a new store's ``[storage] database`` value, once a SQLite
   file and once a PostgreSQL database: tests that take it run on both.
 - ``postgres_server``: one throwaway PostgreSQL cluster for the session
-  (:mod:`pgserver`); ``postgres_url``: a new empty database on it, as a URL.
+  (:mod:`pgserver`); ``postgres_url``: a new empty database on it, as a URL;
+  ``own_postgres_server``: a cluster of the test's own, to stop and start again.
   Like Dovecot, missing PostgreSQL is a skip on a developer machine and a
   failure when ``CI=true`` or ``HEARD_REQUIRE_POSTGRES=1``.
 
@@ -135,6 +136,19 @@ def postgres_server():
 @pytest.fixture
 def postgres_url(postgres_server) -> str:
     return postgres_server.new_database()
+
+
+@pytest.fixture
+def own_postgres_server():
+    """A PostgreSQL cluster of the test's own, which it may stop (``pause()``) and start again (``resume()``)."""
+    _need_postgres()
+    from pgserver import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -70,6 +70,15 @@ class PostgresServer:
                             "--no-locale")
         if res.returncode != 0:
             raise RuntimeError(f"initdb failed: {res.stderr.strip()[-500:]}")
+        return self.resume()
+
+    def pause(self) -> None:
+        """Stop the server (as an administrator would, for an upgrade) and keep its data: ``resume()`` starts it."""
+        res = self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        if res.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {res.stderr.strip()[-300:]}")
+
+    def resume(self) -> "PostgresServer":
         options = (f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
         res = self._run(_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.directory / "log"),

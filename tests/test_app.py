@@ -810,3 +810,73 @@ def test_the_timeline_says_what_each_event_changed(kind, old, new, shown):
     from tui.words import event_change as _event_change
 
     assert _event_change({"kind": kind, "old": old, "new": new}) == shown
+
+
+@pytest.mark.postgres
+@pilot_test
+async def test_a_postgres_server_that_stops_under_the_app_is_one_line_and_the_app_carries_on_when_it_is_back(
+        own_postgres_server, monkeypatch):
+    # The app read its rows on the screen's own thread: a PostgreSQL server stopped under it (an upgrade,
+    # a restart) crashed the app with a SQLAlchemy traceback at the next repaint or key.
+    import tui.app
+
+    monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
+    store = Store(own_postgres_server.new_database())
+    ids = seed(store)
+    app = make_app(store)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            own_postgres_server.pause()
+            queue(app).invalidate()  # rows to read again, as after any change: the repaint reads them
+            await settle(pilot)
+            await pilot.press("enter")  # open the ticket under the cursor
+            await pilot.press("n")  # take next
+            await pilot.press("3")  # another view
+            await settle(pilot)
+            assert app.is_running and isinstance(app.screen, QueueScreen)
+            said = toasts(app)
+            assert any("is unreachable" in t and "heard tries again" in t for t in said), said
+            assert all("\n" not in t and "Traceback" not in t and "sqlalche.me" not in t for t in said), said
+            own_postgres_server.resume()
+            deadline = time.monotonic() + 20
+            while "the database answers again" not in toasts(app) and time.monotonic() < deadline:
+                await pilot.pause(0.2)
+            assert "the database answers again" in toasts(app)
+            await pilot.press("1")
+            await settle(pilot)
+            assert queue(app).ids == ids  # read again, whole
+            await pilot.press("n")
+            await settle(pilot)
+            assert isinstance(app.screen, TicketScreen) and ticket(store, ids[0])["holder"] == AGENT
+    finally:
+        store.close()
+
+
+@pilot_test
+async def test_what_another_agent_does_shows_in_the_queue_within_seconds(store, ids, database, monkeypatch):
+    # Each app re-read the database only after its own actions or when its own sync stored new mail: a
+    # ticket another agent took stayed free on screen, and mail the watcher stored first never showed.
+    import tui.app
+
+    monkeypatch.setattr(tui.app, "CHANGES_EVERY", 0.2, raising=False)
+    app = make_app(store)
+    app.follow_changes = True
+    ben = Store(database)  # another agent's heard, on its own connections
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert "Ben" not in screen_text(app)
+            take_ticket(ben, None, agent="Ben", now=NOW)
+            with ben.write_conn() as conn:
+                ing = Ingest(conn, ben.search, NOW)
+                ing.add(new_message("Refund for order 7781", "zoe@cust.example", "Please refund."), None, "new ticket")
+                ing.flush()
+            deadline = time.monotonic() + 10
+            while "Refund for order 7781" not in screen_text(app) and time.monotonic() < deadline:
+                await pilot.pause(0.2)
+            text = screen_text(app)
+            assert "Refund for order 7781" in text and "Ben" in text, (toasts(app), app._seen_version)
+            assert "7 open" in text
+    finally:
+        ben.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -65,7 +66,7 @@ def imap(request):
     return request.getfixturevalue(f"{request.param}_server")
 
 
-def write_config(tmp_path: Path, server, *, folder="INBOX", port=None, password=None) -> Path:
+def write_config(tmp_path: Path, server, *, folder="INBOX", port=None, password=None, database=None) -> Path:
     path = tmp_path / "config.toml"
     pw = password or server.password
     path.write_text(
@@ -80,7 +81,7 @@ username = "{server.username}"
 password_command = "printf '%s' '{pw}'"
 folder = "{folder}"
 [storage]
-database = "{tmp_path / 'heard.db'}"
+database = "{database or tmp_path / 'heard.db'}"
 [agent]
 name = "Ana"
 """
@@ -232,6 +233,44 @@ def test_malformed_mail_is_stored_flagged_and_does_not_block_later_mail(imap, tm
     con = sqlite3.connect(tmp_path / "heard.db")
     raws = {r[0] for r in con.execute("SELECT raw FROM raw_messages")}
     assert MALFORMED[2].replace(b"\r\n", b"\n") in {r.replace(b"\r\n", b"\n") for r in raws}
+
+
+def test_hostile_mail_is_stored_flagged_and_threaded_on_sqlite_and_postgres_alike(
+        pymap_server, database, tmp_path, capsys):
+    # PostgreSQL refuses what SQLite takes: a NUL character in TEXT, an index entry over about 2,700
+    # bytes. A 9,000-character Message-ID or sender address stopped every sync there, for good (the
+    # same batch again each time), and the mail after it never arrived.
+    long_id = secrets.token_hex(4500) + "@spam.example"
+    long_sender = secrets.token_hex(4500) + "@spam.example"
+    pymap_server.append([
+        *[m for m in MALFORMED if m],
+        mail(1, "Long id", extra="").replace(b"<m1@cust.example>", f"<{long_id}>".encode()),
+        mail(2, "Re: Long id", irt=long_id),
+        mail(3, "Long sender").replace(b"ann@cust.example", long_sender.encode()),
+        mail(4, "NUL\x00 in the subject", body="a NUL\x00 in the text, \x1b[31mred\x1b[0m, \u202eevil"),
+        mail(5, "x" * 100_000),
+        b"From: Ann <ann@cust.example>\r\nSubject: caf\xe9 \xff\r\nMessage-ID: <m6@cust.example>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\ninvalid \xc3\x28 utf-8 \x00 and NUL\r\n",
+        mail(99, "After the junk"),
+    ])
+    cfg = write_config(tmp_path, pymap_server, database=database)
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    tickets = {t["subject"][:20]: t for t in map(json.loads, heard(cfg, "export", capsys=capsys)[1].splitlines())}
+    assert "After the junk" in tickets
+    assert tickets["Long id"]["message_count"] == 2  # the reply found its ticket by the long id
+    assert "Message-ID over 500 characters: kept as its digest" in tickets["Long id"]["messages"][0]["defects"]
+    assert tickets["Long sender"]["flagged"] and len(tickets["Long sender"]["customer"]) == 254
+    nul = next(t for s, t in tickets.items() if s.startswith("NUL"))
+    assert nul["flagged"] and "\x00" not in nul["subject"] + nul["messages"][0]["text"]
+    assert "a NUL in the text" in nul["messages"][0]["text"]
+    assert len(tickets["x" * 20]["subject"]) == 100_000
+    bad = next(t for s, t in tickets.items() if s.startswith("caf"))
+    assert "invalid" in bad["messages"][0]["text"] and bad["flagged"], bad["subject"]
+    code, out, _ = heard(cfg, "search", "--json", "after", "junk", capsys=capsys)
+    assert [t["subject"] for t in json.loads(out)] == ["After the junk"]
+    code, out, _ = heard(cfg, "sync", capsys=capsys)
+    assert code == 0 and out.startswith("0 new messages")
 
 
 def test_nothing_new_is_one_round_trip(imap, tmp_path):

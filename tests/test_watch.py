@@ -11,6 +11,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from mail.config import load_config
 from mail.localservers import PymapServer
 from mail.sync import WatchStatus, watch
@@ -150,3 +152,43 @@ def test_a_quiet_mailbox_under_idle_still_gets_its_housekeeping(dovecot_server, 
         stop.set()
         t.join(10)
     assert not t.is_alive()
+
+
+@pytest.mark.postgres
+def test_watch_waits_out_a_postgres_server_that_stops_and_stores_the_mail_once_it_is_back(
+        own_postgres_server, dovecot_server, tmp_path):
+    # A database server stopped under `heard sync --watch` (an upgrade, a restart) ended it with a
+    # SQLAlchemy traceback: mail stopped arriving for every agent until someone restarted it.
+    url = own_postgres_server.new_database()
+    dovecot_server.append([mail(1)])
+    cfg_path = write_config(tmp_path, dovecot_server, database=url)
+    stored = lambda: own_postgres_server.query(url, "SELECT count(*) FROM messages")[0][0]  # noqa: E731
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync", "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: _quietly(stored) == 1, timeout=30)
+        own_postgres_server.pause()
+        dovecot_server.append([mail(2, "During the outage")])
+        time.sleep(3)  # the watcher wakes for the new mail, cannot store it, and backs off
+        own_postgres_server.resume()
+        arrived = wait_until(lambda: _quietly(stored) == 2, timeout=40)
+        alive = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert alive and arrived, err
+    assert "Traceback" not in err and "sqlalche.me" not in err
+    problems = [line for line in err.splitlines() if line.strip()]
+    assert problems and all(line.startswith("heard: database 'postgresql://heard@") and "is unreachable" in line
+                            for line in problems), problems
+
+
+def _quietly(query) -> int:
+    try:
+        return query()
+    except Exception:  # the server is down
+        return -1

@@ -40,7 +40,7 @@ from mail.config import Config, ConfigError
 from mail.untrusted import safe_line, safe_text
 from storage import tickets
 from storage.outbox import outbox_rows
-from storage.db import Store
+from storage.db import DatabaseUnreachable, Store
 from storage.lifecycle import ALLOWED, PRIORITY_RANK, LifecycleError, Priority, Status
 from tui.dialogs import ConfirmDialog, CustomerTicketsScreen, HelpScreen, ReasonAnswer, ReasonDialog
 from tui.queue_view import QueueTable
@@ -105,6 +105,10 @@ class HeardApp(App[int]):
         self.tz = tz
         self.agent = cfg.agent
         self.start_sync = start_sync
+        # Other agents' apps, heard sync --watch and scripts change the same database: look every
+        # CHANGES_EVERY seconds whether anything changed, and read the screen again when it did.
+        self.follow_changes = start_sync
+        self._seen_version: tuple | None = None
         self.sync = SyncState(mode="connecting" if start_sync else "off")
         self.counts: dict = {}
         self.holding: int | None = None
@@ -117,6 +121,8 @@ class HeardApp(App[int]):
         self.ack_settings = ack_settings(cfg, now=clock())
         self.at_risk_margin = self.ack_settings.at_risk_margin
         self._outbox_wake = threading.Event()
+        self._db_problem: str | None = None  # the database stopped answering: what it said
+        self._db_retry = None  # the timer that tries it again
         if cfg.keys:
             self.set_keymap(check_keymap(cfg.keys))
 
@@ -177,6 +183,8 @@ class HeardApp(App[int]):
         self.install_screen(TicketScreen(), name="ticket")
         self.push_screen(QueueScreen())
         self.load_header()
+        if self.follow_changes:
+            self.set_interval(CHANGES_EVERY, self.look_for_changes)
         if self.start_sync:
             self.run_sync()
             if self.cfg.smtp is not None:
@@ -248,7 +256,7 @@ class HeardApp(App[int]):
         if event.problem and event.problem != self._last_sync_error:
             self.toast(f"sync: {event.error}", severity="error", timeout=8)
         self._last_sync_error = event.problem
-        if event.new_messages:
+        if event.new_messages or (self._db_problem and event.mode != "offline"):
             self.data_changed()
             if event.new_tickets:
                 self.toast(f"{event.new_tickets} new ticket{'s' if event.new_tickets != 1 else ''}")
@@ -259,11 +267,51 @@ class HeardApp(App[int]):
         # One place turns a failed worker into a toast; nothing crashes the app.
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             err = event.worker.error
+            if isinstance(err, DatabaseUnreachable) and event.worker.group != "write":
+                self.database_unreachable(err)  # a read: said once, retried
+                return
             self.toast(f"{event.worker.name or 'background task'} failed: {err}", severity="error", timeout=10)
             if event.worker.group == "sync":
                 self.sync.mode = "offline"
                 self.sync.error = str(err)
                 self.refresh_header()
+
+    async def run_action(self, action, default_namespace=None, namespaces=None) -> bool:
+        """Every key and palette action: a database that stopped answering is one toast, not a crash."""
+        try:
+            return await super().run_action(action, default_namespace, namespaces)
+        except DatabaseUnreachable as exc:
+            self.database_unreachable(exc)
+            return True
+
+    def on_queue_table_database_problem(self, event: QueueTable.DatabaseProblem) -> None:
+        self.database_unreachable(event.error)
+
+    def database_unreachable(self, exc: BaseException) -> None:
+        """The database stopped answering (a PostgreSQL server stopped or restarting): say so once, in one
+        line, and try again every few seconds; once it answers, everything on screen is read again."""
+        line = str(exc)
+        if line != self._db_problem:
+            self.toast(f"{line} (heard tries again)", severity="error", timeout=10)
+        self._db_problem = line
+        if self._db_retry is None:
+            self._db_retry = self.set_timer(DB_RETRY_SECONDS, self._retry_database)
+
+    @work(thread=True, exclusive=True, group="changes", exit_on_error=False)
+    def look_for_changes(self) -> None:
+        with self.db() as conn:
+            version = tickets.data_version(conn)
+        self.call_from_thread(self._version_seen, version)
+
+    def _version_seen(self, version: tuple) -> None:
+        # Compared with what the screen was read at (load_header, after every change it knows of).
+        previous, self._seen_version = self._seen_version, version
+        if previous is not None and version != previous and self._db_problem is None:
+            self.data_changed()
+
+    def _retry_database(self) -> None:
+        self._db_retry = None
+        self.load_header()  # a read: when it works, _header_loaded reloads the rest
 
     # -- shared helpers ----------------------------------------------------------------
     def toast(self, message: str, *, severity: str = "information", timeout: float | None = None) -> None:
@@ -276,18 +324,27 @@ class HeardApp(App[int]):
         for screen in self.screen_stack:
             handler = getattr(screen, "data_changed", None)
             if handler is not None:
-                handler()
+                try:
+                    handler()
+                except DatabaseUnreachable as exc:
+                    self.database_unreachable(exc)
 
     @work(thread=True, exclusive=True, group="header", exit_on_error=False)
     def load_header(self) -> None:
         with self.db() as conn:
             counts = tickets.header_counts(conn, now=self.clock(), at_risk_margin=self.at_risk_margin)
             holding = tickets.held_by(conn, self.agent)
-        self.call_from_thread(self._header_loaded, counts, holding)
+            version = tickets.data_version(conn)
+        self.call_from_thread(self._header_loaded, counts, holding, version)
 
-    def _header_loaded(self, counts: dict, holding: int | None) -> None:
+    def _header_loaded(self, counts: dict, holding: int | None, version: tuple | None = None) -> None:
         self.counts, self.holding = counts, holding
+        self._seen_version = version
         self.refresh_header()
+        if self._db_problem is not None:  # it answers again: read what is on screen again
+            self._db_problem = None
+            self.toast("the database answers again")
+            self.data_changed()
 
     def refresh_header(self, screen: Screen | None = None) -> None:
         screens = [screen] if screen is not None else self.screen_stack
@@ -298,16 +355,23 @@ class HeardApp(App[int]):
 
     # -- navigation --------------------------------------------------------------------
     def open_ticket(self, ticket_id: int) -> None:
-        with self.db() as conn:
-            exists = tickets.ticket_row(conn, ticket_id) is not None
-        if not exists:
-            self.toast(f"no ticket #{ticket_id}", severity="warning")
+        # Also reached from messages (enter, a click), not only from actions: a database that stopped
+        # answering is said here too.
+        try:
+            with self.db() as conn:
+                exists = tickets.ticket_row(conn, ticket_id) is not None
+            if not exists:
+                self.toast(f"no ticket #{ticket_id}", severity="warning")
+                return
+            screen = self.get_screen("ticket")
+            detail = self.ticket_detail(ticket_id)
+        except DatabaseUnreachable as exc:
+            self.database_unreachable(exc)
             return
         # One ticket screen at a time: opening another replaces what it shows.
         while isinstance(self.screen, (TicketScreen, CustomerTicketsScreen)):
             self.pop_screen()
-        screen = self.get_screen("ticket")
-        screen.show_ticket(ticket_id)
+        screen.show_ticket(ticket_id, detail)
         self.push_screen(screen)
 
     def show_customer_tickets(self, address: str, exclude: int) -> None:
@@ -505,6 +569,9 @@ class HeardApp(App[int]):
         yield SystemCommand("Theme", "Change the colours", self.action_change_theme)
         yield SystemCommand("Quit", "Quit heard", self.action_quit)
 
+
+DB_RETRY_SECONDS = 5  # a database that stopped answering is tried again this often
+CHANGES_EVERY = 3.0  # seconds between looks for what other agents and processes changed
 
 QUEUE_LEGEND = [
     ("●", "marked with space: the next change applies to every marked ticket"),

@@ -28,6 +28,7 @@ from textual.widget import Widget
 
 from mail.untrusted import safe_line
 from storage.lifecycle import Status
+from storage.records import DatabaseUnreachable
 from tui.widgets import STATUS_SHORT, ack_state, customer_label, short_age
 
 PAGE = 100
@@ -135,6 +136,13 @@ class QueueTable(ScrollView, can_focus=True):
             super().__init__()
             self.ticket_id = ticket_id
 
+    class DatabaseProblem(Message):
+        """Rows could not be read: the database stopped answering."""
+
+        def __init__(self, error: DatabaseUnreachable) -> None:
+            super().__init__()
+            self.error = error
+
     class Moved(Message):
         def __init__(self, index: int, ticket_id: int | None) -> None:
             super().__init__()
@@ -190,7 +198,11 @@ class QueueTable(ScrollView, can_focus=True):
         page_no = index // PAGE
         page = self._pages.get(page_no)
         if page is None:
-            page = self._fetch(self.ids[page_no * PAGE : (page_no + 1) * PAGE])
+            try:
+                page = self._fetch(self.ids[page_no * PAGE : (page_no + 1) * PAGE])
+            except DatabaseUnreachable as exc:  # drawn blank, and read again once the database answers
+                self.post_message(self.DatabaseProblem(exc))
+                return None
             self._pages[page_no] = page
             while len(self._pages) > PAGES_KEPT:
                 self._pages.popitem(last=False)

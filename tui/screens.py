@@ -295,11 +295,11 @@ class TicketScreen(Screen):
         if self.app.size.width < 110:
             self.query_one("#timeline").display = False
         if self.ticket_id is not None:
-            self.show_ticket(self.ticket_id)
+            self.show_ticket(self.ticket_id, self.detail or None)  # read by whoever opened it
 
-    def show_ticket(self, ticket_id: int) -> None:
+    def show_ticket(self, ticket_id: int, detail: dict | None = None) -> None:
         self.ticket_id = ticket_id
-        self.detail = self.heard.ticket_detail(ticket_id)
+        self.detail = detail if detail is not None else self.heard.ticket_detail(ticket_id)
         if not self._composed:
             return
         self.heard.refresh_header(self)
