@@ -121,8 +121,7 @@ def _need_postgres() -> None:
     pytest.skip(msg)
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
+def _postgres_cluster():
     _need_postgres()
     from pgserver import PostgresServer
 
@@ -131,6 +130,11 @@ def postgres_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    yield from _postgres_cluster()
 
 
 @pytest.fixture
@@ -141,14 +145,7 @@ def postgres_url(postgres_server) -> str:
 @pytest.fixture
 def own_postgres_server():
     """A PostgreSQL cluster of the test's own, which it may stop (``pause()``) and start again (``resume()``)."""
-    _need_postgres()
-    from pgserver import PostgresServer
-
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _postgres_cluster()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -22,8 +22,7 @@ import pytest
 
 from mail.backlog import demo_backlog
 from storage.db import MIGRATIONS, Store, StoreError
-from tests.factories import add_ticket
-from tests.test_store import _claim, _open_at_once  # the same agents and openers as on SQLite
+from tests.test_store import _open_at_once  # the same openers as on SQLite (and its agents: test_store)
 from tui.cli import main
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -128,23 +127,6 @@ def test_a_kill_mid_sync_on_postgres_then_sync_again_stores_each_message_once(
     assert postgres_server.query(postgres_url, "SELECT count(DISTINCT message_id) FROM messages")[0][0] == total
     assert postgres_server.query(postgres_url, "SELECT count(*) FROM tickets")[0][0] == total
     assert postgres_server.query(postgres_url, "SELECT count(*) FROM search_text")[0][0] == total
-
-
-def test_three_agents_on_one_postgres_database_never_get_the_same_ticket(postgres_url):
-    s = Store(postgres_url)
-    ids = {add_ticket(s, f"t{i}", from_addr=f"c{i}@cust.example") for i in range(40)}
-    s.close()
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_claim, args=(postgres_url, f"agent{i}", q)) for i in range(3)]
-    for p in procs:
-        p.start()
-    results = [q.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(30)
-    taken = [t for _, got in results for t in got]
-    assert all(isinstance(t, int) for t in taken), taken  # no agent was refused a ticket
-    assert sorted(taken) == sorted(ids)  # every ticket once, none twice
 
 
 def test_four_processes_setting_up_one_new_postgres_database_at_once_all_work(postgres_server, postgres_url):

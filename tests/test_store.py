@@ -121,13 +121,14 @@ def _claim(path, agent, q):
         q.put((agent, got))
 
 
-def test_two_agents_on_one_database_never_get_the_same_ticket(tmp_path):
-    path = str(tmp_path / "shared.db")
-    s = Store(path)
+def test_three_agents_on_one_database_never_get_the_same_ticket(database):
+    """On SQLite (one shared file) and on PostgreSQL (one server) alike."""
+    s = Store(database)
     ids = {add_ticket(s, f"t{i}", from_addr=f"c{i}@cust.example") for i in range(40)}
+    s.close()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_claim, args=(path, f"agent{i}", q)) for i in range(3)]
+    procs = [ctx.Process(target=_claim, args=(database, f"agent{i}", q)) for i in range(3)]
     for p in procs:
         p.start()
     results = [q.get(timeout=120) for _ in procs]
