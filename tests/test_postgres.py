@@ -2,15 +2,14 @@
 
 The same commands as on SQLite, against a throwaway PostgreSQL cluster (tests/pgserver.py): a sync of
 the demo backlog stores what SQLite stores and searches find the same tickets; a killed sync leaves
-nothing twice; two agents never take the same ticket; four processes can set up one new database at
-once; acknowledgements go out once and the ledger counts them. Missing PostgreSQL is a skip on a
-developer machine and a failure in CI (.ci/run installs it).
+nothing twice; acknowledgements go out once and the ledger counts them. (Agents taking next together
+and processes setting up one new database at once are tests/test_store.py's, run on both databases.)
+Missing PostgreSQL is a skip on a developer machine and a failure in CI (.ci/run installs it).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import signal
 import subprocess
 import sys
@@ -21,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from mail.backlog import demo_backlog
-from storage.db import MIGRATIONS, Store, StoreError
-from tests.test_store import _open_at_once  # the same openers as on SQLite (and its agents: test_store)
+from storage.db import Store, StoreError
 from tui.cli import main
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -127,20 +125,6 @@ def test_a_kill_mid_sync_on_postgres_then_sync_again_stores_each_message_once(
     assert postgres_server.query(postgres_url, "SELECT count(DISTINCT message_id) FROM messages")[0][0] == total
     assert postgres_server.query(postgres_url, "SELECT count(*) FROM tickets")[0][0] == total
     assert postgres_server.query(postgres_url, "SELECT count(*) FROM search_text")[0][0] == total
-
-
-def test_four_processes_setting_up_one_new_postgres_database_at_once_all_work(postgres_server, postgres_url):
-    ctx = mp.get_context("spawn")
-    barrier, q = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_open_at_once, args=(postgres_url, barrier, q)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    results = [q.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(30)
-    assert results == ["ok"] * 4
-    names = [r[0] for r in postgres_server.query(postgres_url, "SELECT name FROM schema_migrations")]
-    assert sorted(names) == sorted(n for n, _ in MIGRATIONS)  # each applied once
 
 
 def test_acknowledgements_on_postgres_go_out_once_and_the_ledger_counts_them(
