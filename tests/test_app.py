@@ -853,6 +853,39 @@ async def test_a_postgres_server_that_stops_under_the_app_is_one_line_and_the_ap
         store.close()
 
 
+@pytest.mark.postgres
+@pilot_test
+async def test_a_reply_started_while_postgres_is_down_says_so_and_works_once_it_is_back(own_postgres_server, monkeypatch):
+    # The composer read the thread in its on_mount: a stopped server ended the app with a traceback.
+    import tui.app
+    from tui.compose import ComposeScreen
+
+    monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
+    store = Store(own_postgres_server.new_database())
+    ids = seed(store)
+    app = make_app(store, smtp=True)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
+            own_postgres_server.pause()
+            await pilot.press("r")
+            await settle(pilot)
+            assert app.is_running and isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[0]
+            assert any("is unreachable" in t for t in toasts(app)), toasts(app)
+            own_postgres_server.resume()
+            deadline = time.monotonic() + 20
+            while "the database answers again" not in toasts(app) and time.monotonic() < deadline:
+                await pilot.pause(0.2)
+            await pilot.press("r")
+            await settle(pilot)
+            assert isinstance(app.screen, ComposeScreen)
+            assert app.screen.draft.startswith("Hi Jane,")
+    finally:
+        store.close()
+
+
 @pilot_test
 async def test_what_another_agent_does_shows_in_the_queue_within_seconds(store, ids, database, monkeypatch):
     # Each app re-read the database only after its own actions or when its own sync stored new mail: a

@@ -49,7 +49,7 @@ from mail.config import Config
 from mail.templates import render_saved_reply, template_values
 from mail.tone import ToneWarning
 from mail.untrusted import safe_line, safe_text
-from storage.db import Store
+from storage.db import DatabaseUnreachable, Store
 from storage.lifecycle import ALLOWED, STATUS_LABELS, LifecycleError, Status
 from storage.tickets import ticket_row
 
@@ -142,8 +142,14 @@ class ComposeScreen(Screen[int | None]):
         try:
             with self.store.read() as s:
                 self.ctx = reply_context(s.connection(), self.ticket_id)
+                row = ticket_row(s.connection(), self.ticket_id) or {}
         except LifecycleError as exc:
             self.notify(str(exc), severity="error", markup=False)
+            self.dismiss(None)
+            return
+        except DatabaseUnreachable as exc:  # nothing to write to, nor to answer from: back to the ticket
+            unreachable = getattr(self.app, "database_unreachable", None)
+            unreachable(exc) if unreachable else self.notify(str(exc), severity="error", markup=False)
             self.dismiss(None)
             return
         ctx = self.ctx
@@ -160,8 +166,6 @@ class ComposeScreen(Screen[int | None]):
         area.text = draft
         area.move_cursor((2, 0))  # the empty line under the greeting
         area.focus()
-        with self.store.read() as s:
-            row = ticket_row(s.connection(), self.ticket_id) or {}
         self.vague = bool(row.get("vague_reason")) and not ctx.our_texts
         self._hint()
 
