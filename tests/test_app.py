@@ -886,6 +886,36 @@ async def test_a_reply_started_while_postgres_is_down_says_so_and_works_once_it_
         store.close()
 
 
+@pytest.mark.postgres
+@pilot_test
+async def test_the_update_dialog_opened_while_postgres_is_down_says_so_and_the_app_carries_on(
+        own_postgres_server, monkeypatch):
+    import tui.app
+    from tui.ack import UpdateDialog
+
+    monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
+    store = Store(own_postgres_server.new_database())
+    seed(store)
+    app = make_app(store, smtp=True)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
+            own_postgres_server.pause()
+            await pilot.press("u")
+            await settle(pilot)
+            assert app.is_running and isinstance(app.screen, UpdateDialog)
+            error = str(app.screen.query_one("#update-error").render())
+            assert "is unreachable" in error and "\n" not in error.strip(), error
+            await pilot.press("escape")
+            await settle(pilot)
+            assert isinstance(app.screen, TicketScreen)
+    finally:
+        own_postgres_server.resume()
+        store.close()
+
+
 @pilot_test
 async def test_what_another_agent_does_shows_in_the_queue_within_seconds(store, ids, database, monkeypatch):
     # Each app re-read the database only after its own actions or when its own sync stored new mail: a

@@ -42,6 +42,7 @@ from mail.ack import (
 )
 from mail.compose import ComposeError
 from mail.config import ConfigError
+from storage.db import DatabaseUnreachable
 from mail.untrusted import safe_line
 from storage.deadlines import format_deadline_short
 from tui.dialogs import ConfirmDialog
@@ -396,13 +397,19 @@ class AckReviewScreen(Screen[None]):
     def _follow_outbox(self) -> None:
         if not self._batch:
             return
-        with self.app.store.read() as s:
-            from sqlalchemy import select
+        try:
+            with self.app.store.read() as s:
+                from sqlalchemy import select
 
-            from storage.models import Outbox
+                from storage.models import Outbox
 
-            O = Outbox.__table__
-            states = [r[0] for r in s.connection().execute(select(O.c.state).where(O.c.id.in_(self._batch)))]
+                O = Outbox.__table__
+                states = [r[0] for r in s.connection().execute(select(O.c.state).where(O.c.id.in_(self._batch)))]
+        except DatabaseUnreachable as exc:  # the bar waits; the next tick asks again
+            unreachable = getattr(self.app, "database_unreachable", None)
+            if unreachable is not None:
+                unreachable(exc)
+            return
         done = sum(1 for st in states if st in SETTLED)
         self.query_one("#ack-progress", ProgressBar).update(progress=done)
         if done >= len(self._batch):
@@ -472,9 +479,14 @@ class UpdateDialog(ModalScreen[bool]):
         except ConfigError as exc:
             self._error(str(exc))
             return
-        with app.store.read() as s:
-            self.promise = ledger.promise_in_force(s.connection(), self.ticket_id, now=now,
-                                                   at_risk_margin=self.settings.at_risk_margin)
+        try:
+            with app.store.read() as s:
+                self.promise = ledger.promise_in_force(s.connection(), self.ticket_id, now=now,
+                                                       at_risk_margin=self.settings.at_risk_margin)
+        except DatabaseUnreachable as exc:  # no promise to read, nor any to write: say so, stay put
+            self.settings = None
+            self._error(str(exc))
+            return
         if self.promise is None:
             title = f"#{self.ticket_id} has no promise yet: acknowledge it first (a in the queue)"
         else:
