@@ -916,6 +916,36 @@ async def test_the_update_dialog_opened_while_postgres_is_down_says_so_and_the_a
         store.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+@pilot_test
+async def test_a_postgres_outage_under_the_live_sync_is_said_once(own_postgres_server, pymap_server, monkeypatch):
+    # The live sync and the screen both hit the stopped server: one toast, not "sync: ..." beside it.
+    import tui.app
+
+    monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
+    store = Store(own_postgres_server.new_database())
+    seed(store)
+    imap = {"host": pymap_server.host, "port": pymap_server.port, "security": "none",
+            "username": pymap_server.username, "password_command": f"printf '%s' '{pymap_server.password}'"}
+    cfg = make_config(store.url, imap=imap)
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=True, tz=timezone.utc)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            assert await _wait_for(pilot, lambda: app.sync.mode == "idle"), app.sync
+            own_postgres_server.pause()
+            queue(app).invalidate()
+            await asyncio.to_thread(pymap_server.append, [_raw(7, "While the database is down")])
+            assert await _wait_for(pilot, lambda: app.sync.mode == "offline")
+            await pilot.pause(1.0)
+            said = [t for t in toasts(app) if "unreachable" in t]
+            assert len(said) == 1 and not said[0].startswith("sync:"), toasts(app)
+            own_postgres_server.resume()
+            assert await _wait_for(pilot, lambda: "While the database is down" in screen_text(app), timeout=30)
+    finally:
+        store.close()
+
+
 @pilot_test
 async def test_what_another_agent_does_shows_in_the_queue_within_seconds(store, ids, database, monkeypatch):
     # Each app re-read the database only after its own actions or when its own sync stored new mail: a

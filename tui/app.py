@@ -252,9 +252,13 @@ class HeardApp(App[int]):
         self.sync.error = event.error
         if event.mode != "offline":
             self.sync.last_sync = self.clock()
-        # One toast per problem: the retries of the same error only update the header.
+        # One toast per problem: the retries of the same error only update the header. A database that
+        # stopped answering is the app's problem as much as the sync's: said once, by database_unreachable.
         if event.problem and event.problem != self._last_sync_error:
-            self.toast(f"sync: {event.error}", severity="error", timeout=8)
+            if event.problem.startswith("database ") and " is unreachable" in event.problem:
+                self.database_unreachable(DatabaseUnreachable(event.problem))
+            else:
+                self.toast(f"sync: {event.error}", severity="error", timeout=8)
         self._last_sync_error = event.problem
         if event.new_messages or (self._db_problem and event.mode != "offline"):
             self.data_changed()
