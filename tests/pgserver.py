@@ -78,7 +78,12 @@ class PostgresServer:
         if res.returncode != 0:
             raise RuntimeError(f"pg_ctl stop failed: {res.stderr.strip()[-300:]}")
 
+    def running(self) -> bool:
+        return self._run(_binary("pg_ctl"), "-D", str(self.data), "status").returncode == 0
+
     def resume(self) -> "PostgresServer":
+        if self.running():  # already (a test that failed before it stopped the server, say)
+            return self
         options = (f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
         res = self._run(_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.directory / "log"),

@@ -812,138 +812,128 @@ def test_the_timeline_says_what_each_event_changed(kind, old, new, shown):
     assert _event_change({"kind": kind, "old": old, "new": new}) == shown
 
 
-@pytest.mark.postgres
-@pilot_test
-async def test_a_postgres_server_that_stops_under_the_app_is_one_line_and_the_app_carries_on_when_it_is_back(
-        own_postgres_server, monkeypatch):
-    # The app read its rows on the screen's own thread: a PostgreSQL server stopped under it (an upgrade,
-    # a restart) crashed the app with a SQLAlchemy traceback at the next repaint or key.
+@pytest.fixture
+def outage(own_postgres_server, monkeypatch):
+    """(server, store, ids): the seeded store on a PostgreSQL cluster of the test's own, which it may stop
+    (``server.pause()``) and start again (``server.resume()``); the app tries the database every 0.2 s."""
     import tui.app
 
     monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
     store = Store(own_postgres_server.new_database())
     ids = seed(store)
-    app = make_app(store)
     try:
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
-            own_postgres_server.pause()
-            queue(app).invalidate()  # rows to read again, as after any change: the repaint reads them
-            await settle(pilot)
-            await pilot.press("enter")  # open the ticket under the cursor
-            await pilot.press("n")  # take next
-            await pilot.press("3")  # another view
-            await settle(pilot)
-            assert app.is_running and isinstance(app.screen, QueueScreen)
-            said = toasts(app)
-            assert any("is unreachable" in t and "heard tries again" in t for t in said), said
-            assert all("\n" not in t and "Traceback" not in t and "sqlalche.me" not in t for t in said), said
-            own_postgres_server.resume()
-            deadline = time.monotonic() + 20
-            while "the database answers again" not in toasts(app) and time.monotonic() < deadline:
-                await pilot.pause(0.2)
-            assert "the database answers again" in toasts(app)
-            await pilot.press("1")
-            await settle(pilot)
-            assert queue(app).ids == ids  # read again, whole
-            await pilot.press("n")
-            await settle(pilot)
-            assert isinstance(app.screen, TicketScreen) and ticket(store, ids[0])["holder"] == AGENT
-    finally:
-        store.close()
-
-
-@pytest.mark.postgres
-@pilot_test
-async def test_a_reply_started_while_postgres_is_down_says_so_and_works_once_it_is_back(own_postgres_server, monkeypatch):
-    # The composer read the thread in its on_mount: a stopped server ended the app with a traceback.
-    import tui.app
-    from tui.compose import ComposeScreen
-
-    monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
-    store = Store(own_postgres_server.new_database())
-    ids = seed(store)
-    app = make_app(store, smtp=True)
-    try:
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
-            await pilot.press("enter")
-            await settle(pilot)
-            own_postgres_server.pause()
-            await pilot.press("r")
-            await settle(pilot)
-            assert app.is_running and isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[0]
-            assert any("is unreachable" in t for t in toasts(app)), toasts(app)
-            own_postgres_server.resume()
-            deadline = time.monotonic() + 20
-            while "the database answers again" not in toasts(app) and time.monotonic() < deadline:
-                await pilot.pause(0.2)
-            await pilot.press("r")
-            await settle(pilot)
-            assert isinstance(app.screen, ComposeScreen)
-            assert app.screen.draft.startswith("Hi Jane,")
-    finally:
-        store.close()
-
-
-@pytest.mark.postgres
-@pilot_test
-async def test_the_update_dialog_opened_while_postgres_is_down_says_so_and_the_app_carries_on(
-        own_postgres_server, monkeypatch):
-    import tui.app
-    from tui.ack import UpdateDialog
-
-    monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
-    store = Store(own_postgres_server.new_database())
-    seed(store)
-    app = make_app(store, smtp=True)
-    try:
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
-            await pilot.press("enter")
-            await settle(pilot)
-            own_postgres_server.pause()
-            await pilot.press("u")
-            await settle(pilot)
-            assert app.is_running and isinstance(app.screen, UpdateDialog)
-            error = str(app.screen.query_one("#update-error").render())
-            assert "is unreachable" in error and "\n" not in error.strip(), error
-            await pilot.press("escape")
-            await settle(pilot)
-            assert isinstance(app.screen, TicketScreen)
+        yield own_postgres_server, store, ids
     finally:
         own_postgres_server.resume()
         store.close()
 
 
+async def answers_again(pilot, app) -> bool:
+    """Wait until the app has seen the database answer again."""
+    deadline = time.monotonic() + 20
+    while "the database answers again" not in toasts(app) and time.monotonic() < deadline:
+        await pilot.pause(0.2)
+    return "the database answers again" in toasts(app)
+
+
+@pytest.mark.postgres
+@pilot_test
+async def test_a_postgres_server_that_stops_under_the_app_is_one_line_and_the_app_carries_on_when_it_is_back(outage):
+    # The app read its rows on the screen's own thread: a PostgreSQL server stopped under it (an upgrade,
+    # a restart) crashed the app with a SQLAlchemy traceback at the next repaint or key.
+    own_postgres_server, store, ids = outage
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        own_postgres_server.pause()
+        queue(app).invalidate()  # rows to read again, as after any change: the repaint reads them
+        await settle(pilot)
+        await pilot.press("enter")  # open the ticket under the cursor
+        await pilot.press("n")  # take next
+        await pilot.press("3")  # another view
+        await settle(pilot)
+        assert app.is_running and isinstance(app.screen, QueueScreen)
+        said = toasts(app)
+        assert any("is unreachable" in t and "heard tries again" in t for t in said), said
+        assert all("\n" not in t and "Traceback" not in t and "sqlalche.me" not in t for t in said), said
+        own_postgres_server.resume()
+        assert await answers_again(pilot, app)
+        await pilot.press("1")
+        await settle(pilot)
+        assert queue(app).ids == ids  # read again, whole
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen) and ticket(store, ids[0])["holder"] == AGENT
+
+
+@pytest.mark.postgres
+@pilot_test
+async def test_a_reply_started_while_postgres_is_down_says_so_and_works_once_it_is_back(outage):
+    # The composer read the thread in its on_mount: a stopped server ended the app with a traceback.
+    from tui.compose import ComposeScreen
+
+    own_postgres_server, store, ids = outage
+    app = make_app(store, smtp=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        own_postgres_server.pause()
+        await pilot.press("r")
+        await settle(pilot)
+        assert app.is_running and isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[0]
+        assert any("is unreachable" in t for t in toasts(app)), toasts(app)
+        own_postgres_server.resume()
+        assert await answers_again(pilot, app)
+        await pilot.press("r")
+        await settle(pilot)
+        assert isinstance(app.screen, ComposeScreen)
+        assert app.screen.draft.startswith("Hi Jane,")
+
+
+@pytest.mark.postgres
+@pilot_test
+async def test_the_update_dialog_opened_while_postgres_is_down_says_so_and_the_app_carries_on(outage):
+    from tui.ack import UpdateDialog
+
+    own_postgres_server, store, _ids = outage
+    app = make_app(store, smtp=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        own_postgres_server.pause()
+        await pilot.press("u")
+        await settle(pilot)
+        assert app.is_running and isinstance(app.screen, UpdateDialog)
+        error = str(app.screen.query_one("#update-error").render())
+        assert "is unreachable" in error and "\n" not in error.strip(), error
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen)
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 @pilot_test
-async def test_a_postgres_outage_under_the_live_sync_is_said_once(own_postgres_server, pymap_server, monkeypatch):
+async def test_a_postgres_outage_under_the_live_sync_is_said_once(outage, pymap_server):
     # The live sync and the screen both hit the stopped server: one toast, not "sync: ..." beside it.
-    import tui.app
-
-    monkeypatch.setattr(tui.app, "DB_RETRY_SECONDS", 0.2, raising=False)
-    store = Store(own_postgres_server.new_database())
-    seed(store)
+    own_postgres_server, store, _ids = outage
     imap = {"host": pymap_server.host, "port": pymap_server.port, "security": "none",
             "username": pymap_server.username, "password_command": f"printf '%s' '{pymap_server.password}'"}
     cfg = make_config(store.url, imap=imap)
     app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=True, tz=timezone.utc)
-    try:
-        async with app.run_test(size=SIZE) as pilot:
-            assert await _wait_for(pilot, lambda: app.sync.mode == "idle"), app.sync
-            own_postgres_server.pause()
-            queue(app).invalidate()
-            await asyncio.to_thread(pymap_server.append, [_raw(7, "While the database is down")])
-            assert await _wait_for(pilot, lambda: app.sync.mode == "offline")
-            await pilot.pause(1.0)
-            said = [t for t in toasts(app) if "unreachable" in t]
-            assert len(said) == 1 and not said[0].startswith("sync:"), toasts(app)
-            own_postgres_server.resume()
-            assert await _wait_for(pilot, lambda: "While the database is down" in screen_text(app), timeout=30)
-    finally:
-        store.close()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await _wait_for(pilot, lambda: app.sync.mode == "idle"), app.sync
+        own_postgres_server.pause()
+        queue(app).invalidate()
+        await asyncio.to_thread(pymap_server.append, [_raw(7, "While the database is down")])
+        assert await _wait_for(pilot, lambda: app.sync.mode == "offline")
+        await pilot.pause(1.0)
+        said = [t for t in toasts(app) if "unreachable" in t]
+        assert len(said) == 1 and not said[0].startswith("sync:"), toasts(app)
+        own_postgres_server.resume()
+        assert await _wait_for(pilot, lambda: "While the database is down" in screen_text(app), timeout=30)
 
 
 @pilot_test
