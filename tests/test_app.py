@@ -868,8 +868,10 @@ async def test_a_postgres_server_that_stops_under_the_app_is_one_line_and_the_ap
 
 @pytest.mark.postgres
 @pilot_test
-async def test_a_reply_started_while_postgres_is_down_says_so_and_works_once_it_is_back(outage):
-    # The composer read the thread in its on_mount: a stopped server ended the app with a traceback.
+async def test_a_reply_or_an_update_started_while_postgres_is_down_says_so_and_works_once_it_is_back(outage):
+    # The composer and the update dialog read the database as they opened: a stopped server ended the
+    # app with a traceback.
+    from tui.ack import UpdateDialog
     from tui.compose import ComposeScreen
 
     own_postgres_server, store, ids = outage
@@ -883,26 +885,6 @@ async def test_a_reply_started_while_postgres_is_down_says_so_and_works_once_it_
         await settle(pilot)
         assert app.is_running and isinstance(app.screen, TicketScreen) and app.screen.ticket_id == ids[0]
         assert any("is unreachable" in t for t in toasts(app)), toasts(app)
-        own_postgres_server.resume()
-        assert await answers_again(pilot, app)
-        await pilot.press("r")
-        await settle(pilot)
-        assert isinstance(app.screen, ComposeScreen)
-        assert app.screen.draft.startswith("Hi Jane,")
-
-
-@pytest.mark.postgres
-@pilot_test
-async def test_the_update_dialog_opened_while_postgres_is_down_says_so_and_the_app_carries_on(outage):
-    from tui.ack import UpdateDialog
-
-    own_postgres_server, store, _ids = outage
-    app = make_app(store, smtp=True)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
-        own_postgres_server.pause()
         await pilot.press("u")
         await settle(pilot)
         assert app.is_running and isinstance(app.screen, UpdateDialog)
@@ -911,6 +893,12 @@ async def test_the_update_dialog_opened_while_postgres_is_down_says_so_and_the_a
         await pilot.press("escape")
         await settle(pilot)
         assert isinstance(app.screen, TicketScreen)
+        own_postgres_server.resume()
+        assert await answers_again(pilot, app)
+        await pilot.press("r")
+        await settle(pilot)
+        assert isinstance(app.screen, ComposeScreen)
+        assert app.screen.draft.startswith("Hi Jane,")
 
 
 @pytest.mark.postgres
