@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -44,7 +44,7 @@ SUPPORT = "support@heard.example"
 
 
 def one_mail(n: int) -> bytes:
-    now = format_datetime(__import__("datetime").datetime.now(timezone.utc))
+    now = format_datetime(datetime.now(timezone.utc))
     return (f"From: Live Customer <live{n}@cust.example>\r\nTo: {SUPPORT}\r\nSubject: Live mail {n}\r\n"
             f"Message-ID: <live{n}.{time.time_ns()}@cust.example>\r\nDate: {now}\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n\r\nThe export stops at row 1000 again.\r\n").encode()

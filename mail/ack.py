@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mail.autoreply import OWN_ADDRESS, OWN_MESSAGE_ID, RATE_WINDOW_REASON, automatic_mail_allowed, is_bounce, is_list_mail
 from mail.compose import ComposeError, first_name, require_no_placeholders
-from mail.config import Config, ConfigError
+from mail.config import Config, ConfigError, config_duration as _duration, tier_specs
 from mail.send import queue_message
 from mail.tone import ToneWarning, check_tone
 from mail.untrusted import safe_line
@@ -56,7 +56,6 @@ from storage.deadlines import (
     format_deadline_short,
     jumper_rates,
     parse_duration,
-    parse_tiers,
     promise_deadline,
     tier_for,
 )
@@ -208,21 +207,6 @@ def _unknown_keys(section: str, table: Any, known: set[str]) -> dict:
     return table
 
 
-def _duration(table: dict, section: str, key: str, default: timedelta, *, day: timedelta) -> timedelta:
-    if key not in table:
-        return default
-    value = table[key]
-    if not isinstance(value, str):
-        raise ConfigError(f'[{section}] {key} = {value!r}: write a duration in quotes, e.g. "2h" or "30m"')
-    try:
-        d = parse_duration(value, day=day)
-    except ValueError as exc:
-        raise ConfigError(f'[{section}] {key} = {value!r}: {exc}; write e.g. "2h", "90m" or "1d"') from None
-    if d <= timedelta(0):
-        raise ConfigError(f"[{section}] {key} = {value!r}: must be longer than zero")
-    return d
-
-
 def _int(table: dict, section: str, key: str, default: int, *, low: int = 1) -> int:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -284,23 +268,7 @@ def ack_settings(cfg: Config, *, now: datetime | None = None) -> AckSettings:
     if not isinstance(template, str) or not template.strip():
         raise ConfigError("[ack] template must be text with {deadline} in it (see README, Acknowledgements)")
     check_template(template)
-    tiers_cfg = cfg.tiers or {}
-    if not isinstance(tiers_cfg, dict):
-        raise ConfigError("[tiers] must hold tables such as [tiers.premium]")
-    for name, spec in tiers_cfg.items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"[tiers.{name}] must be a table with max_response and members")
-        extra = sorted(set(spec) - {"max_response", "members"})
-        if extra:
-            raise ConfigError(f"[tiers.{name}] {extra[0]} is not a known key: use max_response and members")
-        if "max_response" not in spec:
-            raise ConfigError(f'[tiers.{name}] max_response is missing: e.g. max_response = "2h"')
-        _duration(spec, f"tiers.{name}", "max_response", timedelta(0), day=day)
-        members = spec.get("members", [])
-        if not isinstance(members, list) or any(not isinstance(m, str) for m in members):
-            raise ConfigError(f'[tiers.{name}] members = {members!r}: a list of addresses or domains, '
-                              'e.g. ["ceo@bigco.example", "bigco.example"]')
-    tiers = parse_tiers(tiers_cfg, day=day)
+    tiers = tier_specs(cfg.tiers or {}, day=day)
     p = _unknown_keys("pending", cfg.pending or {}, _PENDING_KEYS)
     close_after = _int(p, "pending", "close_after_days", 5)
     checkin_after = _int(p, "pending", "checkin_after_days", max(1, close_after - 2))
@@ -312,7 +280,7 @@ def ack_settings(cfg: Config, *, now: datetime | None = None) -> AckSettings:
         tiers=tiers,
         auto=auto,
         window=_duration(a, "ack", "window", timedelta(hours=24), day=wall_day),
-        at_risk_margin=_duration(a, "ack", "at_risk_margin", timedelta(hours=2), day=wall_day),
+        at_risk_margin=at_risk_margin(cfg),
         minimum=_duration(a, "ack", "minimum", timedelta(hours=2), day=day),
         max_age=_duration(a, "ack", "max_age", timedelta(days=14), day=wall_day),
         handling_time=_duration(a, "ack", "handling_time", timedelta(minutes=30), day=day),

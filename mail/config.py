@@ -14,8 +14,11 @@ import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from storage.deadlines import TierSpec, parse_duration, parse_tiers
 
 SECURITY = ("tls", "starttls", "none")
 
@@ -172,6 +175,42 @@ def _no_unknown_keys(table: dict, section: str) -> None:
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(known)}"
         raise ConfigError(f"[{section}] {key} is not a known key: {hint} (see README, Configuration)")
+
+
+def config_duration(table: dict, section: str, key: str, default: timedelta, *, day: timedelta) -> timedelta:
+    """A duration key ("2h", "90m", "1d": ``day`` long) of a config section, or one line naming it."""
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, str):
+        raise ConfigError(f'[{section}] {key} = {value!r}: write a duration in quotes, e.g. "2h" or "30m"')
+    try:
+        d = parse_duration(value, day=day)
+    except ValueError as exc:
+        raise ConfigError(f'[{section}] {key} = {value!r}: {exc}; write e.g. "2h", "90m" or "1d"') from None
+    if d <= timedelta(0):
+        raise ConfigError(f"[{section}] {key} = {value!r}: must be longer than zero")
+    return d
+
+
+def tier_specs(tiers: Any, *, day: timedelta = timedelta(hours=8)) -> dict[str, TierSpec]:
+    """``[tiers]``, checked (one line naming the key), as the acknowledgements and the sync both read it."""
+    if not isinstance(tiers, dict):
+        raise ConfigError("[tiers] must hold tables such as [tiers.premium]")
+    for name, spec in tiers.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"[tiers.{name}] must be a table with max_response and members")
+        extra = sorted(set(spec) - {"max_response", "members"})
+        if extra:
+            raise ConfigError(f"[tiers.{name}] {extra[0]} is not a known key: use max_response and members")
+        if "max_response" not in spec:
+            raise ConfigError(f'[tiers.{name}] max_response is missing: e.g. max_response = "2h"')
+        config_duration(spec, f"tiers.{name}", "max_response", timedelta(0), day=day)
+        members = spec.get("members", [])
+        if not isinstance(members, list) or any(not isinstance(m, str) for m in members):
+            raise ConfigError(f'[tiers.{name}] members = {members!r}: a list of addresses or domains, '
+                              'e.g. ["ceo@bigco.example", "bigco.example"]')
+    return parse_tiers(tiers, day=day)
 
 
 def _server(data: dict, section: str, default_port: dict[str, int]) -> ServerConfig:

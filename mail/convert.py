@@ -18,10 +18,10 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from mail.autoreply import automated_reason
-from mail.config import Config, ConfigError
+from mail.config import Config, tier_specs
 from mail.parse import ParsedMessage, parse_message
 from mail.vague import vague_reason
-from storage.deadlines import parse_tiers, tier_for
+from storage.deadlines import tier_for
 from storage.records import CHECK_MAIL_RULE, NewMessage, utcnow
 
 
@@ -45,7 +45,7 @@ class MessageConverter:
     def _setup(self, own_addresses: list[str], own_domain: str, tiers: dict) -> None:
         self.own_addresses = set(own_addresses)
         self.own_domains = {own_domain}
-        self.tiers = _parse_tiers(tiers) if tiers else {}
+        self.tiers = tier_specs(tiers) if tiers else {}  # one line naming a key it cannot read
 
     def convert_fetched(self, batch: list[tuple[int, bytes, bytes | None]]) -> list[tuple[NewMessage, list, list]]:
         """Parse and convert (uid, raw, INTERNALDATE) triples; ``uid`` is set on each message."""
@@ -105,23 +105,6 @@ class MessageConverter:
             vague_reason=None if outgoing or auto else vague_reason(pm.subject, pm.text),
             auto_submitted=outgoing and pm.headers.get("auto-submitted", "no").lower() not in ("", "no"),
         )
-
-
-def _parse_tiers(tiers: dict) -> dict:
-    """[tiers] for the sync; a value it cannot read is one line naming the key (as `heard ack` says), not a traceback."""
-    if not isinstance(tiers, dict):
-        raise ConfigError("[tiers] must hold tables such as [tiers.premium]")
-    for name, spec in tiers.items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"[tiers.{name}] must be a table with max_response and members")
-        if "max_response" not in spec:
-            raise ConfigError(f'[tiers.{name}] max_response is missing: e.g. max_response = "2h"')
-        try:
-            parse_tiers({name: spec})
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f'[tiers.{name}] max_response = {spec["max_response"]!r}: {exc}; '
-                              'write e.g. "2h", "90m" or "1d"') from None
-    return parse_tiers(tiers)
 
 
 _worker_converter: MessageConverter | None = None

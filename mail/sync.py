@@ -577,6 +577,7 @@ class WatchStatus:
     error: str | None = None  # what went wrong
     summary: SyncSummary | None = None
     retry_in: int | None = None  # seconds until the next try, while offline
+    database: bool = False  # the error is the database's (it stopped answering), not the mail server's
 
     @property
     def message(self) -> str | None:
@@ -640,7 +641,8 @@ def watch(
             # A database server stopped or restarted is waited out like a mail server gone away.
             msg = (str(exc) if isinstance(exc, (MailServerError, DatabaseUnreachable))
                    else str(network_error(cfg.imap, exc, connected=True)))
-            on_status(WatchStatus("offline", error=msg, retry_in=int(backoff)))
+            on_status(WatchStatus("offline", error=msg, retry_in=int(backoff),
+                                  database=isinstance(exc, DatabaseUnreachable)))
             stop.wait(backoff)
             backoff = min(backoff * 2, max_backoff)
         finally:

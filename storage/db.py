@@ -262,22 +262,15 @@ class Store:
                 self.engine.dispose()
                 time.sleep(0.2 * (attempt + 1))
 
-    def _serialized(self, conn: Connection) -> None:
-        """PostgreSQL: one process at a time past this point in a migration (SQLite: BEGIN IMMEDIATE did it)."""
-        if self.dialect == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(4873)"))  # released at commit
-
     def migrate(self) -> list[str]:
         applied: list[str] = []
-        with self.write_conn() as conn:
-            self._serialized(conn)
+        with self.write_conn() as conn:  # a write: one process at a time (BEGIN IMMEDIATE, or the write lock)
             SQLModel.metadata.tables["schema_migrations"].create(conn, checkfirst=True)
             done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
         for name, step in MIGRATIONS:
             if name in done:
                 continue
             with self.write_conn() as conn:
-                self._serialized(conn)
                 # Another process opening the same new database may have applied it since we
                 # looked: the write transaction (BEGIN IMMEDIATE) makes this check and the step one.
                 if conn.execute(text("SELECT 1 FROM schema_migrations WHERE name = :n"), {"n": name}).first():
@@ -433,16 +426,10 @@ def _wide_imap_numbers(store: Store, conn: Connection) -> None:
 
 
 def _search_outside_sqlite(store: Store, conn: Connection) -> None:
-    # Other databases get an index of their own too (storage/search.py): made and filled here when
-    # an earlier step did not already (a database created before it existed).
+    # Other databases get an index of their own too (storage/search.py: each message's words as FTS5
+    # cuts them): made and filled here for a database created before it existed.
     if store.dialect != "sqlite":
         store.search.create(conn)
-        store.search.rebuild(conn)
-
-
-def _search_words_as_fts5(store: Store, conn: Connection) -> None:
-    # The folded-text index holds each message's words as FTS5 cuts them (storage/search.py): fill it again.
-    if store.dialect != "sqlite":
         store.search.rebuild(conn)
 
 
@@ -463,5 +450,4 @@ MIGRATIONS: list[tuple[str, Callable[[Store, Connection], None]]] = [
     ("0007_search_merges_eight", _search_merges_eight),
     ("0008_wide_imap_numbers", _wide_imap_numbers),
     ("0009_search_outside_sqlite", _search_outside_sqlite),
-    ("0010_search_words_as_fts5", _search_words_as_fts5),
 ]

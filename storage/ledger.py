@@ -251,11 +251,10 @@ def withdraw_promise(conn: Connection, outbox_id: int, *, now: datetime, actor: 
     values: dict = {"promise_deadline": in_force[0] if in_force else None, "updated_at": now}
     if conn.execute(select(P.c.id).where(P.c.ticket_id == tid).limit(1)).first() is None:
         values["acknowledged_at"] = None
-    status = conn.execute(select(T.c.status).where(T.c.id == tid)).scalar()
+    status, cid = conn.execute(select(T.c.status, T.c.customer_id).where(T.c.id == tid)).one()
     if status not in {s.value for s in ACTIVE}:
         values["promise_deadline"] = None
     conn.execute(update(T).where(T.c.id == tid).values(**values))
-    cid = conn.execute(select(T.c.customer_id).where(T.c.id == tid)).scalar()
     last = conn.execute(
         select(O.c.created_at).join(T, T.c.id == O.c.ticket_id)
         .where(T.c.customer_id == cid, O.c.kind.in_(AUTOMATIC_KINDS), O.c.state.not_in(("cancelled", "failed")),

@@ -1,9 +1,9 @@
 """Full-text search over subjects, bodies and customers.
 
 ``SearchIndex`` is the interface. SQLite implements it with FTS5; PostgreSQL
-with a table of folded text (lower case, accents off) matched word by word
-from the start of a word, so a search means the same on both: every word must
-match, as a prefix, accents ignored, all in one message.
+with a table of each message's words as FTS5 cuts them (lower case, accents
+off), so a search means the same on both: every word must match, as a prefix,
+accents ignored, all in one message.
 """
 
 from __future__ import annotations
@@ -132,7 +132,15 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(fold(text))
 
 
-class FoldedTextIndex:
+class _SelectIndex:
+    """An index whose searches are a ``ticket_select``: the set of matches is that SELECT's rows."""
+
+    def ticket_ids(self, conn: Connection, query: str) -> set[int]:
+        sel = self.ticket_select(query)  # type: ignore[attr-defined]
+        return set() if sel is None else {r[0] for r in conn.execute(sel)}
+
+
+class FoldedTextIndex(_SelectIndex):
     """PostgreSQL: each message's subject, text and customer as its folded words, one space between
     them, in ``search_text``. A query means what it means to FTS5: each word of it is a phrase of
     tokens (``E-5021`` is "e" then "5021", ``@bigcorp.example`` is "bigcorp" then "example"), the last
@@ -176,12 +184,8 @@ class FoldedTextIndex:
         where = " AND ".join(f"body LIKE :w{i}" for i in range(len(phrases)))
         return text(f"SELECT ticket_id FROM search_text WHERE {where}").bindparams(**params).columns(ticket_id=Integer)
 
-    def ticket_ids(self, conn: Connection, query: str) -> set[int]:
-        sel = self.ticket_select(query)
-        return set() if sel is None else {r[0] for r in conn.execute(sel)}
 
-
-class LikeIndex:
+class LikeIndex(_SelectIndex):
     """Portable fallback for other databases: substring match."""
 
     def ticket_select(self, query: str):
@@ -196,10 +200,6 @@ class LikeIndex:
             )
         sql = "SELECT m.ticket_id FROM messages m WHERE " + " AND ".join(clauses)
         return text(sql).bindparams(**params).columns(ticket_id=Integer)
-
-    def ticket_ids(self, conn: Connection, query: str) -> set[int]:
-        sel = self.ticket_select(query)
-        return set() if sel is None else {r[0] for r in conn.execute(sel)}
 
     def create(self, conn: Connection) -> None:
         pass

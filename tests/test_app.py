@@ -798,6 +798,7 @@ async def test_a_failed_send_shows_on_the_ticket_with_how_to_retry(tmp_path, smt
     ("kind", "old", "new", "shown"),
     [
         ("status", "open", "solved", "open → solved"),
+        ("status", "open", "pending", "open → waiting on customer"),
         ("holder", None, "Ana", "taken by Ana"),
         ("reply", None, "outbox #3", "reply queued (outbox #3)"),
         ("ack", None, "2026-11-24T14:00:00Z", "acknowledgement queued"),  # the reason names the deadline

@@ -58,9 +58,10 @@ class SyncStatusChanged(Message):
     """From the sync thread: a mode (idle, polling, offline), an error, what arrived."""
 
     def __init__(self, mode: str, error: str | None, new_messages: int, new_tickets: int,
-                 problem: str | None = None) -> None:
+                 problem: str | None = None, database: bool = False) -> None:
         super().__init__()
         self.mode = mode
+        self.database = database  # the problem is the database's, not the mail server's
         self.error = error  # as shown, with the retry
         self.problem = problem if problem is not None else error  # the same across retries
         self.new_messages = new_messages
@@ -226,7 +227,7 @@ class HeardApp(App[int]):
             self.post_message(SyncStatusChanged(
                 status.mode, status.message,
                 summary.new_messages if summary else 0, summary.tickets_created if summary else 0,
-                problem=status.error,
+                problem=status.error, database=status.database,
             ))
             if summary is not None and self.cfg.smtp is not None:
                 self._after_sync()
@@ -255,7 +256,7 @@ class HeardApp(App[int]):
         # One toast per problem: the retries of the same error only update the header. A database that
         # stopped answering is the app's problem as much as the sync's: said once, by database_unreachable.
         if event.problem and event.problem != self._last_sync_error:
-            if event.problem.startswith("database ") and " is unreachable" in event.problem:
+            if event.database:
                 self.database_unreachable(DatabaseUnreachable(event.problem))
             else:
                 self.toast(f"sync: {event.error}", severity="error", timeout=8)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mail.untrusted import safe_line
-from storage.lifecycle import Status
+from storage.lifecycle import STATUS_LABELS, Status
 
 STATUS_SHORT = {
     Status.NEW: "new",
@@ -16,7 +16,8 @@ STATUS_SHORT = {
 
 
 def status_label(status: str) -> str:
-    return STATUS_SHORT.get(Status(status), status)
+    """The status as the app says it in words ("waiting on customer"); STATUS_SHORT is for the queue's column."""
+    return STATUS_LABELS.get(Status(status), status)
 
 
 def event_change(e: dict) -> str:
