@@ -96,7 +96,10 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
     # and only the decoded text is normalised to "\n" (cheaper than copying it all).
     if b"\n" not in raw and b"\r" in raw:  # old Mac line endings
         raw = raw.replace(b"\r", b"\n")
-    head, body = _split_head(raw)
+    # The body is a span of ``raw`` (buf, start, end) all the way down: slicing it would copy a big
+    # attachment once for the message body, once for its part and once more for the part's body.
+    head, start = _split_head_at(raw, 0, len(raw))
+    buf = raw
     htext = _decode_head(head, defects)
     h, bad_line = _parse_headers(htext)
     if bad_line is not None:
@@ -105,7 +108,8 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
         else:
             defects.append("missing header/body separator")
         rest = b"\n".join(head.split(b"\n")[bad_line:])
-        body = rest + b"\n" + body if body else rest
+        buf = rest + b"\n" + raw[start:] if start < len(raw) else rest
+        start = 0
     pm.headers = h
 
     # Threading.
@@ -156,7 +160,7 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
     ctype, params = _content_type(h.get("content-type"), "text/plain", defects)
     pm.content_type = ctype
     state = _State(defects, pm.attachments)
-    text, is_html = _walk(state, h, ctype, params, body, 0, None)
+    text, is_html = _walk(state, h, ctype, params, buf, start, len(buf), 0, None)
     if text is not None:
         if is_html:
             from mail.html import html_to_text
@@ -184,17 +188,23 @@ class _State:
 
 def _split_head(raw: bytes) -> tuple[bytes, bytes]:
     """Split at the first blank line, CRLF or LF."""
-    if raw[:1] == b"\n":
-        return b"", raw[1:]
-    if raw[:2] == b"\r\n":
-        return b"", raw[2:]
-    j = raw.find(b"\n\r\n")
-    i = raw.find(b"\n\n", 0, j if j != -1 else len(raw))
+    head, at = _split_head_at(raw, 0, len(raw))
+    return head, raw[at:]
+
+
+def _split_head_at(buf: bytes, start: int, end: int) -> tuple[bytes, int]:
+    """The head of ``buf[start:end]`` (up to its first blank line, CRLF or LF) and where its body starts."""
+    if buf[start : min(start + 1, end)] == b"\n":
+        return b"", start + 1
+    if buf[start : min(start + 2, end)] == b"\r\n":
+        return b"", start + 2
+    j = buf.find(b"\n\r\n", start, end)
+    i = buf.find(b"\n\n", start, j if j != -1 else end)
     if i != -1:
-        return raw[:i], raw[i + 2 :]
+        return buf[start:i], i + 2
     if j != -1:
-        return raw[:j], raw[j + 3 :]
-    return raw, b""
+        return buf[start:j], j + 3
+    return buf[start:end], end
 
 
 def _decode_head(head: bytes, defects: list[str]) -> str:
@@ -292,11 +302,14 @@ def _walk(
     h: dict[str, str],
     ctype: str,
     params: dict[str, str],
-    body: bytes,
+    buf: bytes,
+    start: int,
+    end: int,
     depth: int,
     parent: str | None,
 ) -> tuple:
-    """Walk one part. Returns (text, is_html) of its readable body, or (None, False).
+    """Walk one part, whose body is ``buf[start:end]``. Returns (text, is_html) of its readable body,
+    or (None, False).
 
     For HTML, ``text`` is a zero-argument callable returning the decoded HTML.
     """
@@ -313,22 +326,24 @@ def _walk(
             return None, False
         boundary = params.get("boundary", "")
         if not boundary:
-            guessed = _guess_boundary(body)
+            guessed = _guess_boundary(buf, start, end)
             if guessed is None:
                 st.defects.append("multipart without boundary")
-                return _leaf_text(st, "text/plain", params, h, body)
+                return _leaf_text(st, "text/plain", params, h, buf, start, end)
             st.defects.append("multipart without boundary parameter")
             boundary = guessed
-        parts = _split_multipart(body, boundary.encode("utf-8", "replace"), st.defects)
+        parts = _split_multipart(buf, start, end, boundary.encode("utf-8", "replace"), st.defects)
         if parts is None:  # not one delimiter line: the body is all there is
-            return _leaf_text(st, "text/plain", params, h, body) if body.strip() else (None, False)
+            if _NOT_SPACE.search(buf, start, end) is None:
+                return None, False
+            return _leaf_text(st, "text/plain", params, h, buf, start, end)
         results = []
-        for part in parts:
-            ph_bytes, pbody = _split_head(part)
+        for pstart, pend in parts:
+            ph_bytes, pbody = _split_head_at(buf, pstart, pend)
             ph = _part_headers(ph_bytes, st.defects) if ph_bytes else {}
             default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
             pct, pparams = _content_type(ph.get("content-type"), default, st.defects)
-            results.append(_walk(st, ph, pct, pparams, pbody, depth + 1, ctype))
+            results.append(_walk(st, ph, pct, pparams, buf, pbody, pend, depth + 1, ctype))
             if st.stopped:
                 break
         return _combine(ctype, results)
@@ -336,15 +351,16 @@ def _walk(
     disp, dparams = _disposition(h.get("content-disposition"))
     if ctype in ("message/delivery-status", "message/global-delivery-status", "message/disposition-notification"):
         # The machine-readable half of a report: useful to read, short, ASCII.
-        return _leaf_text(st, "text/plain", params, h, body)
+        return _leaf_text(st, "text/plain", params, h, buf, start, end)
     if ctype == "text/rfc822-headers" and parent == "multipart/report":
         return None, False
     fname = dparams.get("filename") or params.get("name") or ""
     if fname:
         fname = _decode_words(fname, st.defects)
     if ctype in _TEXT_TYPES and disp != "attachment" and (not fname or disp == "inline"):
-        return _leaf_text(st, ctype, params, h, body)
-    st.attachments.append(Attachment(fname or _unnamed(ctype, body), ctype, _encoded_size(h, body)))
+        return _leaf_text(st, ctype, params, h, buf, start, end)
+    st.attachments.append(Attachment(fname or _unnamed(ctype, buf[start : min(end, start + 65536)]), ctype,
+                                     _encoded_size(h, buf, start, end)))
     return None, False
 
 
@@ -403,35 +419,37 @@ def _combine(ctype: str, results: list[tuple]) -> tuple:
     return "\n".join(html_to_text(t()) if is_html else t.rstrip("\n") for t, is_html in found), False
 
 
-def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> list[bytes] | None:
+def _split_multipart(buf: bytes, first: int, last: int, boundary: bytes,
+                     defects: list[str]) -> list[tuple[int, int]] | None:
+    """The parts of the multipart body ``buf[first:last]``, each as its (start, end) in ``buf``."""
     delim = b"--" + boundary
     dlen = len(delim)
     nl_delim = b"\n" + delim
-    parts: list[bytes] = []
+    parts: list[tuple[int, int]] = []
 
     def find(start: int) -> int:
         """Position of the next delimiter line (the delimiter itself), or -1."""
         while True:
-            if start == 0 and body.startswith(delim):
-                i = 0
+            if start == first and buf.startswith(delim, first, last):
+                i = first
             else:
-                j = body.find(nl_delim, max(start - 1, 0))
+                j = buf.find(nl_delim, max(start - 1, first), last)
                 if j == -1:
                     return -1
                 i = j + 1
-            after = body[i + dlen : i + dlen + 1]
+            after = buf[i + dlen : min(i + dlen + 1, last)]
             if after in (b"", b"\n", b"-", b" ", b"\t", b"\r"):
                 return i
             start = i + 1  # boundary is only a prefix of this line
 
-    i = find(0)
+    i = find(first)
     if i == -1:
         defects.append("multipart without any boundary line")
         return None
     while True:
-        if body[i + dlen : i + dlen + 2] == b"--":
+        if buf[i + dlen : min(i + dlen + 2, last)] == b"--":
             return parts  # closing delimiter
-        eol = body.find(b"\n", i + dlen)
+        eol = buf.find(b"\n", i + dlen, last)
         if eol == -1:
             defects.append("unterminated multipart")
             return parts
@@ -439,30 +457,35 @@ def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> list[b
         nxt = find(start)
         if nxt == -1:
             defects.append("unterminated multipart")
-            parts.append(body[start:])
+            parts.append((start, last))
             return parts
         end = max(nxt - 1, start)
-        if end > start and body[end - 1 : end] == b"\r":
+        if end > start and buf[end - 1 : end] == b"\r":
             end -= 1
-        parts.append(body[start:end])
+        parts.append((start, end))
         i = nxt
         if len(parts) > MAX_PARTS:
             return parts
 
 
-def _guess_boundary(body: bytes) -> str | None:
+def _guess_boundary(buf: bytes, start: int, end: int) -> str | None:
     """A multipart without a boundary parameter: take the first "--x" line seen twice."""
-    for m in re.finditer(rb"(?m)^--([^\s]{1,70}?)(?:--)?[ \t]*\r?$", body[:65536]):
+    for m in re.finditer(rb"(?m)^--([^\s]{1,70}?)(?:--)?[ \t]*\r?$", buf[start : min(end, start + 65536)]):
         cand = m.group(1)
-        if body.count(b"--" + cand) >= 2:
+        if buf.count(b"--" + cand, start, end) >= 2:
             return cand.decode("ascii", "replace")
         break
     return None
 
 
 def _leaf_text(
-    st: _State, ctype: str, params: dict[str, str], h: dict[str, str], body: bytes
+    st: _State, ctype: str, params: dict[str, str], h: dict[str, str], buf: bytes, start: int, end: int
 ) -> tuple:
+    if end - start > 3 * MAX_TEXT_BYTES:  # never copy, let alone decode, a huge part just to cut it
+        cut = buf.rfind(b"\n", start, start + 3 * MAX_TEXT_BYTES)  # at a line end: base64 stays whole
+        end = cut if cut > start else start + 3 * MAX_TEXT_BYTES
+        st.defects.append(f"text part over {MAX_TEXT_BYTES // (1024 * 1024)} MB truncated")
+    body = buf[start:end] if start or end != len(buf) else buf
     if ctype == "text/html":
         return (lambda: _decode_text(st, params, h, body)), True
     return _decode_text(st, params, h, body), False
@@ -470,10 +493,6 @@ def _leaf_text(
 
 def _decode_text(st: _State, params: dict[str, str], h: dict[str, str], body: bytes) -> str:
     cte = h.get("content-transfer-encoding", "").strip().lower()
-    if len(body) > 3 * MAX_TEXT_BYTES:  # never decode a huge part just to cut it
-        cut = body.rfind(b"\n", 0, 3 * MAX_TEXT_BYTES)  # at a line end: base64 stays whole
-        body = body[: cut if cut > 0 else 3 * MAX_TEXT_BYTES]
-        st.defects.append(f"text part over {MAX_TEXT_BYTES // (1024 * 1024)} MB truncated")
     if cte in ("", "7bit", "8bit", "binary"):
         data = body
     elif cte == "quoted-printable":
@@ -512,24 +531,32 @@ def _b64decode(data: bytes, defects: list[str]) -> bytes:
 
 
 BIG_PART = 1024 * 1024
+_NOT_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what bytes.strip() would keep
 
 
-def _encoded_size(h: dict[str, str], body: bytes) -> int:
-    """Decoded size of an attachment, estimated without decoding it."""
+def _encoded_size(h: dict[str, str], buf: bytes, start: int, end: int) -> int:
+    """Decoded size of an attachment (``buf[start:end]``), estimated without decoding or copying it."""
     cte = h.get("content-transfer-encoding", "").strip().lower()
+    size = end - start
     if cte == "base64":
-        if len(body) > BIG_PART:  # counting allocates nothing: a big attachment is not copied twice more
-            n = len(body) - body.count(b"\r") - body.count(b"\n") - body.count(b" ")
+        if size > BIG_PART:  # counting allocates nothing: a big attachment is not copied
+            n = size - buf.count(b"\r", start, end) - buf.count(b"\n", start, end) - buf.count(b" ", start, end)
         else:  # deleting each byte with bytes.replace (memchr-based) beats counting or translating
-            n = len(body.replace(b"\r", b"").replace(b"\n", b"").replace(b" ", b""))
-        tail = body[-64:].rstrip()[-2:]  # rstrip() of the whole body would copy it
-        if len(tail) < 2 and len(body) > 64:
-            tail = body.rstrip()[-2:]
-        pad = 2 if tail == b"==" else 1 if tail[-1:] == b"=" else 0
+            n = len(buf[start:end].replace(b"\r", b"").replace(b"\n", b"").replace(b" ", b""))
+        pad = 0
+        j = end  # the last two bytes before any trailing white space, read a window at a time from the end
+        while j > start:
+            w = max(start, j - 4096)
+            kept = len(buf[w:j].rstrip())
+            if kept:
+                tail = buf[max(start, w + kept - 2) : w + kept]
+                pad = 2 if tail == b"==" else 1 if tail[-1:] == b"=" else 0
+                break
+            j = w
         return max(n * 3 // 4 - pad, 0)
     if cte == "quoted-printable":
-        return max(len(body) - 2 * body.count(b"=") - body.count(b"\r"), 0)
-    return len(body)
+        return max(size - 2 * buf.count(b"=", start, end) - buf.count(b"\r", start, end), 0)
+    return size
 
 
 _EXT = {
