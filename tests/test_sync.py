@@ -576,6 +576,29 @@ def test_a_mailbox_of_big_attachments_syncs_in_bounded_memory(dovecot_server, tm
     assert con.execute("SELECT count(*), min(length(raw)) FROM raw_messages").fetchone() == (40, len(_big_mail(0)))
 
 
+@pytest.mark.dovecot
+def test_one_mail_with_a_40_mb_attachment_syncs_without_copies_of_it(dovecot_server, tmp_path):
+    """Parsing copied such an attachment three times over (its body, its part, the part's body), and
+    SQLite twice more as it stored it (the bound value, then the row): 204 MB at the peak, now 103 MB."""
+    big = _big_mail(1, megabytes=40)  # 40 MB as sent, 30 MB decoded
+    dovecot_server.deliver_maildir(dovecot_server.username, [big])
+    cfg = write_config(tmp_path, dovecot_server)
+    measure = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.stdout.strip())")
+    out = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "tui.cli", "--config", str(cfg), "sync"],
+                         capture_output=True, text=True, timeout=300).stdout
+    code, peak_mb, summary = out.split(" ", 2)
+    assert code == "0" and summary.startswith("1 new messages"), out
+    # The program and the mail as read: no copy of it while it is parsed and stored.
+    assert int(peak_mb) < 150, f"peak memory {peak_mb} MB for one mail of {len(big) >> 20} MB"
+    con = sqlite3.connect(tmp_path / "heard.db")
+    assert con.execute("SELECT raw FROM raw_messages").fetchone()[0] == big  # every byte, as the server has it
+    shown = subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(cfg), "show", "1", "--json"],
+                           capture_output=True, text=True, timeout=60)
+    (message,) = json.loads(shown.stdout)["messages"]
+    assert [(a["name"], a["size"]) for a in message["attachments"]] == [("logs.bin", 40 * 3 * 1024 * 1024 // 4)]
+
+
 def test_a_sync_on_a_worker_thread_parses_in_a_spawned_process(imap, tmp_path, monkeypatch):
     """The app syncs on a worker thread, where forking is unsafe: its parsing process is spawned, and parses."""
     import threading
