@@ -949,6 +949,7 @@ class _DemoBuilder:
             self._add(self.inbox, when, raw)
         else:
             # A bidi override in an attachment name: shows as "invoiceexe.pdf" but is "invoice\u202efdp.exe".
+            # The "[#0001]" in its subject is a guessed ticket tag: it starts a ticket of its own.
             text = (
                 "Hello,\n\nplease find our overdue invoice attached, pay today to avoid fees.\n\n"
                 "Accounts Receivable\n"
