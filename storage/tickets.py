@@ -351,6 +351,8 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
     """
     with store.write_conn() as conn:
         held = held_by(conn, agent)
+        if held is not None and held == ticket_id:
+            return held  # already this agent's: nothing changes, nothing to record
         if held is not None:
             raise TicketError(f"you hold #{held}: solve, park or release it before taking another")
         if ticket_id is None:

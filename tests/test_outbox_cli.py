@@ -171,6 +171,19 @@ def test_release_and_assign_refusals_say_what_is_wrong(capsys, env):  # noqa: F8
     assert code == 1 and err == "heard: Bo already holds the ticket\n"
 
 
+def test_taking_the_ticket_you_hold_again_says_you_hold_it(capsys, env):  # noqa: F811
+    # It said "you hold #1: solve, park or release it before taking another" and exited 1.
+    cfg, store, tid = env
+    assert run(capsys, cfg, "take", str(tid))[1] == f"you hold #{tid}\n"
+    events = len(detail(store, tid)["events"])
+    code, out, err = run(capsys, cfg, "take", str(tid))
+    assert (code, out, err) == (0, f"you hold #{tid}\n", "")
+    assert len(detail(store, tid)["events"]) == events  # nothing new on the record
+    other = add_ticket(store, "Second", "bo@cust.example", "Also broken.")
+    code, out, err = run(capsys, cfg, "take", str(other))
+    assert code == 1 and err == f"heard: you hold #{tid}: solve, park or release it before taking another\n"
+
+
 def test_a_reply_to_a_customer_whose_subject_and_name_carry_escape_sequences_goes_out_clean(
         tmp_path, capsys, env, smtp):  # noqa: F811
     # Control characters in the customer's own subject or name used to make every reply (and acknowledgement)
