@@ -360,6 +360,25 @@ async def test_slash_searches_subjects_bodies_and_customers(store, ids):
 
 
 @pilot_test
+async def test_an_empty_view_or_search_says_so_instead_of_showing_a_blank_list(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")  # mine: nothing held yet
+        await settle(pilot)
+        assert queue(app).ids == []
+        assert "You hold no ticket: n takes the most urgent one." in screen_text(app)
+        await pilot.press("1", "slash", *"zebra")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Nothing in open matches 'zebra': escape clears the search, 6 looks in all." in text
+        assert "You hold no ticket" not in text
+        await pilot.press("escape")
+        await settle(pilot)
+        assert "matches" not in screen_text(app) and queue(app).ids == ids
+
+
+@pilot_test
 async def test_cursor_keys_and_enter(store, ids):
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
