@@ -196,3 +196,15 @@ def test_a_reply_to_a_customer_whose_subject_and_name_carry_escape_sequences_goe
     msg = email.message_from_bytes(smtp.wait_for(1)[0].data, policy=email.policy.default)
     assert msg["Subject"] == f"Re: Invoice 77 wrong [#{tid}]"
     assert msg["To"] == "Eve Stone <eve@cust.example>"
+
+
+def test_tickets_for_scripts_mark_a_cut_address_or_subject_with_an_ellipsis(capsys, env):  # noqa: F811
+    # The fixed columns cut "celine@moreau-architecture.example" to "celine@moreau-architecture.examp":
+    # a wrong address that looked whole.
+    cfg, store, _ = env
+    tid = add_ticket(store, "The export stops at row 1000 and then the whole page hangs for minutes",
+                     "celine@moreau-architecture.example", "It hangs.")
+    code, out, _ = run(capsys, cfg, "tickets")
+    line = next(li for li in out.splitlines() if li.startswith(f"#{tid} "))
+    assert "celine@moreau-architecture.exam… " in line and "architecture.examp " not in line
+    assert "The export stops at row 1000 and then the whole page hangs …" in line

@@ -322,7 +322,7 @@ def _ticket_line(t: dict, now: datetime, tz) -> str:
     holder = f" @{safe_line(t['holder'])}" if t.get("holder") else ""
     return (
         f"#{t['id']:<6} {STATUS_LABELS[Status(t['status'])]:<20} {t['priority']:<7} "
-        f"{safe_line(t['customer'])[:32]:<32} {_promise(t, now, tz):<22} {safe_line(t['subject'])[:60]}{holder}"
+        f"{_fit(safe_line(t['customer']), 32):<32} {_promise(t, now, tz):<22} {_fit(safe_line(t['subject']), 60)}{holder}"
     )
 
 
