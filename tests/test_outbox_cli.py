@@ -208,3 +208,11 @@ def test_tickets_for_scripts_mark_a_cut_address_or_subject_with_an_ellipsis(caps
     line = next(li for li in out.splitlines() if li.startswith(f"#{tid} "))
     assert "celine@moreau-architecture.exam… " in line and "architecture.examp " not in line
     assert "The export stops at row 1000 and then the whole page hangs …" in line
+
+
+def test_a_wrong_status_for_the_list_names_all_too(capsys, env):  # noqa: F811
+    cfg, _, _ = env
+    code, out, err = run(capsys, cfg, "tickets", "--status", "done")
+    assert (code, out) == (1, "")
+    assert err == "heard: unknown status 'done': use one of new, open, pending, on_hold, solved, closed, or all\n"
+    assert run(capsys, cfg, "tickets", "--status", "all")[0] == 0

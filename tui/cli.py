@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from mail.config import Config, ConfigError, default_config_path, load_config, write_config
 from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
-from storage.lifecycle import STATUS_LABELS, LifecycleError, Status
+from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
 from storage.records import OpeningStore, StoreError, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -335,6 +335,11 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     store = open_store(cfg)
     query = " ".join(args.search or [])
     status = None if args.status == "all" else args.status  # "all": every status
+    if status:
+        try:
+            parse_status(status)
+        except LifecycleError as exc:  # the list knows one more word than a status change
+            raise CliError(f"{exc}, or all") from None
     view = args.view or ("all" if args.status or query else "open")
     matching = None
     if query:
