@@ -662,7 +662,9 @@ class _DemoBuilder:
             body = _multipart("mixed", parts, _boundary(rng))
         return msgid, _assemble(headers, body)
 
-    def compose_text(self, c: Customer, body: str, *, persona: str | None = None, quote: str = "") -> str:
+    def compose_text(self, c: Customer, body: str, *, persona: str | None = None, quote: str = "",
+                     attached: bool = False) -> str:
+        """The customer's text; ``attached``: the mail carries a file (only then may it say "I have attached")."""
         rng = self.rng
         persona = persona or c.persona
         greeting = _GREETING[c.lang]
@@ -675,7 +677,8 @@ class _DemoBuilder:
         if persona == "angry" and c.lang == "en":
             parts.append(rng.choice(_ANGRY_CLOSERS))
         elif persona == "calm" and c.lang == "en" and rng.random() < 0.35:
-            parts.append(rng.choice(_FILLER))
+            filler = rng.choice(_FILLER)
+            parts.append(filler if attached or not filler.startswith("I have attached") else _FILLER[0])
         sign = _THANKS[c.lang]
         signature = c.name if c.lang != "ja" else f"{c.name}\n{c.address.split('@')[1].split('.')[0]}"
         if persona == "terse":
@@ -738,7 +741,7 @@ class _DemoBuilder:
         rng = self.rng
         key, subject, body = self.issue_for(c)
         atts = self.attachments_for(key, c) if rng.random() < 0.7 else []
-        text = self.compose_text(c, body)
+        text = self.compose_text(c, body, attached=bool(atts))
         raw_subject = c.lang == "es" and rng.random() < 0.3
         first_id, raw = self.customer_mail(c, start, subject, text, attachments=atts, raw_subject=raw_subject)
         self._add(self.inbox, start, raw)
@@ -804,7 +807,7 @@ class _DemoBuilder:
                 extra_atts = [("error-E-5021.png", "image/png", _png(rng))]
             # Some clients drop References and keep only In-Reply-To.
             r_refs = refs if rng.random() < 0.85 else []
-            cid, craw = self.customer_mail(c, when, _re(subject), self.compose_text(c, answer, quote=q), in_reply_to=sid, references=r_refs, attachments=extra_atts)
+            cid, craw = self.customer_mail(c, when, _re(subject), self.compose_text(c, answer, quote=q, attached=bool(extra_atts)), in_reply_to=sid, references=r_refs, attachments=extra_atts)
             self._add(self.inbox, when, craw)
             refs = refs + [cid]
             parent = cid
@@ -949,6 +952,7 @@ class _DemoBuilder:
             self._add(self.inbox, when, raw)
         else:
             # A bidi override in an attachment name: shows as "invoiceexe.pdf" but is "invoice\u202efdp.exe".
+            # The "[#0001]" in its subject is a guessed ticket tag: it starts a ticket of its own.
             text = (
                 "Hello,\n\nplease find our overdue invoice attached, pay today to avoid fees.\n\n"
                 "Accounts Receivable\n"
@@ -1109,8 +1113,10 @@ def customer_reply(to_message: bytes, seed: int, now: datetime | None = None) ->
     b.rng = rng
     agent_from = h.get("from", support)
     quote = _quote(agent_text.strip() or "(no text)", _decode(agent_from), email.utils.parsedate_to_datetime(h["date"]) if "date" in h else when)
-    text = b.compose_text(c, answer, persona="calm" if c.persona == "angry" else c.persona, quote=quote)
-    atts = [("screenshot.png", "image/png", _png(rng))] if "Screenshot attached" in answer else []
+    atts_wanted = "Screenshot attached" in answer
+    text = b.compose_text(c, answer, persona="calm" if c.persona == "angry" else c.persona, quote=quote,
+                          attached=atts_wanted)
+    atts = [("screenshot.png", "image/png", _png(rng))] if atts_wanted else []
     _, raw = b.customer_mail(c, when, _re(subject or "(no subject)"), text, in_reply_to=parent or None, references=refs, attachments=atts)
     return raw
 
@@ -1130,7 +1136,7 @@ def new_customer_mail(now: datetime, support_address: str, rng: random.Random) -
                      persona=rng.choice(("calm", "calm", "angry", "vague", "terse")), client=rng.choice(("plain", "alt", "phone")))
     key, subject, body = b.issue_for(c)
     atts = b.attachments_for(key, c) if rng.random() < 0.5 else []
-    _, raw = b.customer_mail(c, now, subject, b.compose_text(c, body), attachments=atts)
+    _, raw = b.customer_mail(c, now, subject, b.compose_text(c, body, attached=bool(atts)), attachments=atts)
     return raw
 
 

@@ -96,6 +96,8 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
                 ticket_for_message_id=ing.ticket_for_message_id,
                 ticket_exists=ing.ticket_exists,
                 sent_parents=ing.sent_parents,
+                # A copy of our own mail (sent to the support address) may carry any ticket's tag.
+                sender_in_ticket=lambda tid, m=m: m.direction == "out" or ing.sender_in_ticket(tid, m.from_addr),
             )
             ing.add(m, tid, reason)
         ing.flush()

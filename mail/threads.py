@@ -1,8 +1,9 @@
 """Which ticket a message belongs to, and why. Pure.
 
 Headers first (In-Reply-To, then References, newest first) against every
-Message-ID we have seen or sent, then a ``[#N]`` tag in the subject; never
-the subject text alone.
+Message-ID we have seen or sent, then a ``[#N]`` tag in the subject (from the
+ticket's own people only: ticket numbers are easy to guess); never the subject
+text alone.
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ def thread_decision(
     ticket_for_message_id: Callable[[str], int | None],
     ticket_exists: Callable[[int], bool],
     sent_parents: Callable[[str], Sequence[str]] = lambda mid: (),
+    sender_in_ticket: Callable[[int], bool] = lambda tid: True,
 ) -> tuple[int | None, str]:
     """(ticket id or None for a new ticket, the reason it joined).
+
+    ``sender_in_ticket`` says whether the sender is one of a ticket's people (its customer, or someone
+    who wrote in it before). A ``[#N]`` tag from anyone else starts a new ticket: anyone can type
+    ``[#12]``, and a stranger's mail must not land in (and reopen, and be quoted back to) another
+    customer's conversation. Headers are not checked so: they name a Message-ID only the thread knows.
 
     ``sent_parents`` gives, for a message in our Sent folder that heard did not
     send itself (webmail, another client), the ids it replied to: a customer
@@ -56,5 +63,7 @@ def thread_decision(
                 return tid, f"In-Reply-To <{mid}>, our sent reply to <{parent}>"
     tag = subject_tag(subject)
     if tag is not None and ticket_exists(tag):
-        return tag, f"subject tag [#{tag}]"
+        if sender_in_ticket(tag):
+            return tag, f"subject tag [#{tag}]"
+        return None, f"new ticket: subject tag [#{tag}] from someone who is not on that ticket"
     return None, "new ticket: no known Message-ID in In-Reply-To/References and no [#N] tag"

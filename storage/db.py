@@ -124,6 +124,10 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create the folder for database {database!r} ({exc.strerror or exc}): "
                              "check [storage] database") from None
+        if self.url.startswith("sqlite:///") and Path(self.url.removeprefix("sqlite:///")).is_dir():
+            folder = Path(self.url.removeprefix("sqlite:///"))
+            raise StoreError(f"database {database!r} is a folder: give [storage] database a file in it, "
+                             f"e.g. {folder / 'heard.db'}")
         kwargs: dict = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
@@ -157,9 +161,14 @@ class Store:
             except StoreError as exc:
                 if not isinstance(exc, DatabaseUnreachable):
                     raise
-                what = ("check [storage] database, and that the database server runs and lets this user in"
-                        if self.dialect != "sqlite" else "another heard may be writing: try again")
-                raise StoreError(f"cannot open database {shown!r}: {_first_line(exc.__cause__ or exc)}; {what}") from None
+                first = _first_line(exc.__cause__ or exc)
+                if self.dialect != "sqlite":
+                    what = "check [storage] database, and that the database server runs and lets this user in"
+                elif "unable to open" in first:  # not a lock: a file this user cannot create or open
+                    what = "check [storage] database: heard must be able to create and write that file"
+                else:
+                    what = "another heard may be writing: try again"
+                raise StoreError(f"cannot open database {shown!r}: {first}; {what}") from None
             except Exception as exc:
                 what = ("check [storage] database, or move the file aside and run heard sync again"
                         if self.dialect == "sqlite" else

@@ -333,6 +333,14 @@ def set_holder(store: Store, ticket_id: int, holder: str | None, *, reason: str 
     return change
 
 
+# What heard writes when nobody was asked why (taking a ticket, `heard reply` without --reason): not answers
+# to the reason dialog's "why?" either (see recent_reasons).
+TAKE_NEXT_REASON = "took the most urgent ticket (take next)"
+TAKE_REASON = "took this ticket"
+REPLY_REASON = "replied to the customer; waiting on their answer"
+_UNASKED_REASONS = (TAKE_NEXT_REASON, TAKE_REASON, REPLY_REASON)
+
+
 def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetime, reason: str | None = None,
                 at_risk_margin: timedelta = timedelta(hours=2)) -> int | None:
     """Claim a ticket (the most urgent free one when ``ticket_id`` is None, in the queue's work order with
@@ -343,6 +351,8 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
     """
     with store.write_conn() as conn:
         held = held_by(conn, agent)
+        if held is not None and held == ticket_id:
+            return held  # already this agent's: nothing changes, nothing to record
         if held is not None:
             raise TicketError(f"you hold #{held}: solve, park or release it before taking another")
         if ticket_id is None:
@@ -360,10 +370,10 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
             ticket_id = conn.execute(q).scalar()
             if ticket_id is None:
                 return None
-            why = reason or "took the most urgent ticket (take next)"
+            why = reason or TAKE_NEXT_REASON
         else:
             require_ticket(conn, ticket_id)
-            why = reason or "took this ticket"
+            why = reason or TAKE_REASON
         row = require_ticket(conn, ticket_id)
         # The WHERE holder IS NULL makes the claim atomic across agents sharing the database.
         res = conn.execute(
@@ -388,7 +398,8 @@ REASON_DIALOG_KINDS = ("status", "priority", "holder")
 
 def recent_reasons(conn: Connection, *, limit: int = 8) -> list[str]:
     q = (select(E.c.reason, func.max(E.c.at).label("last"))
-         .where(E.c.actor.notin_(("heard sync", "heard housekeeping")), E.c.kind.in_(REASON_DIALOG_KINDS))
+         .where(E.c.actor.notin_(("heard sync", "heard housekeeping")), E.c.kind.in_(REASON_DIALOG_KINDS),
+                E.c.reason.notin_(_UNASKED_REASONS))
          .group_by(E.c.reason))
     return [r[0] for r in conn.execute(q.order_by(func.max(E.c.at).desc()).limit(limit))]
 

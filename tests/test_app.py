@@ -247,6 +247,14 @@ async def test_recent_reasons_are_what_agents_answered_not_what_heard_recorded_a
     from storage.lifecycle import Change
     from storage.tickets import append_event
 
+    from storage.tickets import REPLY_REASON, set_holder, take_ticket
+
+    # What taking a ticket and `heard reply` without --reason write, before the agent's own answer.
+    take_ticket(store, ids[4], agent=AGENT, now=NOW - timedelta(minutes=3))
+    set_holder(store, ids[4], None, reason="wrong queue", actor=AGENT, now=NOW - timedelta(minutes=2))
+    taken = take_ticket(store, None, agent="Bo", now=NOW - timedelta(minutes=1))
+    set_holder(store, taken, None, reason="wrong queue", actor="Bo", now=NOW - timedelta(minutes=1))
+    set_status(store, ids[5], "pending", reason=REPLY_REASON, actor=AGENT, now=NOW + timedelta(minutes=3))
     set_status(store, ids[1], "pending", reason="asked for the invoice PDF", actor=AGENT, now=NOW)
     with store.write_conn() as conn:  # what sending a reply and an acknowledgement write
         append_event(conn, ids[2], Change("reply", None, "outbox #1", "replied to bob@shop.example (Message-ID "
@@ -260,8 +268,9 @@ async def test_recent_reasons_are_what_agents_answered_not_what_heard_recorded_a
         await pilot.press("s")
         await pilot.pause()
         text = screen_text(app)
-        assert "1 asked for the invoice PDF" in text
+        assert "1 asked for the invoice PDF" in text and "2 wrong queue" in text
         assert "promised by" not in text and "Message-ID" not in text
+        assert "took" not in text and REPLY_REASON not in text
         await pilot.press("alt+1", "enter")
         await settle(pilot)
         assert events(store, ids[0])[-1]["reason"] == "asked for the invoice PDF"
@@ -360,6 +369,25 @@ async def test_slash_searches_subjects_bodies_and_customers(store, ids):
         await pilot.press("escape", "slash", *"mallory")  # a customer
         await settle(pilot)
         assert queue(app).ids == [ids[3]]
+
+
+@pilot_test
+async def test_an_empty_view_or_search_says_so_instead_of_showing_a_blank_list(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")  # mine: nothing held yet
+        await settle(pilot)
+        assert queue(app).ids == []
+        assert "You hold no ticket: n takes the most urgent one." in screen_text(app)
+        await pilot.press("1", "slash", *"zebra")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Nothing in open matches 'zebra': escape clears the search, 6 looks in all." in text
+        assert "You hold no ticket" not in text
+        await pilot.press("escape")
+        await settle(pilot)
+        assert "matches" not in screen_text(app) and queue(app).ids == ids
 
 
 @pilot_test

@@ -257,3 +257,14 @@ def test_quoted_replies_carry_the_date_of_the_mail_they_quote(parsed, sent):
         assert quoted_at == ours[parent[0]], header
         checked += 1
     assert checked >= 10
+
+
+def test_a_customer_who_says_they_attached_something_did(parsed):
+    # A third of the calm customers wrote "I have attached what I could find" over a mail with nothing in it.
+    def says_attached(m) -> bool:
+        part = m.get_body(preferencelist=("plain",))
+        return part is not None and "I have attached what I could find" in part.get_content()
+
+    saying = [m for m in parsed if says_attached(m)]
+    assert saying, "the demo should still have customers who attach files and say so"
+    assert all(any(True for _ in m.iter_attachments()) for m in saying)

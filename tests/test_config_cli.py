@@ -314,3 +314,17 @@ def test_a_database_url_with_a_password_is_refused_in_one_line(tmp_path, capsys)
     assert main(["--config", str(cfg), "tickets"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "[storage] database has a password in it" in err and "~/.pgpass" in err
+
+
+def test_a_database_path_that_is_a_folder_is_one_line_naming_the_key(tmp_path, capsys):
+    # It said "... unable to open database file; another heard may be writing: try again".
+    folder = tmp_path / "data"
+    folder.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[account]\naddress = "support@example.com"\n[imap]\nhost = "127.0.0.1"\nsecurity = "none"\n'
+        f'username = "u"\npassword_command = "true"\n[storage]\ndatabase = "{folder}"\n')
+    code, out, err = run(capsys, "--config", str(cfg), "tickets")
+    assert code == 1 and out == ""
+    assert err == (f"heard: database '{folder}' is a folder: give [storage] database a file in it, "
+                   f"e.g. {folder / 'heard.db'}\n")

@@ -171,6 +171,19 @@ def test_release_and_assign_refusals_say_what_is_wrong(capsys, env):  # noqa: F8
     assert code == 1 and err == "heard: Bo already holds the ticket\n"
 
 
+def test_taking_the_ticket_you_hold_again_says_you_hold_it(capsys, env):  # noqa: F811
+    # It said "you hold #1: solve, park or release it before taking another" and exited 1.
+    cfg, store, tid = env
+    assert run(capsys, cfg, "take", str(tid))[1] == f"you hold #{tid}\n"
+    events = len(detail(store, tid)["events"])
+    code, out, err = run(capsys, cfg, "take", str(tid))
+    assert (code, out, err) == (0, f"you hold #{tid}\n", "")
+    assert len(detail(store, tid)["events"]) == events  # nothing new on the record
+    other = add_ticket(store, "Second", "bo@cust.example", "Also broken.")
+    code, out, err = run(capsys, cfg, "take", str(other))
+    assert code == 1 and err == f"heard: you hold #{tid}: solve, park or release it before taking another\n"
+
+
 def test_a_reply_to_a_customer_whose_subject_and_name_carry_escape_sequences_goes_out_clean(
         tmp_path, capsys, env, smtp):  # noqa: F811
     # Control characters in the customer's own subject or name used to make every reply (and acknowledgement)
@@ -183,3 +196,23 @@ def test_a_reply_to_a_customer_whose_subject_and_name_carry_escape_sequences_goe
     msg = email.message_from_bytes(smtp.wait_for(1)[0].data, policy=email.policy.default)
     assert msg["Subject"] == f"Re: Invoice 77 wrong [#{tid}]"
     assert msg["To"] == "Eve Stone <eve@cust.example>"
+
+
+def test_tickets_for_scripts_mark_a_cut_address_or_subject_with_an_ellipsis(capsys, env):  # noqa: F811
+    # The fixed columns cut "celine@moreau-architecture.example" to "celine@moreau-architecture.examp":
+    # a wrong address that looked whole.
+    cfg, store, _ = env
+    tid = add_ticket(store, "The export stops at row 1000 and then the whole page hangs for minutes",
+                     "celine@moreau-architecture.example", "It hangs.")
+    code, out, _ = run(capsys, cfg, "tickets")
+    line = next(li for li in out.splitlines() if li.startswith(f"#{tid} "))
+    assert "celine@moreau-architecture.exam… " in line and "architecture.examp " not in line
+    assert "The export stops at row 1000 and then the whole page hangs …" in line
+
+
+def test_a_wrong_status_for_the_list_names_all_too(capsys, env):  # noqa: F811
+    cfg, _, _ = env
+    code, out, err = run(capsys, cfg, "tickets", "--status", "done")
+    assert (code, out) == (1, "")
+    assert err == "heard: unknown status 'done': use one of new, open, pending, on_hold, solved, closed, or all\n"
+    assert run(capsys, cfg, "tickets", "--status", "all")[0] == 0

@@ -409,6 +409,37 @@ def test_customer_reply_reopens_a_solved_ticket(imap, tmp_path, capsys):
     assert t["events"][-1]["kind"] == "status" and t["events"][-1]["reason"].startswith("the customer replied")
 
 
+def test_a_strangers_ticket_tag_starts_a_new_ticket_instead_of_joining_another_customers(
+        pymap_server, database, tmp_path, capsys):
+    # Ticket numbers count up from 1: a phishing mail titled "Overdue invoice [#1]" joined customer #1's
+    # ticket, reopened it when solved, and was the mail the agent's next reply to them quoted.
+    pymap_server.append([
+        mail(1),
+        mail(2, "Re: Export to CSV fails", sender="bob@cust.example", irt="m1@cust.example"),  # a colleague, CC'd
+        mail(3, "Overdue invoice [#1]", sender="ar@billing-notice.example", body="Pay today.\r\n"),
+        mail(4, "Still broken [#1]", body="No headers, just the tag.\r\n"),
+    ])
+    cfg = write_config(tmp_path, pymap_server, database=database)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    assert heard(cfg, "status", "1", "solved", "--reason", "sent the fix", capsys=capsys)[0] == 0
+    pymap_server.append([mail(5, "Re: Overdue invoice [#1]", sender="ar@billing-notice.example")])
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    first = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert first["status"] == "solved"
+    assert [m["from"] for m in first["messages"]] == ["ann@cust.example", "bob@cust.example", "ann@cust.example"]
+    assert first["messages"][2]["thread_reason"] == "subject tag [#1]"
+    strangers = [t for t in json.loads(heard(cfg, "tickets", "--status", "all", "--json", capsys=capsys)[1])
+                 if t["customer"] == "ar@billing-notice.example"]
+    assert len(strangers) == 2 and all(t["message_count"] == 1 for t in strangers)
+    shown = json.loads(heard(cfg, "show", str(strangers[0]["id"]), "--json", capsys=capsys)[1])
+    assert shown["messages"][0]["thread_reason"] == "new ticket: subject tag [#1] from someone who is not on that ticket"
+    # Someone who wrote in the ticket before may use its tag (and reopens it, as the customer would).
+    pymap_server.append([mail(6, "One more thing [#1]", sender="bob@cust.example")])
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    first = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert first["status"] == "open" and first["message_count"] == 4
+
+
 # -- one clear line for each thing a user gets wrong --------------------------------------
 def test_refused_login_is_one_line_naming_the_fix(imap, tmp_path, capsys):
     cfg = write_config(tmp_path, imap, password="wrong-password")

@@ -43,6 +43,25 @@ def test_a_reply_to_our_sent_mail_follows_it_to_the_customers_ticket():
     assert (tid, reason) == (2, "In-Reply-To <webmail-3@heard.example>, our sent reply to <b1@cust.example>")
 
 
+def test_a_tag_joins_only_from_the_tickets_own_people():
+    # Ticket numbers are easy to guess: a stranger's "[#42]" must not land in customer 42's conversation.
+    people = {42: {"ann@cust.example"}}
+
+    def from_(sender):
+        return thread_decision(in_reply_to=[], references=[], subject="Overdue invoice [#42]",
+                               ticket_for_message_id=KNOWN.get, ticket_exists=EXISTING.__contains__,
+                               sender_in_ticket=lambda tid: sender in people.get(tid, set()))
+
+    assert from_("ann@cust.example") == (42, "subject tag [#42]")
+    tid, reason = from_("ar@billing-notice.example")
+    assert tid is None
+    assert reason == "new ticket: subject tag [#42] from someone who is not on that ticket"
+    # Headers are not a guess: a stranger's reply whose In-Reply-To names the thread still joins it.
+    assert thread_decision(in_reply_to=["a1@cust.example"], references=[], subject="[#42]",
+                           ticket_for_message_id=KNOWN.get, ticket_exists=EXISTING.__contains__,
+                           sender_in_ticket=lambda tid: False)[0] == 1
+
+
 def test_subject_alone_never_threads():
     tid, reason = decide(subject="Login broken")
     assert tid is None and "no [#N] tag" in reason

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from mail.config import Config, ConfigError, default_config_path, load_config, write_config
 from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
-from storage.lifecycle import STATUS_LABELS, LifecycleError, Status
+from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
 from storage.records import OpeningStore, StoreError, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -322,7 +322,7 @@ def _ticket_line(t: dict, now: datetime, tz) -> str:
     holder = f" @{safe_line(t['holder'])}" if t.get("holder") else ""
     return (
         f"#{t['id']:<6} {STATUS_LABELS[Status(t['status'])]:<20} {t['priority']:<7} "
-        f"{safe_line(t['customer'])[:32]:<32} {_promise(t, now, tz):<22} {safe_line(t['subject'])[:60]}{holder}"
+        f"{_fit(safe_line(t['customer']), 32):<32} {_promise(t, now, tz):<22} {_fit(safe_line(t['subject']), 60)}{holder}"
     )
 
 
@@ -335,6 +335,11 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     store = open_store(cfg)
     query = " ".join(args.search or [])
     status = None if args.status == "all" else args.status  # "all": every status
+    if status:
+        try:
+            parse_status(status)
+        except LifecycleError as exc:  # the list knows one more word than a status change
+            raise CliError(f"{exc}, or all") from None
     view = args.view or ("all" if args.status or query else "open")
     matching = None
     if query:

@@ -11,10 +11,10 @@ from mail.compose import ComposeError, complete_body, reply_context, require_no_
 from storage.db import utcnow
 from storage.lifecycle import ALLOWED, STATUS_LABELS, Status, parse_status
 from storage.outbox import OPEN_STATES, OutboxError
+from storage.tickets import REPLY_REASON
 from tui.cli import EXTENSIONS, CliError, command, config_from, err, open_store, out
 from mail.untrusted import safe_line
 
-DEFAULT_REPLY_REASON = "replied to the customer; waiting on their answer"
 
 
 def _one_line_errors(fn):
@@ -85,7 +85,7 @@ def cmd_reply(args: argparse.Namespace) -> int:
     else:
         current = Status(ctx.status)
         target = Status.PENDING.value if Status.PENDING in ALLOWED[current] else None
-        reason = args.reason or DEFAULT_REPLY_REASON
+        reason = args.reason or REPLY_REASON
     if target:
         parse_status(target)  # a wrong name fails before anything is printed or queued
     for w in tone_warnings(ctx, body, now=now, saved_reply=args.saved):

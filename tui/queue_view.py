@@ -157,6 +157,7 @@ class QueueTable(ScrollView, can_focus=True):
         self.clock = clock
         self.tz = tz
         self.ids: list[int] = []
+        self.empty_text = ""  # what an empty view says, on its second line
         self.marked: set[int] = set()
         self._pages: OrderedDict[int, dict[int, dict]] = OrderedDict()
         self._styles: dict[str, Style] = {}
@@ -165,10 +166,12 @@ class QueueTable(ScrollView, can_focus=True):
         self._strips: LRUCache[tuple, Strip] = LRUCache(1024)
 
     # -- data --------------------------------------------------------------------------
-    def set_ids(self, ids: list[int], *, keep: int | None = None) -> None:
+    def set_ids(self, ids: list[int], *, keep: int | None = None, empty_text: str | None = None) -> None:
         """A new order (a filter, a search, new mail): the cursor stays on its ticket if it can."""
         current = keep if keep is not None else self.current_id
         self.ids = ids
+        if empty_text is not None:
+            self.empty_text = empty_text
         self._pages.clear()
         self._strips.clear()
         self.marked &= set(ids)
@@ -307,6 +310,9 @@ class QueueTable(ScrollView, can_focus=True):
         width = max(1, self.size.width - 1)
         row = self.row(index)
         if row is None:
+            if not self.ids and index == 1 and self.empty_text:
+                line = Strip([Segment("   " + self.empty_text, self.rich_style + self._style("queue--muted"))])
+                return Strip.join([line.adjust_cell_length(width, self.rich_style), self._bar(y)])
             return Strip.join([Strip.blank(width, self.rich_style), self._bar(y)])
         marked = row["id"] in self.marked
         key = (index, row["id"], index == self.cursor, marked, width, self.has_focus)

@@ -50,6 +50,25 @@ VIEWS = [
     ("all", "all"),
 ]
 
+# What an empty view says, so that it does not look like a list that failed to load.
+_EMPTY_VIEWS = {
+    "open": "No open tickets: nothing needs work right now.",
+    "mine": "You hold no ticket: n takes the most urgent one.",
+    "waiting": "No ticket is waiting on a customer.",
+    "unacknowledged": "No customer is waiting for an acknowledgement.",
+    "solved": "No solved tickets yet.",
+    "all": "No tickets yet: heard sync fetches the support mail.",
+}
+
+
+def _empty_view_text(view: str, query: str) -> str:
+    if query:
+        label = dict(VIEWS).get(view, view)
+        wider = "" if view == "all" else ", 6 looks in all"
+        return f"Nothing in {label} matches {safe_line(query)!r}: escape clears the search{wider}."
+    return _EMPTY_VIEWS.get(view, "No tickets.")
+
+
 # The changes, shared by the queue (applied to marked tickets) and the ticket screen.
 # Same ids on both screens: remapping "change.solve" remaps it everywhere.
 _CHANGES = [
@@ -157,7 +176,7 @@ class QueueScreen(Screen):
         if (view, query) != (self.view, self.search_text):
             return  # a newer filter or search is on its way
         table = self.table
-        table.set_ids(ids)
+        table.set_ids(ids, empty_text=_empty_view_text(view, query))
         table.loading = False
         self._loaded_query = query
         self._show_filters(len(ids))
