@@ -341,6 +341,22 @@ REPLY_REASON = "replied to the customer; waiting on their answer"
 _UNASKED_REASONS = (TAKE_NEXT_REASON, TAKE_REASON, REPLY_REASON)
 
 
+def nothing_to_take(store: Store) -> str:
+    """Why take next found no ticket, in one line: which of the open tickets are out of its reach."""
+    with store.read() as s:
+        q = (select(T.c.holder.is_not(None), T.c.automated_reason.is_not(None), func.count())
+             .where(T.c.status.in_([Status.NEW.value, Status.OPEN.value])).group_by(T.c.holder.is_not(None),
+                                                                                    T.c.automated_reason.is_not(None)))
+        counts = {(bool(held), bool(auto)): n for held, auto, n in s.connection().execute(q)}
+    held = sum(n for (h, _), n in counts.items() if h)
+    auto = sum(n for (h, a), n in counts.items() if a and not h)
+    if not held and not auto:
+        return "nothing to take: no ticket is open"
+    parts = ([f"{held} held by {'an agent' if held == 1 else 'agents'}"] if held else []) + (
+        [f"{auto} automated mail (auto-replies, bounces, lists: solve them from the queue)"] if auto else [])
+    return f"nothing to take: the open tickets are {' and '.join(parts)}"
+
+
 def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetime, reason: str | None = None,
                 at_risk_margin: timedelta = timedelta(hours=2)) -> int | None:
     """Claim a ticket (the most urgent free one when ``ticket_id`` is None, in the queue's work order with

@@ -11,6 +11,7 @@ import pytest
 
 from factories import add_ticket
 from storage.db import Store
+from storage.records import utcnow
 from storage.tickets import ticket_detail
 from test_send import make_config, smtp  # noqa: F401  (the fixture, over conftest's smtp_server)
 from tui.cli import main
@@ -182,6 +183,26 @@ def test_taking_the_ticket_you_hold_again_says_you_hold_it(capsys, env):  # noqa
     other = add_ticket(store, "Second", "bo@cust.example", "Also broken.")
     code, out, err = run(capsys, cfg, "take", str(other))
     assert code == 1 and err == f"heard: you hold #{tid}: solve, park or release it before taking another\n"
+
+
+def test_take_next_with_nothing_free_says_what_holds_the_open_tickets(capsys, env):  # noqa: F811
+    # It said "the queue is empty" with tickets on screen, held by other agents or automated mail.
+    from storage.tickets import take_ticket
+
+    cfg, store, tid = env
+    take_ticket(store, tid, agent="Bo", now=utcnow())
+    add_ticket(store, "Out of office", "robot@cust.example", "Away.", automated_reason="Auto-Submitted: auto-replied")
+    code, out, err = run(capsys, cfg, "take")
+    assert (code, err) == (0, "")
+    assert out == ("nothing to take: the open tickets are 1 held by an agent and 1 automated mail "
+                   "(auto-replies, bounces, lists: solve them from the queue)\n")
+    empty = Store(str(cfg.path.parent / "empty.db"))
+    try:
+        from storage.tickets import nothing_to_take
+
+        assert nothing_to_take(empty) == "nothing to take: no ticket is open"
+    finally:
+        empty.close()
 
 
 def test_a_reply_to_a_customer_whose_subject_and_name_carry_escape_sequences_goes_out_clean(

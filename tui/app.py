@@ -432,7 +432,7 @@ class HeardApp(App[int]):
             self.call_from_thread(self.toast, str(exc), severity="warning", timeout=6)
             return
         if tid is None:
-            self.call_from_thread(self.toast, "nothing to take: every open ticket is held or the queue is empty")
+            self.call_from_thread(self.toast, tickets.nothing_to_take(self.store))
             return
         self.call_from_thread(self._taken, tid)
 

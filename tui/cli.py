@@ -448,12 +448,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 @command("take")
 def cmd_take(args: argparse.Namespace) -> int:
     from mail.ack import at_risk_margin
-    from storage.tickets import take_ticket
+    from storage.tickets import nothing_to_take, take_ticket
 
     cfg = config_from(args)
-    tid = take_ticket(open_store(cfg), args.id, agent=cfg.agent, now=utcnow(), reason=args.reason,
+    store = open_store(cfg)
+    tid = take_ticket(store, args.id, agent=cfg.agent, now=utcnow(), reason=args.reason,
                       at_risk_margin=at_risk_margin(cfg))
-    out(f"you hold #{tid}" if tid else "nothing to take: the queue is empty")
+    out(f"you hold #{tid}" if tid else nothing_to_take(store))
     return 0
 
 
