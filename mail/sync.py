@@ -97,7 +97,8 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
                 ticket_exists=ing.ticket_exists,
                 sent_parents=ing.sent_parents,
                 # A copy of our own mail (sent to the support address) may carry any ticket's tag.
-                sender_in_ticket=lambda tid, m=m: m.direction == "out" or ing.sender_in_ticket(tid, m.from_addr),
+                sender=m.from_addr,
+                ticket_people=None if m.direction == "out" else ing.ticket_people,
             )
             ing.add(m, tid, reason)
         ing.flush()

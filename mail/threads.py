@@ -9,7 +9,7 @@ text alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 TAG = re.compile(r"\[#(\d{1,12})\]")
 
@@ -27,6 +27,25 @@ def tag_subject(subject: str, ticket_id: int) -> str:
     return f"{TAG.sub('', subject).strip()} [#{ticket_id}]"
 
 
+# Mail providers anyone can sign up with: sharing one says nothing about who a sender is.
+FREEMAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "hotmail.co.uk", "hotmail.fr", "live.com",
+    "msn.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "ymail.com", "aol.com", "icloud.com", "me.com",
+    "mac.com", "proton.me", "protonmail.com", "pm.me", "gmx.de", "gmx.net", "gmx.com", "web.de", "t-online.de",
+    "mail.com", "zoho.com", "yandex.ru", "yandex.com", "mail.ru", "qq.com", "163.com", "126.com", "orange.fr",
+    "free.fr", "laposte.net", "libero.it", "hey.com", "fastmail.com", "tutanota.com", "tuta.io",
+})
+
+
+def tag_sender_belongs(sender: str, people: Collection[str]) -> bool:
+    """Whether a ``[#N]`` tag from ``sender``, who is not one of the ticket's ``people``, still joins it:
+    a colleague at the customer's own organisation (the same mail domain, not a public provider's)."""
+    domain = sender.rpartition("@")[2].lower()
+    if not domain or domain in FREEMAIL_DOMAINS:
+        return False
+    return any(p.rpartition("@")[2].lower() == domain for p in people)
+
+
 def thread_decision(
     *,
     in_reply_to: Sequence[str],
@@ -35,14 +54,16 @@ def thread_decision(
     ticket_for_message_id: Callable[[str], int | None],
     ticket_exists: Callable[[int], bool],
     sent_parents: Callable[[str], Sequence[str]] = lambda mid: (),
-    sender_in_ticket: Callable[[int], bool] = lambda tid: True,
+    sender: str | None = None,
+    ticket_people: Callable[[int], Collection[str]] | None = None,
 ) -> tuple[int | None, str]:
     """(ticket id or None for a new ticket, the reason it joined).
 
-    ``sender_in_ticket`` says whether the sender is one of a ticket's people (its customer, or someone
-    who wrote in it before). A ``[#N]`` tag from anyone else starts a new ticket: anyone can type
-    ``[#12]``, and a stranger's mail must not land in (and reopen, and be quoted back to) another
-    customer's conversation. Headers are not checked so: they name a Message-ID only the thread knows.
+    ``ticket_people`` gives a ticket's people (its customer, and everyone who wrote in it). A ``[#N]``
+    tag joins only mail from one of them, or from a colleague at their organisation (see
+    :func:`tag_sender_belongs`): anyone can type ``[#12]``, and a stranger's mail must not land in (and
+    reopen, and be quoted back to) another customer's conversation. Headers are not checked so: they
+    name a Message-ID only the thread knows. Without ``ticket_people`` every tag counts.
 
     ``sent_parents`` gives, for a message in our Sent folder that heard did not
     send itself (webmail, another client), the ids it replied to: a customer
@@ -63,7 +84,12 @@ def thread_decision(
                 return tid, f"In-Reply-To <{mid}>, our sent reply to <{parent}>"
     tag = subject_tag(subject)
     if tag is not None and ticket_exists(tag):
-        if sender_in_ticket(tag):
+        if ticket_people is None:
             return tag, f"subject tag [#{tag}]"
+        people = ticket_people(tag)
+        if sender and sender in people:
+            return tag, f"subject tag [#{tag}]"
+        if sender and tag_sender_belongs(sender, people):
+            return tag, f"subject tag [#{tag}], from {sender.rpartition('@')[2].lower()} like the ticket's customer"
         return None, f"new ticket: subject tag [#{tag}] from someone who is not on that ticket"
     return None, "new ticket: no known Message-ID in In-Reply-To/References and no [#N] tag"

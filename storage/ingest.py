@@ -161,19 +161,18 @@ class Ingest:
         self._load_tickets({ticket_id})
         return ticket_id in self._tickets
 
-    def sender_in_ticket(self, ticket_id: int, address: str) -> bool:
-        """Whether ``address`` is the ticket's customer or wrote in it before (for a ``[#N]`` tag)."""
-        if not address:
-            return False
-        if any(tid == ticket_id and m.from_addr == address for m, (tid, _) in zip(self._pending, self._pending_meta)):
-            return True
+    def ticket_people(self, ticket_id: int) -> set[str]:
+        """The addresses of a ticket's customer and of everyone who wrote in it (for a ``[#N]`` tag)."""
+        people = {m.from_addr for m, (tid, _) in zip(self._pending, self._pending_meta) if tid == ticket_id}
         for row in self._new_tickets:  # created in this batch, not inserted yet (SQLite)
             if row["id"] == ticket_id:
-                return row["customer_id"] == self._customers.get(address)
-        customer = (select(T_TICKET.c.id).join(T_CUSTOMER, T_CUSTOMER.c.id == T_TICKET.c.customer_id)
-                    .where(T_TICKET.c.id == ticket_id, T_CUSTOMER.c.address == address))
-        wrote = select(T_MESSAGE.c.id).where(T_MESSAGE.c.ticket_id == ticket_id, T_MESSAGE.c.from_addr == address)
-        return self.conn.execute(customer.union_all(wrote).limit(1)).first() is not None
+                people.update(a for a, cid in self._customers.items() if cid == row["customer_id"])
+                return people - {""}
+        customer = (select(T_CUSTOMER.c.address).join(T_TICKET, T_CUSTOMER.c.id == T_TICKET.c.customer_id)
+                    .where(T_TICKET.c.id == ticket_id))
+        wrote = select(T_MESSAGE.c.from_addr).where(T_MESSAGE.c.ticket_id == ticket_id).distinct()
+        people.update(r[0] for r in self.conn.execute(customer.union(wrote)))
+        return people - {"", None}
 
     def duplicate_of(self, content_hash: str) -> int | None:
         return self._hashes.get(content_hash)

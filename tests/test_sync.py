@@ -438,6 +438,12 @@ def test_a_strangers_ticket_tag_starts_a_new_ticket_instead_of_joining_another_c
     assert heard(cfg, "sync", capsys=capsys)[0] == 0
     first = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
     assert first["status"] == "open" and first["message_count"] == 4
+    # So may a colleague at the customer's organisation who never wrote before, with the tag alone.
+    pymap_server.append([mail(7, "Finance asks about [#1]", sender="carol@cust.example")])
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    first = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert first["message_count"] == 5
+    assert first["messages"][-1]["thread_reason"] == "subject tag [#1], from cust.example like the ticket's customer"
 
 
 # -- one clear line for each thing a user gets wrong --------------------------------------

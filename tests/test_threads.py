@@ -43,23 +43,34 @@ def test_a_reply_to_our_sent_mail_follows_it_to_the_customers_ticket():
     assert (tid, reason) == (2, "In-Reply-To <webmail-3@heard.example>, our sent reply to <b1@cust.example>")
 
 
-def test_a_tag_joins_only_from_the_tickets_own_people():
+@pytest.mark.parametrize("sender, joins, reason", [
+    ("ann@cust.example", True, "subject tag [#42]"),
+    ("bo@cust.example", True, "subject tag [#42]"),  # wrote in the ticket before
+    ("CFO@Cust.Example", True, "subject tag [#42], from cust.example like the ticket's customer"),  # a colleague
+    ("ar@billing-notice.example", False, "new ticket: subject tag [#42] from someone who is not on that ticket"),
+    ("", False, "new ticket: subject tag [#42] from someone who is not on that ticket"),
+])
+def test_a_tag_joins_only_from_the_tickets_own_people_or_their_organisation(sender, joins, reason):
     # Ticket numbers are easy to guess: a stranger's "[#42]" must not land in customer 42's conversation.
-    people = {42: {"ann@cust.example"}}
+    people = {42: {"ann@cust.example", "bo@cust.example"}}
+    got = thread_decision(in_reply_to=[], references=[], subject="Overdue invoice [#42]",
+                          ticket_for_message_id=KNOWN.get, ticket_exists=EXISTING.__contains__,
+                          sender=sender, ticket_people=lambda tid: people.get(tid, set()))
+    assert got == ((42 if joins else None), reason)
 
-    def from_(sender):
-        return thread_decision(in_reply_to=[], references=[], subject="Overdue invoice [#42]",
-                               ticket_for_message_id=KNOWN.get, ticket_exists=EXISTING.__contains__,
-                               sender_in_ticket=lambda tid: sender in people.get(tid, set()))
 
-    assert from_("ann@cust.example") == (42, "subject tag [#42]")
-    tid, reason = from_("ar@billing-notice.example")
-    assert tid is None
-    assert reason == "new ticket: subject tag [#42] from someone who is not on that ticket"
-    # Headers are not a guess: a stranger's reply whose In-Reply-To names the thread still joins it.
+def test_sharing_a_public_mail_provider_is_not_being_colleagues():
+    people = {42: {"ann@gmail.com"}}
+    tid, reason = thread_decision(in_reply_to=[], references=[], subject="[#42] refund", ticket_for_message_id=KNOWN.get,
+                                  ticket_exists=EXISTING.__contains__, sender="mallory@gmail.com",
+                                  ticket_people=lambda t: people[t])
+    assert tid is None and "not on that ticket" in reason
+
+
+def test_headers_are_not_a_guess_a_strangers_reply_naming_the_thread_joins_it():
     assert thread_decision(in_reply_to=["a1@cust.example"], references=[], subject="[#42]",
                            ticket_for_message_id=KNOWN.get, ticket_exists=EXISTING.__contains__,
-                           sender_in_ticket=lambda tid: False)[0] == 1
+                           sender="x@elsewhere.example", ticket_people=lambda tid: set())[0] == 1
 
 
 def test_subject_alone_never_threads():
