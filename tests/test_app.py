@@ -992,3 +992,72 @@ async def test_what_another_agent_does_shows_in_the_queue_within_seconds(store, 
             assert "7 open" in text
     finally:
         ben.close()
+
+
+@pilot_test
+async def test_a_pasted_log_of_50000_lines_opens_at_once_and_v_reads_it_whole(store):
+    # The ticket screen laid the whole message out as it opened: 3 MB of pasted log took 8.5 s.
+    from tui.reader import ReaderScreen
+
+    log = [f"10:{i // 60 % 60:02d}:{i % 60:02d} ERROR worker {i} failed: connection reset by peer" for i in range(50_000)]
+    log.append("LAST LINE [b]not bold[/b] \x1b[31mred \u202eevil")
+    (tid,) = seed(store, [("Huge log pasted", "ann@cust.example", "Ann Lee", 3, "Here is the log:\n" + "\n".join(log), {})])
+    later = seed(store, [("Unrelated", "zed@cust.example", "", 1, "Short question.", {})])
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_ticket(tid)
+        await settle(pilot)
+        await pilot.press("G")
+        await pilot.pause()
+        text = screen_text(app)
+        assert isinstance(app.screen, TicketScreen)
+        assert "more lines of this message not shown here · v reads it whole" in text, text[-600:]
+        assert "LAST LINE" not in text
+        await pilot.press("v")
+        await settle(pilot)
+        assert isinstance(app.screen, ReaderScreen)
+        assert "1. Ann Lee <ann@cust.example>" in screen_text(app)  # at the message it could not show whole
+        await pilot.press("G")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "ERROR worker 49999 failed" in text
+        assert "LAST LINE [b]not bold[/b] red evil" in text  # data, not markup; no escape, no bidi override
+        await pilot.press("g")
+        await pilot.pause()
+        assert "Here is the log:" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == tid
+        # A short conversation reads whole too, at its latest message.
+        app.open_ticket(later[0])
+        await settle(pilot)
+        await pilot.press("v")
+        await settle(pilot)
+        assert isinstance(app.screen, ReaderScreen) and "Short question." in screen_text(app)
+
+
+@pytest.mark.parametrize("line, width, rows", [
+    ("short", 10, ["short"]),
+    ("connection reset by peer", 10, ["connection", "reset by", "peer"]),
+    ("abcdefghijklmnop", 6, ["abcdef", "ghijkl", "mnop"]),  # a word longer than the row is cut
+    ("日本語のテキスト", 6, ["日本語", "のテキ", "スト"]),  # two cells a character
+    ("", 5, [""]),
+])
+def test_the_reader_wraps_between_words_and_by_cells(line, width, rows):
+    from tui.reader import wrap_line
+
+    assert wrap_line(line, width) == rows
+
+
+@pytest.mark.parametrize("text, shown_lines, rest", [
+    ("a\nb\nc", 3, 0),
+    ("\n".join(f"line {i}" for i in range(1000)), 300, 700),
+    ("x" * 100_000, 1, 1),  # one line longer than the limit: its start
+])
+def test_the_ticket_screen_shows_the_start_of_a_long_message(text, shown_lines, rest):
+    from tui.screens import shown_part
+
+    shown, left = shown_part(text)
+    assert (len(shown.split("\n")), left) == (shown_lines, rest)
+    assert text.startswith(shown)

@@ -285,6 +285,7 @@ class TicketScreen(Screen):
         Binding("z", "toggle_quotes", "Quotes", id="ticket.quotes"),
         Binding("t", "toggle_timeline", "Timeline", id="ticket.timeline"),
         Binding("c", "customer", "Their tickets", id="ticket.customer"),
+        Binding("v", "read_whole", "Read the whole mail", show=False, id="ticket.read"),
     ]
 
     show_quotes: reactive[bool] = reactive(False, init=False)
@@ -294,6 +295,7 @@ class TicketScreen(Screen):
         self.ticket_id: int | None = None
         self.detail: dict = {}
         self._composed = False
+        self._cut: list[int] = []  # the messages too long to show here whole (v reads them)
 
     @property
     def heard(self) -> HeardApp:
@@ -343,6 +345,7 @@ class TicketScreen(Screen):
         now = app.clock()
         self.query_one("#ticket-summary", Static).update(self._summary(d, now))
         box = self.query_one("#conversation", VerticalScroll)
+        self._cut = []
         bodies = [(self._message(m, i), m["direction"] == "out") for i, m in enumerate(d.get("messages", []), 1)]
         if not bodies:
             bodies = [(Content.styled("No messages stored for this ticket.", "$text-muted"), False)]
@@ -424,7 +427,8 @@ class TicketScreen(Screen):
         if notes:
             lines.append(Content("   ").join(notes))
         lines.append(Content(""))
-        body = safe_text_body(m.get("text") or "")
+        text, rest = shown_part(m.get("text") or "")
+        body = safe_text_body(text)
         if not body.strip():
             lines.append(Content.styled("(no text)", "$text-muted italic"))
         for block in split_quotes(body):
@@ -435,6 +439,10 @@ class TicketScreen(Screen):
             else:
                 style = "$text-muted" if block.quoted else ""
                 lines.append(inert_block("\n".join(block.lines), style))
+        if rest:
+            self._cut.append(n - 1)
+            lines.append(Content.styled(f"▸ {rest:,} more line{'s' if rest != 1 else ''} of this message not shown "
+                                        "here · v reads it whole", "bold $text-warning"))
         attachments = m.get("attachments") or []
         if attachments:
             lines.append(Content(""))
@@ -485,6 +493,22 @@ class TicketScreen(Screen):
     def action_customer(self) -> None:
         self.heard.show_customer_tickets(self.detail["customer"], self.ticket_id)
 
+    def action_read_whole(self) -> None:
+        """The ticket's mail, every message whole, in a reader that draws only what is on screen:
+        at the first message too long for this screen, else at the latest one."""
+        from tui.reader import ReaderScreen
+
+        messages = self.detail.get("messages", [])
+        if not messages:
+            return
+        tz = self.heard.tz
+        pages = [(f"{n}. {m.get('from_name') or m['from']} <{m['from']}>  {long_time(m.get('date'), tz)}"
+                  + ("  sent by us" if m["direction"] == "out" else ""), m.get("text") or "")
+                 for n, m in enumerate(messages, 1)]
+        start = self._cut[0] if self._cut else len(messages) - 1
+        title = f"#{self.ticket_id} {self.detail.get('subject') or '(no subject)'}"
+        self.app.push_screen(ReaderScreen(title, pages, start=start))
+
     def action_reply(self) -> None:
         self.heard.open_reply(self.ticket_id)
 
@@ -513,6 +537,28 @@ class TicketScreen(Screen):
             if kind == "release":
                 return True if self.detail.get("holder") else None
         return True
+
+
+# A message longer than this shows its beginning here, and v reads it whole (tui.reader): laying out
+# a long text at once costs about a second per 5,000 lines.
+SHOWN_LINES = 300
+SHOWN_CHARS = 20_000
+
+
+def shown_part(text: str) -> tuple[str, int]:
+    """The part of a message body the ticket screen lays out, and how many lines it leaves for ``v``."""
+    if len(text) <= SHOWN_CHARS and text.count("\n") < SHOWN_LINES:
+        return text, 0
+    end, lines = 0, 0
+    while lines < SHOWN_LINES:
+        nxt = text.find("\n", end, SHOWN_CHARS)
+        if nxt == -1:
+            break
+        end, lines = nxt + 1, lines + 1
+    if end == 0:  # one line longer than the limit
+        end = SHOWN_CHARS
+    rest = text.count("\n", end) + (0 if text.endswith("\n") else 1)
+    return text[:end].rstrip("\n"), max(rest, 1)
 
 
 def safe_text_body(text: str) -> str:
