@@ -778,6 +778,10 @@ def business_days(hours: BusinessHours, start: datetime, end: datetime) -> float
     return hours.business_time_between(start, end) / hours.day_length
 
 
+# Outbox states of our last reply in which its customer cannot be waited on: it did not (surely) reach them.
+UNDELIVERED = ("failed", "unknown", "cancelled")
+
+
 def close_reason(days: int) -> str:
     return f"no reply from the customer in {days} days"
 
@@ -828,7 +832,8 @@ def housekeeping(
 
     - promises handled by a human reply stop showing as at risk / broken;
     - tickets waiting on the customer get one polite check-in, then are
-      closed with the reason "no reply from the customer in N days";
+      closed with the reason "no reply from the customer in N days" (not while our reply to them is
+      failed, unknown or cancelled in the outbox);
     - with ``[ack] auto = true``, the tickets whose mail came in within ``AUTO_HORIZON`` and that had
       no acknowledgement and no reply are acknowledged (the new ones among them): the plan
       skips those whose reply is likely within ``[ack] minimum`` of their mail, and each run looks at
@@ -845,6 +850,10 @@ def housekeeping(
     with store.read() as s:
         pending = ledger.pending_rows(s.connection())
     for row in pending:
+        if row["reply_state"] in UNDELIVERED:
+            # Our reply was refused, cancelled, or may not have gone out: the customer is not silent on
+            # an answer they never got, so no "checking in" on it and no closing for want of an answer.
+            continue
         allowed = skip_rule(row, cfg, settings, now=now) is None
         action = pending_action(
             pending_since=row["pending_since"], checkin_at=row["checkin_at"], now=now, hours=settings.hours,
@@ -858,7 +867,7 @@ def housekeeping(
             continue
         with store.write_conn() as conn:
             fresh = {r["id"]: r for r in ledger.pending_rows(conn)}.get(row["id"])
-            if fresh is None or fresh["pending_since"] != row["pending_since"] or fresh["checkin_at"] != row["checkin_at"]:
+            if fresh is None or any(fresh[k] != row[k] for k in ("pending_since", "checkin_at", "reply_state")):
                 continue  # the customer answered, or someone acted, meanwhile
             if action == "close":
                 change_status_in(conn, row["id"], Status.CLOSED.value, reason=close_reason(settings.close_after_days),
