@@ -458,6 +458,23 @@ def drain_outbox(
         _drain_lock.release()
 
 
+def recover_interrupted_sends(store: Store, cfg: Config, *, now: datetime | None = None) -> list[int]:
+    """Rows left in ``sending`` by a process that died (``kill -9`` mid-send) become ``unknown``, with a
+    timeline event; their ids. What `heard outbox` does before it lists, retries or cancels, so a
+    dead send is not shown as "being sent right now" until the next drain. Nothing while this process
+    drains (its own claims are alive then).
+    """
+    if not _drain_lock.acquire(blocking=False):
+        return []
+    try:
+        now = now or utcnow()
+        result = DrainResult(unknown=ob.recover_interrupted(store, is_dead=lambda o, at: claim_is_dead(o, at, now=now)))
+        _record_outcomes(store, cfg, result, now)
+        return result.unknown
+    finally:
+        _drain_lock.release()
+
+
 def _drain(store: Store, cfg: Config, *, now, smtp_factory, imap_factory) -> DrainResult:
     clock = (lambda: now) if now is not None else utcnow
     result = DrainResult()
