@@ -61,7 +61,7 @@ from storage.deadlines import (
 )
 from storage.lifecycle import Change, Status
 from storage.promises import pending_action, pending_close_at
-from storage.tickets import append_event, change_status_in, iso, queue_ids, ticket_row
+from storage.tickets import append_event, change_status_in, iso, queue_ids, ticket_row, tickets_with_event
 
 __all__ = [
     "AckSettings",
@@ -894,7 +894,26 @@ def housekeeping(
             res = auto_acknowledge(store, cfg, ids, now=now, settings=settings)
             summary.acknowledged = res.queued
             summary.skipped = res.skipped
+            _record_window_holds(store, res.skipped, now)
     return summary
+
+
+WINDOW_HELD = "ack_held"  # the event kind: [ack] auto held a ticket's acknowledgement back (the window)
+
+
+def _record_window_holds(store: Store, skipped: list[Skipped], now: datetime) -> None:
+    """A ticket ``[ack] auto`` does not acknowledge because its customer had automatic mail within
+    ``[ack] window`` (what stops an auto-reply loop: a robot answering each mail with a new one) says
+    so on its timeline, once: `heard show` tells why that customer got nothing."""
+    held = {s.ticket_id: s.rule for s in skipped if RATE_WINDOW_REASON in s.rule}
+    if not held:
+        return
+    with store.write_conn() as conn:
+        done = tickets_with_event(conn, list(held), WINDOW_HELD)
+        for tid, rule in sorted(held.items()):
+            if tid not in done:
+                append_event(conn, tid, Change(WINDOW_HELD, None, None, f"no automatic acknowledgement: {rule}",
+                                               ledger.HOUSEKEEPING_ACTOR, now))
 
 
 # -- words -------------------------------------------------------------------------------------

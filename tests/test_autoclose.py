@@ -258,3 +258,27 @@ def test_a_customer_reply_reopens_a_closed_ticket_auto_replies_and_bounces_do_no
         reopened = [e for e in events_of(conn, tid) if e["kind"] == "status" and e["new"] == "open"]
     assert len(reopened) == 1 and reopened[0]["reason"].startswith("the customer replied")
     store.close()
+
+
+def test_a_robot_answering_each_acknowledgement_with_a_new_mail_gets_one_and_its_tickets_say_why(
+        store, tmp_path, capsys, database):
+    # An autoresponder that strips every header and changes the subject opens a new ticket with each
+    # answer. [ack] window stops the loop, but the ticket it held back said nothing about it: `heard show`
+    # gave no hint why that customer got no acknowledgement.
+    from tui.cli import main
+
+    on = make_config(tmp_path, ack={"auto": True}, database=database)
+    first = add_ticket(store, "Export", "desk@robot.example", "It stops.", date=MON)
+    late = MON + 2 * HOUR + 5 * MINUTE
+    assert [t for t, _ in housekeeping(store, on, late).acknowledged] == [first]
+    echo = add_ticket(store, "Thanks for your message", "desk@robot.example", "I will answer soon.",
+                      date=late + MINUTE)
+    for later in (3 * HOUR, 5 * HOUR, 20 * HOUR):  # every sync looks again; the window holds each time
+        assert housekeeping(store, on, MON + later).acknowledged == []
+    with store.read() as r:
+        held = [e for e in events_of(r.connection(), echo) if e["kind"] == "ack_held"]
+    assert len(held) == 1 and held[0]["actor"] == "heard housekeeping"
+    assert "[ack] window = 24h" in held[0]["reason"]
+    assert [k for k, _ in _outbox(store, echo)] == []
+    assert main(["--config", str(on.path), "show", str(echo)]) == 0
+    assert "no automatic acknowledgement" in capsys.readouterr().out
