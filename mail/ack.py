@@ -61,7 +61,7 @@ from storage.deadlines import (
 )
 from storage.lifecycle import Change, Status
 from storage.promises import pending_action, pending_close_at
-from storage.tickets import append_event, change_status_in, iso, queue_ids, ticket_row
+from storage.tickets import append_event, change_status_in, iso, queue_ids, ticket_row, tickets_with_event
 
 __all__ = [
     "AckSettings",
@@ -778,6 +778,10 @@ def business_days(hours: BusinessHours, start: datetime, end: datetime) -> float
     return hours.business_time_between(start, end) / hours.day_length
 
 
+# Outbox states of our last reply in which its customer cannot be waited on: it did not (surely) reach them.
+UNDELIVERED = ("failed", "unknown", "cancelled")
+
+
 def close_reason(days: int) -> str:
     return f"no reply from the customer in {days} days"
 
@@ -828,7 +832,8 @@ def housekeeping(
 
     - promises handled by a human reply stop showing as at risk / broken;
     - tickets waiting on the customer get one polite check-in, then are
-      closed with the reason "no reply from the customer in N days";
+      closed with the reason "no reply from the customer in N days" (not while our reply to them is
+      failed, unknown or cancelled in the outbox);
     - with ``[ack] auto = true``, the tickets whose mail came in within ``AUTO_HORIZON`` and that had
       no acknowledgement and no reply are acknowledged (the new ones among them): the plan
       skips those whose reply is likely within ``[ack] minimum`` of their mail, and each run looks at
@@ -845,6 +850,10 @@ def housekeeping(
     with store.read() as s:
         pending = ledger.pending_rows(s.connection())
     for row in pending:
+        if row["reply_state"] in UNDELIVERED:
+            # Our reply was refused, cancelled, or may not have gone out: the customer is not silent on
+            # an answer they never got, so no "checking in" on it and no closing for want of an answer.
+            continue
         allowed = skip_rule(row, cfg, settings, now=now) is None
         action = pending_action(
             pending_since=row["pending_since"], checkin_at=row["checkin_at"], now=now, hours=settings.hours,
@@ -858,7 +867,7 @@ def housekeeping(
             continue
         with store.write_conn() as conn:
             fresh = {r["id"]: r for r in ledger.pending_rows(conn)}.get(row["id"])
-            if fresh is None or fresh["pending_since"] != row["pending_since"] or fresh["checkin_at"] != row["checkin_at"]:
+            if fresh is None or any(fresh[k] != row[k] for k in ("pending_since", "checkin_at", "reply_state")):
                 continue  # the customer answered, or someone acted, meanwhile
             if action == "close":
                 change_status_in(conn, row["id"], Status.CLOSED.value, reason=close_reason(settings.close_after_days),
@@ -885,7 +894,26 @@ def housekeeping(
             res = auto_acknowledge(store, cfg, ids, now=now, settings=settings)
             summary.acknowledged = res.queued
             summary.skipped = res.skipped
+            _record_window_holds(store, res.skipped, now)
     return summary
+
+
+WINDOW_HELD = "ack_held"  # the event kind: [ack] auto held a ticket's acknowledgement back (the window)
+
+
+def _record_window_holds(store: Store, skipped: list[Skipped], now: datetime) -> None:
+    """A ticket ``[ack] auto`` does not acknowledge because its customer had automatic mail within
+    ``[ack] window`` (what stops an auto-reply loop: a robot answering each mail with a new one) says
+    so on its timeline, once: `heard show` tells why that customer got nothing."""
+    held = {s.ticket_id: s.rule for s in skipped if RATE_WINDOW_REASON in s.rule}
+    if not held:
+        return
+    with store.write_conn() as conn:
+        done = tickets_with_event(conn, list(held), WINDOW_HELD)
+        for tid, rule in sorted(held.items()):
+            if tid not in done:
+                append_event(conn, tid, Change(WINDOW_HELD, None, None, f"no automatic acknowledgement: {rule}",
+                                               ledger.HOUSEKEEPING_ACTOR, now))
 
 
 # -- words -------------------------------------------------------------------------------------

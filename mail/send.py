@@ -458,6 +458,23 @@ def drain_outbox(
         _drain_lock.release()
 
 
+def recover_interrupted_sends(store: Store, cfg: Config, *, now: datetime | None = None) -> list[int]:
+    """Rows left in ``sending`` by a process that died (``kill -9`` mid-send) become ``unknown``, with a
+    timeline event; their ids. What `heard outbox` does before it lists, retries or cancels, so a
+    dead send is not shown as "being sent right now" until the next drain. Nothing while this process
+    drains (its own claims are alive then).
+    """
+    if not _drain_lock.acquire(blocking=False):
+        return []
+    try:
+        now = now or utcnow()
+        result = DrainResult(unknown=ob.recover_interrupted(store, is_dead=lambda o, at: claim_is_dead(o, at, now=now)))
+        _record_outcomes(store, cfg, result, now)
+        return result.unknown
+    finally:
+        _drain_lock.release()
+
+
 def _drain(store: Store, cfg: Config, *, now, smtp_factory, imap_factory) -> DrainResult:
     clock = (lambda: now) if now is not None else utcnow
     result = DrainResult()
@@ -465,17 +482,16 @@ def _drain(store: Store, cfg: Config, *, now, smtp_factory, imap_factory) -> Dra
     result.unknown.extend(ob.recover_interrupted(store, is_dead=lambda o, at: claim_is_dead(o, at, now=t0)))
     imap = _LazyImap(cfg, imap_factory)
     try:
-        _reconcile_unknown(store, cfg, imap, clock, result)
-        if cfg.smtp is None:
-            with store.read() as s:
-                if ob.due_ids(s.connection(), now=clock(), limit=1):
-                    result.errors.append("no [smtp] section in the config: add one to send mail (see README)")
-            return result
         try:
+            _reconcile_unknown(store, cfg, imap, clock, result)
+            if cfg.smtp is None:
+                with store.read() as s:
+                    if ob.due_ids(s.connection(), now=clock(), limit=1):
+                        result.errors.append("no [smtp] section in the config: add one to send mail (see README)")
+                return result
             _send_due(store, cfg, smtp_factory or connect_smtp, clock, result)
         finally:
-            if result.failed:
-                _withdraw_failed_promises(store, cfg, result.failed, clock())
+            _record_outcomes(store, cfg, result, clock())
         if cfg.smtp.sent_folder:
             _append_copies(store, cfg, imap, clock, result)
     finally:
@@ -545,14 +561,37 @@ def business_tz(cfg: Config) -> tzinfo:
         return timezone.utc
 
 
-def _withdraw_failed_promises(store: Store, cfg: Config, failed: list[int], now: datetime) -> None:
-    """An acknowledgement or update the server refused for good never reached the customer: no promise."""
+_KIND_WORDS = {"reply": "reply", "ack": "acknowledgement", "update": "update", "checkin": "check-in",
+               "close": "closing notice"}
+OUTBOX_ACTOR = "heard outbox"
+
+
+def _record_outcomes(store: Store, cfg: Config, result: DrainResult, now: datetime) -> None:
+    """The ticket's timeline says what became of its mail when that was not plain delivery: refused
+    for good, maybe sent (``unknown``), or found in the Sent folder after all. An acknowledgement or
+    update the server refused for good never reached the customer: it made no promise.
+    """
     from storage.ledger import withdraw_promise
 
+    outcomes = ([(oid, "sending", "failed") for oid in result.failed]
+                + [(oid, "sending", "unknown") for oid in result.unknown]
+                + [(oid, "unknown", "sent") for oid in result.reconciled])
+    if not outcomes:
+        return
     with store.write_conn() as conn:
-        for oid in failed:
-            withdraw_promise(conn, oid, now=now, actor="heard outbox", why=f"outbox #{oid} refused by the server",
-                             tz=business_tz(cfg))
+        for oid, old, new in outcomes:
+            row = ob.outbox_row(conn, oid)
+            what = f"the {_KIND_WORDS.get(row['kind'], row['kind'])} to {row['recipients']} (outbox #{oid})"
+            if new == "failed":
+                why = f"{what} was not delivered: {row['last_error']}"
+            elif new == "unknown":
+                why = f"{what} may or may not have gone out: {row['last_error']}"
+            else:
+                why = f"{what} went out: {row['last_error']}"
+            append_event(conn, row["ticket_id"], Change("outbox", old, new, why, OUTBOX_ACTOR, now))
+            if new == "failed":
+                withdraw_promise(conn, oid, now=now, actor=OUTBOX_ACTOR, why=f"outbox #{oid} refused by the server",
+                                 tz=business_tz(cfg))
 
 
 def _note_connection_error(store: Store, ids: list[int], line: str) -> None:

@@ -572,6 +572,7 @@ def _record_error(store: Store | OpeningStore, folder: str, error: str) -> None:
 
 # Under IDLE, a quiet mailbox is synced (and housekept) this often anyway, in seconds.
 RESYNC_EVERY = 60.0
+QUIT_WAIT = 2.0  # seconds the server gets to answer DONE and LOGOUT when the watcher stops
 
 
 @dataclass
@@ -612,6 +613,7 @@ def watch(
     poll_interval = poll_interval or cfg.imap.poll_interval
     while not stop.is_set():
         client = None
+        idling = False
         try:
             client = connect_imap(cfg.imap)
             idle = cfg.imap.idle and b"IDLE" in client.capabilities()
@@ -622,6 +624,7 @@ def watch(
             while not stop.is_set():
                 if idle:
                     client.idle()
+                    idling = True
                     started = time.monotonic()
                     changed = False
                     while not stop.is_set() and time.monotonic() - started < min(idle_timeout, resync_every):
@@ -630,6 +633,7 @@ def watch(
                             changed = True
                             break
                     client.idle_done()
+                    idling = False
                     if stop.is_set():
                         break
                     if not changed and time.monotonic() - synced < resync_every:
@@ -650,7 +654,22 @@ def watch(
             backoff = min(backoff * 2, max_backoff)
         finally:
             if client is not None:
-                try:
-                    client.logout()
-                except Exception:
-                    pass
+                _leave(client, idling=idling)
+
+
+def _leave(client: IMAPClient, *, idling: bool) -> None:
+    """Log out, briefly: also when ctrl+c (KeyboardInterrupt) came in the middle of IDLE.
+
+    A LOGOUT sent during IDLE is not a command the server reads (it waits for DONE), so the
+    reply never came and ctrl+c on `heard sync --watch` hung until the read timed out.
+    """
+    try:
+        client.socket().settimeout(QUIT_WAIT)
+        if idling:
+            client.idle_done()
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            pass

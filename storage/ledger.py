@@ -416,7 +416,8 @@ def _attach_last_customer_message(conn: Connection, rows: list[dict]) -> None:
 
 
 def pending_rows(conn: Connection) -> list[dict]:
-    """Tickets waiting on the customer, with when they started waiting and any check-in since."""
+    """Tickets waiting on the customer, with when they started waiting, any check-in since, and the
+    outbox state of our last reply (``reply_state``: a customer is silent on a reply only once it was sent)."""
     q = (
         select(T.c.id, T.c.subject, T.c.pending_since, T.c.updated_at, T.c.automated_reason,
                C.c.address.label("customer"), C.c.name.label("customer_name"), C.c.last_automatic_at)
@@ -426,13 +427,21 @@ def pending_rows(conn: Connection) -> list[dict]:
     rows = [dict(r) for r in conn.execute(q).mappings()]
     ids = [r["id"] for r in rows]
     checkins: dict[int, list[datetime]] = {}
+    last_reply: dict[int, tuple[int, str]] = {}
     for start in range(0, len(ids), 500):
         q = select(O.c.ticket_id, O.c.created_at).where(
             O.c.ticket_id.in_(ids[start:start + 500]), O.c.kind == "checkin", O.c.state != "cancelled")
         for tid, at in conn.execute(q):
             checkins.setdefault(tid, []).append(as_utc(at))
+        q = select(O.c.ticket_id, O.c.id, O.c.state).where(
+            O.c.ticket_id.in_(ids[start:start + 500]), O.c.kind == "reply")
+        for tid, oid, state in conn.execute(q):
+            if tid not in last_reply or oid > last_reply[tid][0]:
+                last_reply[tid] = (oid, state)
     for r in rows:
         r["pending_since"] = as_utc(r["pending_since"] or r["updated_at"])
+        # The outbox state of our last reply through heard (None: no reply of ours in the outbox).
+        r["reply_state"] = last_reply.get(r["id"], (None, None))[1]
         r["last_automatic_at"] = as_utc(r["last_automatic_at"])
         r["checkin_at"] = _first_after(sorted(checkins.get(r["id"], [])), r["pending_since"])
     return rows

@@ -279,6 +279,14 @@ def append_event(conn: Connection, ticket_id: int, change: Change) -> None:
     )
 
 
+def tickets_with_event(conn: Connection, ticket_ids: list[int], kind: str) -> set[int]:
+    """Which of these tickets have an event of ``kind`` on their timeline."""
+    if not ticket_ids:
+        return set()
+    q = select(E.c.ticket_id).where(E.c.ticket_id.in_(sorted(set(ticket_ids))), E.c.kind == kind).distinct()
+    return set(conn.execute(q).scalars())
+
+
 def held_by(conn: Connection, agent: str) -> int | None:
     q = select(T.c.id).where(T.c.holder == agent, T.c.status.in_([s.value for s in ACTIVE])).limit(1)
     return conn.execute(q).scalar()

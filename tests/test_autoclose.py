@@ -12,10 +12,12 @@ from sqlalchemy import text
 
 from factories import add_reply, add_ticket
 from mail.ack import ack_settings, housekeeping, pending_action, plan_acknowledgements
-from mail.send import queue_reply
+from mail.localservers import DROP
+from mail.send import drain_outbox, queue_reply
 from mail.sync import sync_once
 from storage.db import Store
 from storage.ledger import stamp_automatic_mail
+from storage.outbox import cancel, outbox_rows, retry
 from storage.tickets import events_of, set_status, ticket_row
 from test_ack import SUPPORT, ack_all, customer_mail, make_config
 
@@ -95,6 +97,42 @@ def test_one_check_in_then_closed_with_the_reason(store, cfg):
     assert closing[0]["reason"] == "no reply from the customer in 5 days"
     assert closing[0]["actor"] == "heard housekeeping"
     assert [k for k, _ in _outbox(store, tid)] == ["reply", "checkin"]  # no closing mail: one check-in at most
+
+
+@pytest.mark.parametrize("fault, state", [("550 5.7.1 refused as spam", "failed"), (DROP, "unknown"),
+                                          (None, "cancelled")])
+def test_a_customer_whose_reply_never_reached_them_is_not_checked_in_with_nor_closed(
+        tmp_path, smtp_server, database, fault, state):
+    # A reply the server refused for good (or that may not have gone out, or that the agent cancelled)
+    # parked the ticket as waiting on the customer all the same: three days later heard "checked in" on
+    # an answer the customer never got, and two days after that closed the ticket for want of a reply.
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, database=database)
+    store = Store(cfg.database)
+    tid = _waiting(store, cfg)
+    with store.read() as r:
+        [oid] = [o["id"] for o in outbox_rows(r.connection(), ticket_id=tid)]
+    if fault:
+        smtp_server.fail_next(fault)
+        drain_outbox(store, cfg, now=MON)
+    else:
+        cancel(store, oid, actor="Ana", now=MON)
+    assert housekeeping(store, cfg, MON + 3 * DAY).checkins == []
+    assert housekeeping(store, cfg, MON + 8 * DAY).closed == []
+    assert housekeeping(store, cfg, MON + 8 * DAY, dry_run=True).planned == []
+    with store.read() as r:
+        conn = r.connection()
+        assert ticket_row(conn, tid)["status"] == "pending"
+        outcome = [e for e in events_of(conn, tid) if e["kind"] == "outbox"]
+    assert [(e["old"], e["new"]) for e in outcome] == [("queued" if not fault else "sending", state)]
+    if fault:  # the timeline says what the server did, not only "replied to ann@cust.example"
+        assert outcome[0]["actor"] == "heard outbox" and "ann@cust.example (outbox #1)" in outcome[0]["reason"]
+        assert (fault.split()[0] in outcome[0]["reason"]) if state == "failed" else "may or may not" in outcome[0]["reason"]
+    assert len([m for m in smtp_server.received if m.accepted]) == 0
+    # The agent sends it again and it goes out: the customer can be waited on now.
+    retry(store, oid, actor="Ana", now=MON + 8 * DAY)
+    assert drain_outbox(store, cfg, now=MON + 8 * DAY).sent == [oid]
+    assert [t for t, _ in housekeeping(store, cfg, MON + 8 * DAY).checkins] == [tid]
+    store.close()
 
 
 def test_no_check_in_to_an_automated_sender_or_inside_the_window_but_still_closed(store, cfg):
@@ -220,3 +258,27 @@ def test_a_customer_reply_reopens_a_closed_ticket_auto_replies_and_bounces_do_no
         reopened = [e for e in events_of(conn, tid) if e["kind"] == "status" and e["new"] == "open"]
     assert len(reopened) == 1 and reopened[0]["reason"].startswith("the customer replied")
     store.close()
+
+
+def test_a_robot_answering_each_acknowledgement_with_a_new_mail_gets_one_and_its_tickets_say_why(
+        store, tmp_path, capsys, database):
+    # An autoresponder that strips every header and changes the subject opens a new ticket with each
+    # answer. [ack] window stops the loop, but the ticket it held back said nothing about it: `heard show`
+    # gave no hint why that customer got no acknowledgement.
+    from tui.cli import main
+
+    on = make_config(tmp_path, ack={"auto": True}, database=database)
+    first = add_ticket(store, "Export", "desk@robot.example", "It stops.", date=MON)
+    late = MON + 2 * HOUR + 5 * MINUTE
+    assert [t for t, _ in housekeeping(store, on, late).acknowledged] == [first]
+    echo = add_ticket(store, "Thanks for your message", "desk@robot.example", "I will answer soon.",
+                      date=late + MINUTE)
+    for later in (3 * HOUR, 5 * HOUR, 20 * HOUR):  # every sync looks again; the window holds each time
+        assert housekeeping(store, on, MON + later).acknowledged == []
+    with store.read() as r:
+        held = [e for e in events_of(r.connection(), echo) if e["kind"] == "ack_held"]
+    assert len(held) == 1 and held[0]["actor"] == "heard housekeeping"
+    assert "[ack] window = 24h" in held[0]["reason"]
+    assert [k for k, _ in _outbox(store, echo)] == []
+    assert main(["--config", str(on.path), "show", str(echo)]) == 0
+    assert "no automatic acknowledgement" in capsys.readouterr().out

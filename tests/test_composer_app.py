@@ -235,3 +235,40 @@ async def test_the_draft_quotes_the_customer_without_escape_sequences_or_bidi_ov
         assert not any(ch in text for ch in "\x1b\x07\u202e")
         assert "Subject: Re: Invoice 77 [#" in texts(app.screen)
     store.close()
+
+
+@sync
+async def test_a_ticket_another_agent_solved_while_the_reply_was_written_says_who_and_offers_what_it_can_become(
+        env, smtp):  # noqa: F811
+    # Bob solved the ticket while Zoë wrote her reply: her send was refused with "a solved ticket cannot
+    # become waiting on customer; reopen it first", and every later try offered the same states again
+    # (the ticket as it was when the composer opened), so it was refused again.
+    from storage.tickets import set_status
+
+    cfg, store, tid = env
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await type_text(pilot, "The export works again.")
+        set_status(store, tid, "solved", reason="fixed on the phone", actor="Bob", now=NOW)
+        await pilot.press("ctrl+s", "y")
+        await pilot.pause()
+        await type_text(pilot, "asked Ann to retry")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen) and not app.screen._sending)
+        shown = texts(app.screen)
+        assert 'Bob made #1 solved meanwhile ("fixed on the phone"): your reply was not sent' in shown
+        assert "The export works again." in app.screen.query_one(TextArea).text  # the draft is kept
+        await pilot.press("ctrl+s", "y")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, NextStateDialog) and dialog.choices == ["open", "closed", None]
+        await type_text(pilot, "Ann still needs the export")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.result, int))
+        await wait_for(pilot, lambda: len(smtp.messages) == 1)
+        await app.workers.wait_for_complete()
+    with store.read() as s:
+        t = ticket_detail(s.connection(), tid)
+    assert t["status"] == "open" and len([e for e in t["events"] if e["kind"] == "reply"]) == 1
+    assert [(e["old"], e["new"]) for e in t["events"] if e["kind"] == "status"][-1] == ("solved", "open")

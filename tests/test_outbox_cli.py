@@ -237,3 +237,37 @@ def test_a_wrong_status_for_the_list_names_all_too(capsys, env):  # noqa: F811
     assert (code, out) == (1, "")
     assert err == "heard: unknown status 'done': use one of new, open, pending, on_hold, solved, closed, or all\n"
     assert run(capsys, cfg, "tickets", "--status", "all")[0] == 0
+
+
+def test_a_send_killed_halfway_is_listed_unknown_and_can_be_cancelled(tmp_path, capsys, env, smtp):  # noqa: F811
+    # `kill -9` of `heard outbox send` while the server had the message left the row in `sending`:
+    # `heard outbox` listed it so until some later drain, and cancel and retry both said "is being
+    # sent right now: wait for the result" about a process that was gone.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg, store, tid = env
+    run(capsys, cfg, "reply", str(tid), "--body-file", body_file(tmp_path, "Hello Ann."), "--no-send")
+    child = subprocess.Popen([sys.executable, "-m", "tui.cli", "--config", str(cfg.path), "outbox", "send"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    delivered = []
+
+    def kill_on_data(mail_from, rcpts, data):  # the server has the message; the sender dies before it hears so
+        delivered.append(data)
+        os.kill(child.pid, signal.SIGKILL)
+
+    smtp.deliver = kill_on_data
+    try:
+        assert child.wait(30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+    code, out, err = run(capsys, cfg, "outbox")
+    assert code == 0 and out.split()[3] == "unknown" and "heard outbox retry 1" in out
+    code, out, err = run(capsys, cfg, "outbox", "cancel", "1", "--reason", "it did go out: Ann confirmed by phone")
+    assert code == 0 and "cancelled" in out, err
+    events = [(e["kind"], e["old"], e["new"]) for e in detail(store, tid)["events"]]
+    assert ("outbox", "sending", "unknown") in events and ("outbox", "unknown", "cancelled") in events
+    assert len(delivered) == 1

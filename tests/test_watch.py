@@ -90,6 +90,28 @@ def test_watch_survives_a_server_that_goes_away_and_comes_back(tmp_path):
             or "lost the connection" in err)
 
 
+def test_ctrl_c_stops_the_watcher_at_once_in_the_middle_of_idle(dovecot_server, tmp_path):
+    # ctrl+c came while the connection was in IDLE: the LOGOUT that followed is not read by a server
+    # waiting for DONE, so `heard sync --watch` hung until the connection's 30 s read timeout.
+    dovecot_server.append([mail(1)])
+    cfg_path = write_config(tmp_path, dovecot_server)
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync", "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: count(tmp_path / "heard.db") == 1)
+        time.sleep(1.0)  # in IDLE now
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert took < 5
+
+
 def test_without_idle_the_watcher_polls(pymap_server, tmp_path):
     path = write_config(tmp_path, pymap_server)
     path.write_text(path.read_text().replace('folder = "INBOX"', 'folder = "INBOX"\nidle = false\npoll_interval = 1'))

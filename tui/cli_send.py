@@ -120,12 +120,16 @@ def _outbox_json(r: dict) -> dict:
 @command("outbox")
 @_one_line_errors
 def cmd_outbox(args: argparse.Namespace) -> int:
+    from mail.send import recover_interrupted_sends
     from storage import outbox as ob
 
     cfg = config_from(args)
     store = open_store(cfg)
     action = args.outbox_action or "list"
     now = utcnow()
+    if action not in ("send", "drain"):  # the drain does it itself
+        # A send whose process died (kill -9, a crash) is unknown, not "being sent right now".
+        recover_interrupted_sends(store, cfg, now=now)
     if action == "list":
         with store.read() as s:
             rows = ob.outbox_rows(s.connection(), states=None if args.all else OPEN_STATES)

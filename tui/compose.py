@@ -51,7 +51,7 @@ from mail.tone import ToneWarning
 from mail.untrusted import safe_line, safe_text
 from storage.db import DatabaseUnreachable, Store
 from storage.lifecycle import ALLOWED, STATUS_LABELS, LifecycleError, Status
-from storage.tickets import ticket_row
+from storage.tickets import events_of, ticket_row
 
 __all__ = ["ComposeScreen", "ReviewScreen", "NextStateDialog", "SavedReplyPicker", "reply_screen",
            "start_outbox_drain", "OUTBOX_GROUP"]
@@ -296,16 +296,40 @@ class ComposeScreen(Screen[int | None]):
                 self.store, self.cfg, self.ticket_id, draft, agent=self.cfg.agent, now=self.clock(),
                 next_status=answer.status, reason=answer.reason, saved_reply=self.saved_reply,
             )
-        except (ComposeError, LifecycleError) as exc:
+        except LifecycleError as exc:
+            self.app.call_from_thread(self._refused, *self._moved_meanwhile(str(exc)))
+            return
+        except ComposeError as exc:
             self.app.call_from_thread(self._refused, str(exc))
             return
         self.app.call_from_thread(self._queued, oid)
 
-    def _refused(self, error: str) -> None:
+    def _moved_meanwhile(self, error: str) -> tuple[str, ReplyContext | None]:
+        """In the worker: a refused next state may be another agent's doing (they solved the ticket
+        while this reply was written). Say who and why, with the ticket as it is now, so the next
+        try offers the states that ticket can take."""
+        assert self.ctx is not None
+        try:
+            with self.store.read() as s:
+                conn = s.connection()
+                ctx = reply_context(conn, self.ticket_id)
+                moves = [e for e in events_of(conn, self.ticket_id) if e["kind"] == "status"]
+        except Exception:  # the refusal itself is still the answer
+            return error, None
+        if ctx.status == self.ctx.status or not moves:
+            return error, ctx
+        last = moves[-1]
+        return (f"{safe_line(last['actor'])} made #{self.ticket_id} {STATUS_LABELS[Status(ctx.status)]} meanwhile "
+                f"(\"{safe_line(last['reason'] or '')}\"): your reply was not sent; send it again and pick its "
+                "next state"), ctx
+
+    def _refused(self, error: str, ctx: ReplyContext | None = None) -> None:
+        if ctx is not None:
+            self.ctx = ctx
         self._sending = False
-        self._hint(error)
         self.notify(error, severity="error", markup=False)
-        self.action_edit()
+        self.query_one(TextArea).focus()
+        self._hint(error)  # stays under the draft after the toast has gone
 
     def _queued(self, outbox_id: int) -> None:
         _DRAFTS.pop(self.ticket_id, None)

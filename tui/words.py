@@ -42,6 +42,8 @@ def event_change(e: dict) -> str:
         return f"promise {safe_line(old or '—')} → {safe_line(new or '—')}"
     if kind == "saved_reply":
         return f"saved reply {safe_line(new or '')}"
+    if kind == "ack_held":
+        return "no automatic acknowledgement"
     if kind == "outbox":
         return f"outbox: {safe_line(old or '—')} → {safe_line(new or '—')}"
     if old or new:
