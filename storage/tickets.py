@@ -399,6 +399,9 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
             require_ticket(conn, ticket_id)
             why = reason or TAKE_REASON
         row = require_ticket(conn, ticket_id)
+        if Status(row["status"]) not in ACTIVE:  # held_by would not see it: a hold on a finished ticket
+            raise TicketError(f"#{ticket_id} is {lifecycle.STATUS_LABELS[Status(row['status'])]}: reopen it first "
+                              f"(o in the app, or heard status {ticket_id} open --reason ...)")
         # The WHERE holder IS NULL makes the claim atomic across agents sharing the database.
         res = conn.execute(
             update(T)

@@ -185,6 +185,16 @@ def test_taking_the_ticket_you_hold_again_says_you_hold_it(capsys, env):  # noqa
     assert code == 1 and err == f"heard: you hold #{tid}: solve, park or release it before taking another\n"
 
 
+def test_taking_a_solved_ticket_says_to_reopen_it(capsys, env):  # noqa: F811
+    # It set the holder on the solved ticket, a hold nobody could see (only open work counts as held).
+    cfg, store, tid = env
+    assert run(capsys, cfg, "status", str(tid), "solved", "--reason", "fixed")[0] == 0
+    code, out, err = run(capsys, cfg, "take", str(tid))
+    assert (code, out) == (1, "")
+    assert err == f"heard: #{tid} is solved: reopen it first (o in the app, or heard status {tid} open --reason ...)\n"
+    assert detail(store, tid)["holder"] is None
+
+
 def test_take_next_with_nothing_free_says_what_holds_the_open_tickets(capsys, env):  # noqa: F811
     # It said "the queue is empty" with tickets on screen, held by other agents or automated mail.
     from storage.tickets import take_ticket
