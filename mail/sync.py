@@ -11,7 +11,6 @@ of duplicating; a message the parser chokes on is stored raw and flagged.
 from __future__ import annotations
 
 import contextlib
-import logging
 import queue
 import re
 import threading
@@ -39,7 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # storage.ingest (and with it SQLAlchemy) is imported inside the functions that write: this
 # module loads without it, so `heard sync` connects and fetches while the store opens.
 
-log = logging.getLogger(__name__)
 
 BATCH = 250  # messages per FETCH, and per transaction
 BATCH_BYTES = 8 * 1024 * 1024  # and about this much mail at most: up to 8 batches are in memory at once
@@ -234,8 +232,7 @@ def _sync_folder(store: Store | OpeningStore, cfg: Config, client: IMAPClient, s
     if state and state["uidvalidity"] == uidvalidity:
         last_uid = state["last_uid"]
     elif state and state["uidvalidity"]:
-        summary.uidvalidity_changed = True
-        log.warning("UIDVALIDITY of %s changed %s -> %s: re-linking", folder, state["uidvalidity"], uidvalidity)
+        summary.uidvalidity_changed = True  # the summary line says so ("UIDVALIDITY changed: re-linked")
     uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
     if uids:
         have = _known_uids(store, folder, uidvalidity)
