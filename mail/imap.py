@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import imaplib
+import re
 import select
 import socket
 import ssl
@@ -51,6 +52,32 @@ def network_error(cfg: ServerConfig, exc: BaseException, *, connected: bool = Fa
     if isinstance(exc, OSError):
         return MailServerError(f"cannot reach {where} ({exc.strerror or exc}): check {key} host and port")
     return MailServerError(f"{where}: {exc}")
+
+
+# RFC 5530 response codes that say the server could not do it just now, not that the folder is wrong.
+_PASSING_CODES = ("SERVERBUG", "UNAVAILABLE", "INUSE", "LIMIT", "CORRUPTION", "EXPUNGEISSUED")
+_CODE = re.compile(r"\[([A-Z][A-Z-]*)")
+
+
+def folder_problem(client: imapclient.IMAPClient, folder: str, host: str, exc: BaseException) -> str:
+    """One line for a SELECT/EXAMINE the server refused, with what to do: a folder that is not there
+    lists the ones that are; a server problem (``[SERVERBUG]``, ``[UNAVAILABLE]``) says to try again."""
+    said = str(exc)
+    found = _CODE.search(said)
+    code = found.group(1) if found else ""
+    if code in _PASSING_CODES:
+        return f"{host} could not open folder {folder!r} just now ({said}): try again in a moment"
+    if code == "NOPERM":
+        return f"{host} does not let this account read folder {folder!r} ({said}): check [imap] folder and username"
+    try:
+        names = sorted((name for _flags, _sep, name in client.list_folders()), key=lambda n: (n.upper() != "INBOX", n))
+    except Exception:  # the hint is a nicety: the line stands without it
+        names = []
+    there = ""
+    if names:
+        shown = ", ".join(repr(n) for n in names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+        there = f"; the folders there are {shown}"
+    return f"cannot open folder {folder!r} on {host} ({said}): check [imap] folder{there}"
 
 
 def connect_imap(cfg: ServerConfig, *, timeout: float = 30.0) -> imapclient.IMAPClient:

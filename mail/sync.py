@@ -24,7 +24,7 @@ from imapclient.exceptions import IMAPClientError
 
 from mail.config import Config
 from mail.convert import PARALLEL_MIN, MessageConverter, _parse_pool, _worker_convert, close_parse_pool
-from mail.imap import MailServerError, connect_imap, idle_check, network_error
+from mail.imap import MailServerError, connect_imap, folder_problem, idle_check, network_error
 from mail.parse import bounded_id
 from mail.threads import thread_decision
 from storage.records import DatabaseUnreachable, NewMessage, OpeningStore, utcnow
@@ -219,7 +219,7 @@ def _sync_folder(store: Store | OpeningStore, cfg: Config, client: IMAPClient, s
     try:
         info = client.select_folder(folder, readonly=True)  # EXAMINE: \Seen untouched
     except IMAPClientError as exc:
-        raise MailServerError(f"cannot open folder {folder!r} on {cfg.imap.host} ({exc}): check [imap] folder") from None
+        raise MailServerError(folder_problem(client, folder, cfg.imap.host, exc)) from None
     uidvalidity = int(info.get(b"UIDVALIDITY", 0))
     uidnext = int(info.get(b"UIDNEXT", 0) or 0)
     modseq = info.get(b"HIGHESTMODSEQ")

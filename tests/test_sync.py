@@ -663,3 +663,28 @@ def test_a_sync_on_a_worker_thread_parses_in_a_spawned_process(imap, tmp_path, m
     worker.join(120)
     assert started == ["spawn"]
     assert (done["summary"].new_messages, done["summary"].tickets_created) == (5, 5)
+
+
+@pytest.mark.dovecot
+def test_a_folder_that_is_not_there_is_one_line_naming_the_folders_that_are(dovecot_server, tmp_path, capsys):
+    dovecot_server.deliver_maildir(dovecot_server.username, [mail(1)], folder="Support")
+    cfg = write_config(tmp_path, dovecot_server, folder="Suport")
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1 and out == ""
+    assert err.startswith(f"heard: cannot open folder 'Suport' on {dovecot_server.host} (")
+    assert err.endswith("): check [imap] folder; the folders there are 'INBOX', 'Support'\n"), err
+    code, out, err = heard(cfg, "doctor", "--no-round-trip", capsys=capsys)
+    assert "check [imap] folder; the folders there are 'INBOX', 'Support'" in out + err
+
+
+@pytest.mark.parametrize("said, line", [
+    ("[SERVERBUG] Internal error occurred. Refer to server log for more information.",
+     "example.net could not open folder 'INBOX' just now ([SERVERBUG] Internal error occurred. Refer to server log "
+     "for more information.): try again in a moment"),
+    ("[NOPERM] Permission denied", "example.net does not let this account read folder 'INBOX' ([NOPERM] Permission "
+     "denied): check [imap] folder and username"),
+])
+def test_a_folder_the_server_cannot_open_right_now_says_so(said, line):
+    from mail.imap import folder_problem
+
+    assert folder_problem(None, "INBOX", "example.net", Exception(said)) == line

@@ -15,7 +15,7 @@ from imapclient.exceptions import IMAPClientError
 
 from mail.compose import build_message, new_message_id
 from mail.config import ConfigError
-from mail.imap import MailServerError, connect_imap
+from mail.imap import MailServerError, connect_imap, folder_problem
 from mail.untrusted import safe_line
 from tui.cli import EXTENSIONS, command, config_from, out
 
@@ -53,7 +53,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         good &= _line(False, "imap", str(exc))
         client = None
     except IMAPClientError as exc:
-        good &= _line(False, "imap", f"cannot open folder {cfg.imap.folder!r} ({exc}): check [imap] folder")
+        good &= _line(False, "imap", folder_problem(client, cfg.imap.folder, cfg.imap.host, exc))
         client = None
 
     if cfg.smtp is None:
