@@ -110,12 +110,12 @@ def connect_imap(cfg: ServerConfig, *, timeout: float = 30.0) -> imapclient.IMAP
         else:
             client.login(cfg.username, secret)
     except LoginError:
-        _quietly_close(client)
+        quietly_close(client)
         raise MailServerError(
             f"{cfg.host} refused the login for {cfg.username!r}: check [{cfg.section}] username and the password it gets"
         ) from None
     except (OSError, IMAPClientError) as exc:
-        _quietly_close(client)
+        quietly_close(client)
         raise network_error(cfg, exc) from None
     try:
         caps = client.capabilities()
@@ -123,7 +123,7 @@ def connect_imap(cfg: ServerConfig, *, timeout: float = 30.0) -> imapclient.IMAP
             # EXAMINE then reports HIGHESTMODSEQ, which the sync records with its cursor.
             client.enable("CONDSTORE")
     except (OSError, IMAPClientError) as exc:
-        _quietly_close(client)
+        quietly_close(client)
         raise network_error(cfg, exc) from None
     return client
 
@@ -152,7 +152,7 @@ def oauth2_refused(cfg: ServerConfig) -> MailServerError:
 
 def _xoauth2_login(client: imapclient.IMAPClient, cfg: ServerConfig, token: str) -> None:
     if b"AUTH=XOAUTH2" not in client.capabilities():
-        _quietly_close(client)
+        quietly_close(client)
         raise MailServerError(
             f"{cfg.host} does not offer OAuth2 login (AUTH=XOAUTH2): "
             f"use password_command instead of [{cfg.section}] oauth2_command"
@@ -162,12 +162,13 @@ def _xoauth2_login(client: imapclient.IMAPClient, cfg: ServerConfig, token: str)
     except imaplib.IMAP4.abort:
         raise
     except imaplib.IMAP4.error:
-        _quietly_close(client)
+        quietly_close(client)
         raise oauth2_refused(cfg) from None
     client._cached_capabilities = None  # a server may announce more once logged in
 
 
-def _quietly_close(client: imapclient.IMAPClient) -> None:
+def quietly_close(client: imapclient.IMAPClient) -> None:
+    """Log out, or at least close the connection; never raises."""
     try:
         client.logout()
     except Exception:

@@ -24,7 +24,7 @@ from imapclient.exceptions import IMAPClientError
 
 from mail.config import Config
 from mail.convert import PARALLEL_MIN, MessageConverter, _parse_pool, _worker_convert, close_parse_pool
-from mail.imap import MailServerError, connect_imap, folder_problem, idle_check, network_error
+from mail.imap import MailServerError, connect_imap, folder_problem, idle_check, network_error, quietly_close
 from mail.parse import bounded_id
 from mail.threads import thread_decision
 from storage.records import DatabaseUnreachable, NewMessage, OpeningStore, utcnow
@@ -664,9 +664,6 @@ def _leave(client: IMAPClient, *, idling: bool) -> None:
         client.socket().settimeout(QUIT_WAIT)
         if idling:
             client.idle_done()
-        client.logout()
     except Exception:
-        try:
-            client.shutdown()
-        except Exception:
-            pass
+        pass
+    quietly_close(client)

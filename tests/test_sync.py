@@ -599,16 +599,23 @@ def _big_mail(n: int, megabytes: int = 4) -> bytes:
     ) + payload + b"\r\n--b--\r\n"
 
 
-@pytest.mark.dovecot
-def test_a_mailbox_of_big_attachments_syncs_in_bounded_memory(dovecot_server, tmp_path):
-    """40 mails of 4 MB: fetched a few at a time (by size), not 160 MB at once."""
-    dovecot_server.deliver_maildir(dovecot_server.username, [_big_mail(n) for n in range(40)])
-    cfg = write_config(tmp_path, dovecot_server)
+def _sync_in_a_child(cfg) -> tuple[str, str, str]:
+    """`heard sync` in a process of its own: (exit code, its peak memory in MB, its summary line)."""
     measure = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
                "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.stdout.strip())")
     out = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "tui.cli", "--config", str(cfg), "sync"],
                          capture_output=True, text=True, timeout=300).stdout
     code, peak_mb, summary = out.split(" ", 2)
+    return code, peak_mb, summary
+
+
+@pytest.mark.dovecot
+def test_a_mailbox_of_big_attachments_syncs_in_bounded_memory(dovecot_server, tmp_path):
+    """40 mails of 4 MB: fetched a few at a time (by size), not 160 MB at once."""
+    dovecot_server.deliver_maildir(dovecot_server.username, [_big_mail(n) for n in range(40)])
+    cfg = write_config(tmp_path, dovecot_server)
+    code, peak_mb, summary = _sync_in_a_child(cfg)
+    out = f"{code} {peak_mb} {summary}"
     assert code == "0" and summary.startswith("40 new messages"), out
     assert int(peak_mb) < 150, f"peak memory {peak_mb} MB for a 160 MB mailbox"
     con = sqlite3.connect(tmp_path / "heard.db")
@@ -622,11 +629,8 @@ def test_one_mail_with_a_40_mb_attachment_syncs_without_copies_of_it(dovecot_ser
     big = _big_mail(1, megabytes=40)  # 40 MB as sent, 30 MB decoded
     dovecot_server.deliver_maildir(dovecot_server.username, [big])
     cfg = write_config(tmp_path, dovecot_server)
-    measure = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.stdout.strip())")
-    out = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "tui.cli", "--config", str(cfg), "sync"],
-                         capture_output=True, text=True, timeout=300).stdout
-    code, peak_mb, summary = out.split(" ", 2)
+    code, peak_mb, summary = _sync_in_a_child(cfg)
+    out = f"{code} {peak_mb} {summary}"
     assert code == "0" and summary.startswith("1 new messages"), out
     # The program and the mail as read: no copy of it while it is parsed and stored.
     assert int(peak_mb) < 150, f"peak memory {peak_mb} MB for one mail of {len(big) >> 20} MB"
