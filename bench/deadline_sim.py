@@ -111,6 +111,15 @@ What the numbers say (the targets are >= 97% kept, median <= 1.4x), for
   84-94%): the record of calm weeks says nothing of the surge that breaks
   them. Not adopted; neither was a fixed lower z.
 
+* A surge-aware rate of queue-jumpers was tried too: the premium share of the last
+  two weeks times the rate of *all* mail in the last 6 or 24 hours (ten times the
+  arrivals of premium mail alone, so a flood shows sooner). The weekend backlog
+  with ``auto`` went from 95.8% kept to 96.5% (24 h) or 98.4% (6 h) on the main
+  seed, but its second seed stayed at 91.6-91.9% (promises made on Friday evening,
+  before any of the flood), the ratio rose to 1.60-1.63, and the 6-hour window
+  cost calm single-agent weeks (a night's burst of three mails read as a surge).
+  Not adopted.
+
 Deterministic (seeded). Run: ``python bench/deadline_sim.py`` (about 8 s);
 ``--seeds N`` adds heard's spread over N seeds per scenario (``--seeds 4``:
 about a minute more).
