@@ -51,11 +51,14 @@ _PRIORITY_RANK = case(
 
 
 def queue_order(now: datetime, at_risk_margin: timedelta = timedelta(hours=2)):
-    """Promises about to break first, then priority and tier, then the nearest deadline, then age."""
+    """Promises about to break first, then priority and tier, then the nearest deadline, then age; automated
+    mail (auto-replies, bounces, lists), which take next passes over, after every ticket from a person."""
+    automated_last = case((T.c.automated_reason.is_not(None), 1), else_=0)
     at_risk = case((and_(T.c.promise_deadline.is_not(None), T.c.promise_deadline <= now + at_risk_margin), 0), else_=1)
     tier_rank = case((C.c.tier.is_not(None), 0), else_=1)
     no_deadline_last = case((T.c.promise_deadline.is_(None), 1), else_=0)
-    return [at_risk, _PRIORITY_RANK, tier_rank, no_deadline_last, T.c.promise_deadline, T.c.created_at, T.c.id]
+    return [automated_last, at_risk, _PRIORITY_RANK, tier_rank, no_deadline_last, T.c.promise_deadline,
+            T.c.created_at, T.c.id]
 
 
 def _view_filter(view: str, agent: str | None):
