@@ -51,7 +51,9 @@ def test_init_refuses_to_overwrite_and_to_guess(tmp_path, capsys):
 def init_interactively(path, answers: str) -> subprocess.CompletedProcess:
     """`heard init` as on a terminal, with ``answers`` typed at its prompts."""
     script = (
-        "import sys; sys.stdin.isatty = lambda: True; from tui.cli import main; "
+        # No full name from the account database: the same prompts on every machine.
+        "import sys; sys.stdin.isatty = lambda: True; import tui.cli; tui.cli._full_name = lambda: None; "
+        "from tui.cli import main; "
         f"sys.exit(main(['--config', {str(path)!r}, 'init']))"
     )
     return subprocess.run([sys.executable, "-c", script], input=answers, capture_output=True, text=True, timeout=60)
@@ -60,7 +62,7 @@ def init_interactively(path, answers: str) -> subprocess.CompletedProcess:
 def test_init_asks_when_run_interactively(tmp_path):
     """Driven through a real prompt: answers typed on stdin."""
     path = tmp_path / "asked.toml"
-    res = init_interactively(path, "help@shop.example\nstarttls\nmail.shop.example\n\n\n\npass show shop\n\nAna\n\n")
+    res = init_interactively(path, "help@shop.example\nmail.shop.example\nstarttls\n\n\n\npass show shop\n\nAna\n\n")
     assert res.returncode == 0, res.stderr
     cfg = load_config(path)
     assert (cfg.address, cfg.imap.security, cfg.imap.port, cfg.imap.host) == ("help@shop.example", "starttls", 143, "mail.shop.example")
@@ -70,13 +72,15 @@ def test_init_asks_when_run_interactively(tmp_path):
 def test_init_asks_again_after_a_wrong_or_missing_answer(tmp_path):
     """A typo costs one line, not every answer given so far; "keyring" picks the system keyring."""
     path = tmp_path / "again.toml"
-    res = init_interactively(path, "help at shop\nhelp@shop.example\nssl\n\n\n99999\n\n\n\n\nkeyring\n\nAna\n\n")
+    res = init_interactively(path, "help at shop\nhelp@shop.example\n\nssl\n\n99999\n\n\n\n\nkeyring\n\n\nAna\n\n")
     assert res.returncode == 0, res.stderr
     assert "that needs to be an email address, like support@example.com" in res.stderr
     assert "that needs to be one of tls, starttls, none" in res.stderr
     assert "that needs to be a port number (1-65535)" in res.stderr
     assert "this one is needed (or pass it as --password-command)" in res.stderr
+    assert "this one is needed (or pass it as --agent-name)" in res.stderr  # customers read it under every promise
     cfg = load_config(path)
+    assert cfg.agent_name == "Ana"
     assert (cfg.address, cfg.imap.security, cfg.imap.port, cfg.imap.host) == (
         "help@shop.example", "tls", 993, "imap.shop.example")
     assert cfg.imap.keyring and not cfg.imap.password_command

@@ -203,7 +203,7 @@ def test_init_asks_gmail_users_for_a_token_command(tmp_path):
 
     # Microsoft 365 sends over STARTTLS on 587.
     path = tmp_path / "m365.toml"
-    res = init_interactively(path, "help@shop.example\n\noutlook.office365.com\n\n\n\noama access help@shop.example\n"
+    res = init_interactively(path, "help@shop.example\noutlook.office365.com\n\n\n\n\noama access help@shop.example\n"
                                    "\n\n\n\n\nAna\n\n")
     assert res.returncode == 0, res.stderr
     cfg = load_config(path)

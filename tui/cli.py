@@ -87,6 +87,18 @@ def _ask(prompt: str, default: str | None = None) -> str:
     return answer or (default or "")
 
 
+def _full_name() -> str | None:
+    """The person's name from the account database (the GECOS field), when it holds one."""
+    try:
+        import pwd
+
+        name = pwd.getpwuid(os.getuid()).pw_gecos.split(",")[0].strip()
+    except (ImportError, KeyError, OSError):
+        return None
+    login = os.environ.get("USER") or os.environ.get("LOGNAME") or ""
+    return name if name and name.lower() not in ("root", login.lower()) else None
+
+
 @command("init")
 def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.config).expanduser() if args.config else default_config_path()
@@ -134,10 +146,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     address = value("address", "Support address customers write to", check=is_address)
     domain = address.partition("@")[2]
+    host = value("imap_host", "IMAP host", f"imap.{domain}" if interactive else None)
     security = value("imap_security", "IMAP security (tls, starttls, none)", "tls", check=is_security)
     default_port = {"tls": "993", "starttls": "143", "none": "143"}.get(security, "993")
     imap = {
-        "host": value("imap_host", "IMAP host", f"imap.{domain}" if interactive else None),
+        "host": host,
         "port": port("imap_port", "IMAP port", default_port),
         "security": security,
         "username": value("imap_username", "IMAP username", address),
@@ -191,7 +204,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             sections["smtp"] = smtp
     if args.database:
         sections["storage"] = {"database": args.database}
-    agent_name = value("agent_name", "Your name, as customers will see it", os.environ.get("USER", ""))
+    # Acknowledgements are signed with it ("I will personally get back to you ... Ana"): asked until given,
+    # unless the account has a full name; a script without --agent-name gets the login name.
+    agent_name = value("agent_name", "Your name, as customers will see it",
+                       _full_name() if interactive else (_full_name() or os.environ.get("USER", "")))
     sections["agent"] = {"name": agent_name, "email": value("agent_email", "Your email", address, check=is_address)}
     try:
         written = write_config(path, sections)
