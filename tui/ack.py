@@ -230,9 +230,10 @@ class AckReviewScreen(Screen[None]):
             table.add_row(*self._row(c), key=str(c.ticket_id))
         skipped = self.query_one("#ack-skipped", DataTable)
         skipped.clear()
+        limit = 30 if self.app.size.width >= 100 else 24  # 80 columns: "one mail per customer: #17 in this batch"
         for s in plan.skipped:
             # The rule is what the agent reads: a long address gives way to it on a narrow screen.
-            address = s.customer if len(s.customer or "") <= 30 else s.customer[:29] + "…"
+            address = s.customer if len(s.customer or "") <= limit else s.customer[:limit - 1] + "…"
             skipped.add_row(_cell(f"#{s.ticket_id}", "dim"), _cell(address, "dim"), _cell(s.rule, "dim"),
                             key=str(s.ticket_id))
         self.query_one("#ack-skipped-title", Static).update(inert(
