@@ -251,7 +251,7 @@ class AckReviewScreen(Screen[None]):
     def _row(self, c) -> tuple:
         mark = Text("✓", style="bold green") if c.include else Text("–", style="dim")
         style = "" if c.include else "dim strike"
-        promise = deadline_words(c.deadline, c.offset_minutes, self.settings)
+        promise = deadline_words(c.deadline, c.offset_minutes, self.settings, c.offset_seen_at)
         if c.deadline_edited:
             promise += " (edited)"
         if c.tier:
@@ -327,7 +327,7 @@ class AckReviewScreen(Screen[None]):
                 self._refresh_row(c)
                 self._preview()
 
-        self.app.push_screen(DeadlineDialog(title, deadline_words(c.deadline, c.offset_minutes, self.settings),
+        self.app.push_screen(DeadlineDialog(title, deadline_words(c.deadline, c.offset_minutes, self.settings, c.offset_seen_at),
                                             self.settings, self.app.clock()), chosen)
 
     def action_edit(self) -> None:
