@@ -537,7 +537,8 @@ class UpdateDialog(ModalScreen[bool]):
 
     def _refused(self, line: str, forced: bool) -> None:
         if not forced and ("--force" in line):
-            question = line.split(":")[0] + ": send it anyway?"
+            # The reason ends at the first ": " (a time such as 12:00 in it has no space after its colon).
+            question = line.split(": ", 1)[0] + ": send it anyway?"
 
             def answered(yes: bool | None) -> None:
                 if yes:
