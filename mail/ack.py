@@ -321,6 +321,7 @@ class AckCandidate:
     tier: str | None = None
     include: bool = True  # the agent can leave it out
     deadline_edited: bool = False
+    offset_seen_at: datetime | None = None  # when their mail showed that offset (DST may change it since)
 
     @property
     def first_name(self) -> str:
@@ -349,9 +350,12 @@ class AckPlan:
         return [c for c in self.candidates if c.include]
 
 
-def deadline_words(deadline: datetime, offset_minutes: int | None, settings: AckSettings) -> str:
-    """The deadline as the customer reads it: their clock when known, else ours with the zone named."""
-    return format_deadline(deadline, customer_offset_minutes=offset_minutes, agent_tz=settings.hours.tz)
+def deadline_words(deadline: datetime, offset_minutes: int | None, settings: AckSettings,
+                   seen_at: datetime | None = None) -> str:
+    """The deadline as the customer reads it: their clock when known (``offset_minutes`` as their mail
+    of ``seen_at`` showed it, moved across a DST change since), else ours with the zone named."""
+    return format_deadline(deadline, customer_offset_minutes=offset_minutes, agent_tz=settings.hours.tz,
+                           customer_offset_seen_at=seen_at)
 
 
 def render_ack(c: AckCandidate, cfg: Config, settings: AckSettings, template: str | None = None) -> str:
@@ -362,7 +366,7 @@ def render_ack(c: AckCandidate, cfg: Config, settings: AckSettings, template: st
         "greeting": f"Hi {first}," if first else "Hello,",
         "customer_first_name": first,
         "subject": c.subject,
-        "deadline": deadline_words(c.deadline, c.offset_minutes, settings),
+        "deadline": deadline_words(c.deadline, c.offset_minutes, settings, c.offset_seen_at),
         "agent_name": agent,
         "agent_first_name": first_name(agent) or agent,
         "signature": _signature(cfg),
@@ -500,7 +504,7 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         candidates.append(AckCandidate(
             ticket_id=tid, customer=r["customer"], customer_name=r["customer_name"] or "", subject=subject,
             deadline=deadline, offset_minutes=r["date_offset_minutes"], position=here,
-            tier=spec.name if spec else None,
+            tier=spec.name if spec else None, offset_seen_at=r.get("date_offset_seen_at"),
         ))
     return AckPlan(candidates=candidates, skipped=skipped, handling=model, now=now)
 
@@ -684,13 +688,14 @@ def _clean_reason(reason: str) -> str:
 
 
 def update_body(*, cfg: Config, settings: AckSettings, customer_name: str, customer: str, subject: str,
-                old_deadline: datetime, deadline: datetime, offset_minutes: int | None, reason: str) -> str:
+                old_deadline: datetime, deadline: datetime, offset_minutes: int | None, reason: str,
+                offset_seen_at: datetime | None = None) -> str:
     first = first_name(customer_name, customer)
     return _fill(UPDATE_TEMPLATE, {
         "greeting": f"Hi {first}," if first else "Hello,",
         "subject": their_subject(subject),
-        "old_deadline": deadline_words(old_deadline, offset_minutes, settings),
-        "deadline": deadline_words(deadline, offset_minutes, settings),
+        "old_deadline": deadline_words(old_deadline, offset_minutes, settings, offset_seen_at),
+        "deadline": deadline_words(deadline, offset_minutes, settings, offset_seen_at),
         "reason": _clean_reason(reason),
         "signature": _signature(cfg),
     })
@@ -759,7 +764,8 @@ def send_update(
         body = update_body(cfg=cfg, settings=settings, customer_name=row["customer_name"] or "",
                            customer=row["customer"], subject=row["last_subject"] or row["subject"],
                            old_deadline=promise["deadline"], deadline=deadline,
-                           offset_minutes=row["date_offset_minutes"], reason=reason_text)
+                           offset_minutes=row["date_offset_minutes"], reason=reason_text,
+                           offset_seen_at=row.get("date_offset_seen_at"))
         q = queue_message(store, cfg, ticket_id, body, kind="update", agent=agent, now=now, conn=conn)
         old_short = format_deadline_short(promise["deadline"], settings.hours.tz)
         new_short = format_deadline_short(deadline, settings.hours.tz)

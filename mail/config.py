@@ -347,6 +347,28 @@ def render_config(sections: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def local_timezone() -> str:
+    """The machine's IANA zone name (for business hours), or UTC."""
+    from zoneinfo import ZoneInfo
+
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    for name in candidates:
+        if not name:
+            continue
+        try:
+            ZoneInfo(name)
+            return name
+        except Exception:
+            continue
+    return "UTC"
+
+
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from mail.autoreply import automated_reason
 from mail.backlog import AGENT_NAME, PREMIUM_DOMAINS, PRODUCT, customer_reply, demo_backlog, demo_sent, new_customer_mail
-from mail.config import Config, load_config, write_config
+from mail.config import Config, load_config, local_timezone, write_config
 from mail.localservers import PymapServer, SmtpServer
 from mail.parse import ParsedMessage, parse_message
 from mail.untrusted import safe_line
@@ -56,28 +56,6 @@ class DemoTiming:
     new_mail_every: float = 60.0
     reply_after: tuple[float, float] = (10.0, 40.0)
     ack_answer_rate: float = 0.2
-
-
-def local_timezone() -> str:
-    """The machine's IANA zone name (for business hours), or UTC."""
-    from zoneinfo import ZoneInfo
-
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
-    try:
-        target = os.path.realpath("/etc/localtime")
-        if "zoneinfo/" in target:
-            candidates.append(target.split("zoneinfo/", 1)[1])
-    except OSError:
-        pass
-    for name in candidates:
-        if not name:
-            continue
-        try:
-            ZoneInfo(name)
-            return name
-        except Exception:
-            continue
-    return "UTC"
 
 
 class _Scheduler:

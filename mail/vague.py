@@ -50,7 +50,7 @@ _CONCRETE = re.compile(
     r"|export|import|upload|download|sync\w*|search|report|dashboard|calendar|notifications?|printer|print\w*"
     r"|button|menu|settings|profile|page|tab|link|email|e-mail|inbox|api|webhook|integration"
     r"|chrome|firefox|safari|edge|windows|mac\s*os|macos|linux|android|ios|iphone|ipad"
-    r")\b",
+    r")(?:e?s)?\b",  # the plural names the feature too: "my invoices", "the reports", "all payments"
     re.I,
 )
 _SIGNATURE = re.compile(r"^(?:--\s*|sent from my \w+.*|get outlook for \w+.*)$", re.I)

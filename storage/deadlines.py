@@ -31,6 +31,7 @@ the time by construction; a promise should be broken rarely. The benchmark
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 import statistics
@@ -58,6 +59,7 @@ __all__ = [
     "Jumpers",
     "round_up_to_hour",
     "round_into_business_hours",
+    "customer_clock",
     "format_deadline",
     "format_deadline_short",
     "parse_duration",
@@ -771,21 +773,86 @@ def _zone_label(local: datetime, tz: tzinfo) -> str:
     return getattr(tz, "key", None) or abbr or "UTC"
 
 
+def _all_zones() -> tuple[ZoneInfo, ...]:
+    global _ZONES
+    if _ZONES is None:
+        from zoneinfo import available_timezones
+
+        zones = []
+        for name in sorted(available_timezones()):
+            try:
+                zones.append(ZoneInfo(name))
+            except (ValueError, OSError):  # pragma: no cover - a broken tzdata entry
+                continue
+        _ZONES = tuple(zones)
+    return _ZONES
+
+
+_ZONES: tuple[ZoneInfo, ...] | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _zones_with_offset(offset_minutes: int, seen_hour: datetime) -> tuple[ZoneInfo, ...]:
+    want = timedelta(minutes=offset_minutes)
+    return tuple(z for z in _all_zones() if seen_hour.astimezone(z).utcoffset() == want)
+
+
+@functools.lru_cache(maxsize=4096)
+def _offset_then(offset_minutes: int, seen_hour: datetime, deadline: datetime) -> timedelta | None:
+    offsets = {deadline.astimezone(z).utcoffset() for z in _zones_with_offset(offset_minutes, seen_hour)}
+    if not offsets:  # no time zone database: the offset as seen is all there is
+        return timedelta(minutes=offset_minutes)
+    return offsets.pop() if len(offsets) == 1 else None
+
+
+def customer_clock(
+    deadline: datetime,
+    *,
+    customer_offset_minutes: int,
+    seen_at: datetime | None,
+    agent_tz: tzinfo,
+) -> tzinfo | None:
+    """The customer's clock at ``deadline``, from the UTC offset their mail showed at ``seen_at``.
+
+    A Date header carries an offset, not a zone, and the offset changes with daylight saving time:
+    "+0200" on a Friday in October is 01:00 earlier on the Monday after the change. The customer's
+    offset equal to the desk's at ``seen_at`` reads as the desk's own zone (DST-aware); another
+    offset is followed through the zones that had it then. None when those zones disagree at the
+    deadline (a DST change in some of them only): the customer's clock is not known.
+    """
+    if seen_at is None:
+        return timezone(timedelta(minutes=customer_offset_minutes))
+    seen = _utc(seen_at)
+    if seen.astimezone(agent_tz).utcoffset() == timedelta(minutes=customer_offset_minutes):
+        return agent_tz
+    seen_hour = seen.replace(minute=0, second=0, microsecond=0)
+    then = _offset_then(customer_offset_minutes, seen_hour, _utc(deadline))
+    return None if then is None else timezone(then)
+
+
 def format_deadline(
     deadline: datetime,
     *,
     customer_offset_minutes: int | None,
     agent_tz: tzinfo,
+    customer_offset_seen_at: datetime | None = None,
 ) -> str:
     """The deadline in a sentence: "Tuesday 24 November, 14:00 your time".
 
-    With the customer's UTC offset (from their mail's Date header) the time
-    is written in their clock, "your time". Without it, in the agent's zone,
-    named: "Tuesday 24 November, 14:00 CET" (the IANA name when the zone has
-    no letter abbreviation, e.g. "America/Sao_Paulo").
+    With the customer's UTC offset (from their mail's Date header, sent at
+    ``customer_offset_seen_at``) the time is written in their clock, "your
+    time", moved across a daylight-saving change between their mail and the
+    deadline (:func:`customer_clock`). Without it, or when their clock at the
+    deadline cannot be told, in the agent's zone, named: "Tuesday 24
+    November, 14:00 CET" (the IANA name when the zone has no letter
+    abbreviation, e.g. "America/Sao_Paulo").
     """
+    clock = None
     if customer_offset_minutes is not None:
-        local = _utc(deadline).astimezone(timezone(timedelta(minutes=customer_offset_minutes)))
+        clock = customer_clock(deadline, customer_offset_minutes=customer_offset_minutes,
+                               seen_at=customer_offset_seen_at, agent_tz=agent_tz)
+    if clock is not None:
+        local = _utc(deadline).astimezone(clock)
         label = "your time"
     else:
         local = _utc(deadline).astimezone(agent_tz)

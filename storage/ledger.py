@@ -411,6 +411,7 @@ def _attach_last_customer_message(conn: Connection, rows: list[dict]) -> None:
     for r in rows:
         m = last.get(r["id"])
         r["date_offset_minutes"] = m["date_offset_minutes"] if m else None
+        r["date_offset_seen_at"] = as_utc(m["date"]) if m else None  # when that offset was the customer's
         r["last_message_automated"] = m["automated_reason"] if m else None
         r["last_subject"] = m["subject"] if m else r["subject"]
 

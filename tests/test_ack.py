@@ -16,6 +16,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from email import policy
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -177,6 +178,54 @@ def test_deadline_in_the_customers_zone_when_their_mail_shows_one_else_ours_name
     with_zone = next(c for c in plan.candidates if c.subject == "With zone")
     local = with_zone.deadline.astimezone(timezone(timedelta(hours=-5)))
     assert f"{local:%H:%M} your time" in bodies["With zone"]
+
+
+def test_the_customers_clock_follows_a_dst_change_between_their_mail_and_the_deadline(
+        pymap_server, smtp_server, tmp_path):
+    # Friday 23 October 2026: Berlin is on +0200 (CEST), Los Angeles on -0700 (PDT). Europe turns
+    # its clocks back on Sunday 25 October, the USA on Sunday 1 November.
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port,
+                      hours={"timezone": "Europe/Berlin"})
+    pymap_server.deliver_maildir(SUPPORT, [
+        customer_mail(1, "jan@berger.example", "Bank sync stopped", name="Jan Berger",
+                      date="Fri, 23 Oct 2026 16:00:00 +0200"),
+        customer_mail(2, "mike@west.example", "Blank invoice PDFs", name="Mike Ross",
+                      date="Fri, 23 Oct 2026 07:10:00 -0700"),
+    ])
+    store = Store(cfg.database)
+    sync_once(store, cfg)
+    friday_evening = datetime(2026, 10, 23, 16, 10, tzinfo=timezone.utc)  # 18:10 in Berlin
+    plan = plan_acknowledgements(store, cfg, now=friday_evening)
+    c = {c.customer: c for c in plan.candidates}
+    assert len(send_acknowledgements(store, cfg, plan.candidates, now=friday_evening).queued) == 2
+    drain_outbox(store, cfg, now=friday_evening)
+    bodies = {m.rcpt_tos[0]: parsed(m).get_content() for m in smtp_server.messages}
+    jan, mike = c["jan@berger.example"], c["mike@west.example"]
+    # Monday in Berlin is on +0100: Jan's clock is the desk's own again, not an hour ahead of it.
+    jan_local = jan.deadline.astimezone(ZoneInfo("Europe/Berlin"))
+    assert jan_local.utcoffset() == timedelta(hours=1) and 9 <= jan_local.hour <= 17
+    assert f"by Monday 26 October, {jan_local:%H:%M} your time." in bodies["jan@berger.example"]
+    # Mike is still on -0700 on Monday 26 October.
+    mike_local = mike.deadline.astimezone(timezone(timedelta(hours=-7)))
+    assert f"by Monday 26 October, {mike_local:%H:%M} your time." in bodies["mike@west.example"]
+
+    # An update to Mike for Monday 2 November: Los Angeles is on -0800 by then, Phoenix still on
+    # -0700; his clock cannot be told from his mail, so the desk's is written, named.
+    monday = datetime(2026, 10, 26, 8, 30, tzinfo=timezone.utc)
+    new = datetime(2026, 11, 2, 16, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    upd = send_update(store, cfg, mike.ticket_id, deadline=new, reason="the PDF service is being replaced",
+                      now=monday, force=True)
+    drain_outbox(store, cfg, now=monday)
+    body = parsed(smtp_server.messages[-1]).get_content()
+    assert f"by Monday 26 October, {mike_local:%H:%M} your time. I need until Monday 2 November, 16:00 CET," in body
+    assert upd.deadline == new
+    # Jan's update for Wednesday: his clock again, the desk's CET.
+    upd = send_update(store, cfg, jan.ticket_id, deadline=datetime(2026, 10, 28, 10, 0, tzinfo=ZoneInfo("Europe/Berlin")),
+                      reason="the bank changed its API", now=monday, force=True)
+    drain_outbox(store, cfg, now=monday)
+    body = parsed(smtp_server.messages[-1]).get_content()
+    assert "I need until Wednesday 28 October, 10:00 your time, because the bank changed its API." in body
+    store.close()
 
 
 def test_a_custom_template_is_used_and_checked(tmp_path):

@@ -191,6 +191,10 @@ async def test_update_dialog_for_an_at_risk_promise_asks_before_a_second_update(
             await pilot.press(*when, "enter", *"the supplier is late", "enter")
             if n == 1:  # the second update: asked to confirm, then sent
                 await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+                question = _text(app.screen.query_one("#confirm-question"))
+                # the whole reason, the time of the promise in force uncut
+                assert re.fullmatch(rf"#{tid} already had an update \(promise now by \w{{3}} \d+ \w{{3}} \d\d:\d\d\): "
+                                    r"send it anyway\?", question), question
                 await pilot.press("y")
             await wait_until(pilot, lambda: not isinstance(app.screen, UpdateDialog))
             clock["now"] = clock["now"] + 2 * H  # past the 1 h window

@@ -39,6 +39,26 @@ def test_init_by_flags_writes_a_config_heard_can_load(tmp_path, capsys):
     assert "pass show" in path.read_text() and "password =" not in path.read_text()
 
 
+def test_init_writes_business_hours_in_this_machines_zone_not_utc(tmp_path, capsys, monkeypatch):
+    # Without [hours] a desk in Chicago promised UTC hours: "by 17:00" meant 11:00 at the desk.
+    from mail.ack import ack_settings
+
+    monkeypatch.setenv("TZ", "America/Chicago")
+    flags = ["init", "--yes", "--address", "s@shop.example", "--imap-host", "imap.shop.example",
+             "--password-command", "pass show shop", "--agent-name", "Ana"]
+    code, out, err = run(capsys, "--config", str(tmp_path / "a.toml"), *flags)
+    assert code == 0, err
+    assert "business hours Mon-Fri 09:00-17:00 America/Chicago" in out
+    hours = ack_settings(load_config(tmp_path / "a.toml")).hours
+    assert (hours.tz.key, hours.start.hour, hours.end.hour, sorted(hours.days)) == ("America/Chicago", 9, 17,
+                                                                                    [0, 1, 2, 3, 4])
+    code, out, err = run(capsys, "--config", str(tmp_path / "b.toml"), *flags, "--timezone", "Europe/Berlin")
+    assert code == 0 and ack_settings(load_config(tmp_path / "b.toml")).hours.tz.key == "Europe/Berlin"
+    code, out, err = run(capsys, "--config", str(tmp_path / "c.toml"), *flags, "--timezone", "Berlin")
+    assert code == 1 and not (tmp_path / "c.toml").exists()
+    assert err == "heard: --timezone = 'Berlin' is not a time zone: use an IANA name, e.g. Europe/Berlin\n"
+
+
 def test_init_refuses_to_overwrite_and_to_guess(tmp_path, capsys):
     path = tmp_path / "c.toml"
     path.write_text("x")

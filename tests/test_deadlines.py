@@ -374,6 +374,37 @@ def test_format_deadline(dl, offset, agent_tz, expected):
     assert format_deadline(dl, customer_offset_minutes=offset, agent_tz=agent_tz) == expected
 
 
+U = timezone.utc
+
+
+@pytest.mark.parametrize("dl, offset, seen_at, agent_tz, expected", [
+    # Friday 23 October +0200 in Berlin; Monday 26 October Berlin is on +0100 again.
+    (b(2026, 10, 26, 13, 0), 120, datetime(2026, 10, 23, 14, 0, tzinfo=U), BER,
+     "Monday 26 October, 13:00 your time"),
+    # The same offset seen by a desk in UTC: +0200 zones disagree on Monday (Berlin +1, Athens +2...).
+    (b(2026, 10, 26, 13, 0), 120, datetime(2026, 10, 23, 14, 0, tzinfo=U), ZoneInfo("UTC"),
+     "Monday 26 October, 12:00 UTC"),
+    # -0700 on 23 October: Los Angeles (PDT) and Phoenix agree until 1 November...
+    (b(2026, 10, 26, 15, 0), -420, datetime(2026, 10, 23, 14, 10, tzinfo=U), BER,
+     "Monday 26 October, 07:00 your time"),
+    # ... and not after it: the desk's clock, named.
+    (b(2026, 11, 2, 16, 0), -420, datetime(2026, 10, 23, 14, 10, tzinfo=U), BER,
+     "Monday 2 November, 16:00 CET"),
+    # Tokyo has no DST: its offset holds across Europe's change.
+    (b(2026, 10, 26, 13, 0), 540, datetime(2026, 10, 23, 14, 0, tzinfo=U), BER,
+     "Monday 26 October, 21:00 your time"),
+    # Spring: a +0100 customer of a Berlin desk on Friday 27 March is on +0200 on Monday.
+    (datetime(2026, 3, 30, 10, 0, tzinfo=BER), 60, datetime(2026, 3, 27, 15, 0, tzinfo=U), BER,
+     "Monday 30 March, 10:00 your time"),
+    # An offset no zone has: written as it came.
+    (b(2026, 10, 26, 13, 0), 83, datetime(2026, 10, 23, 14, 0, tzinfo=U), BER,
+     "Monday 26 October, 13:23 your time"),
+])
+def test_format_deadline_follows_the_customers_dst_change(dl, offset, seen_at, agent_tz, expected):
+    assert format_deadline(dl, customer_offset_minutes=offset, agent_tz=agent_tz,
+                           customer_offset_seen_at=seen_at) == expected
+
+
 def test_format_deadline_short():
     assert format_deadline_short(b(2026, 11, 24, 14, 0), BER) == "Tue 24 Nov 14:00"
     assert format_deadline_short(b(2026, 11, 24, 14, 0), TOKYO) == "Tue 24 Nov 22:00"

@@ -40,6 +40,12 @@ NOT_VAGUE = [
     ("nothing works", "nothing works " + "and I am really upset about it " * 10),
     ("it's broken", "The sync to Outlook calendar stopped working on my Android phone."),
     ("Problem", "It does not work, error code E42 appears."),
+    # a feature named in the plural is as concrete as in the singular
+    ("VAT id missing", "Our VAT ids are missing on the December invoices. Please help. Ute"),
+    ("Help!", "My invoices are broken."),
+    ("Please help", "The reports don't work."),
+    ("urgent!!!", "Payments are not working, please help"),
+    ("Geht nicht", "Die Exports gehen nicht."),
 ]
 
 

@@ -252,7 +252,7 @@ class AckReviewScreen(Screen[None]):
     def _row(self, c) -> tuple:
         mark = Text("✓", style="bold green") if c.include else Text("–", style="dim")
         style = "" if c.include else "dim strike"
-        promise = deadline_words(c.deadline, c.offset_minutes, self.settings)
+        promise = deadline_words(c.deadline, c.offset_minutes, self.settings, c.offset_seen_at)
         if c.deadline_edited:
             promise += " (edited)"
         if c.tier:
@@ -328,7 +328,7 @@ class AckReviewScreen(Screen[None]):
                 self._refresh_row(c)
                 self._preview()
 
-        self.app.push_screen(DeadlineDialog(title, deadline_words(c.deadline, c.offset_minutes, self.settings),
+        self.app.push_screen(DeadlineDialog(title, deadline_words(c.deadline, c.offset_minutes, self.settings, c.offset_seen_at),
                                             self.settings, self.app.clock()), chosen)
 
     def action_edit(self) -> None:
@@ -538,7 +538,8 @@ class UpdateDialog(ModalScreen[bool]):
 
     def _refused(self, line: str, forced: bool) -> None:
         if not forced and ("--force" in line):
-            question = line.split(":")[0] + ": send it anyway?"
+            # The reason ends at the first ": " (a time such as 12:00 in it has no space after its colon).
+            question = line.split(": ", 1)[0] + ": send it anyway?"
 
             def answered(yes: bool | None) -> None:
                 if yes:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mail.config import Config, ConfigError, default_config_path, load_config, write_config
+from mail.config import Config, ConfigError, default_config_path, load_config, local_timezone, write_config
 from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
@@ -105,6 +106,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         raise CliError(f"{path} already exists: pass --force to overwrite it")
     interactive = sys.stdin.isatty() and not args.yes
+    # Promises are kept at the desk: business hours in this machine's zone, not UTC, unless told otherwise.
+    zone = args.timezone or local_timezone()
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CliError(f"--timezone = {zone!r} is not a time zone: use an IANA name, e.g. Europe/Berlin") from None
 
     def is_address(text: str) -> str | None:
         local, at, domain = text.partition("@")
@@ -209,11 +216,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     agent_name = value("agent_name", "Your name, as customers will see it",
                        _full_name() if interactive else (_full_name() or os.environ.get("USER", "")))
     sections["agent"] = {"name": agent_name, "email": value("agent_email", "Your email", address, check=is_address)}
+    sections["hours"] = {"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-17:00", "timezone": zone}
     try:
         written = write_config(path, sections)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    out(f"wrote {written}; next: `heard doctor` to check it, `heard sync` to fetch mail, `heard` to open the app")
+    out(f"wrote {written}: business hours Mon-Fri 09:00-17:00 {zone} (change them under [hours])")
+    out("next: `heard doctor` to check it, `heard sync` to fetch mail, `heard` to open the app")
     return 0
 
 
@@ -553,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "folder", "smtp-host", "smtp-port", "smtp-security", "smtp-username", "sent-folder",
                  "database", "agent-name", "agent-email"):
         s.add_argument(f"--{flag}")
+    s.add_argument("--timezone", help="the business hours' time zone (default: this machine's), e.g. Europe/Berlin")
     s.add_argument("--keyring", action="store_true", help="get passwords from the system keyring")
     s.add_argument("--force", action="store_true", help="overwrite an existing config")
     s.add_argument("--yes", "-y", action="store_true", help="never ask; fail when a needed flag is missing")

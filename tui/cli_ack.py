@@ -73,7 +73,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
     for c in plan.candidates:
         mark = "" if c.include else "   (left out: --skip)"
         tier = f" [{c.tier}]" if c.tier else ""
-        out(f"#{c.ticket_id:<6} {_fit(safe_line(c.customer), 36):<36} by {deadline_words(c.deadline, c.offset_minutes, settings)}"
+        out(f"#{c.ticket_id:<6} {_fit(safe_line(c.customer), 36):<36} by {deadline_words(c.deadline, c.offset_minutes, settings, c.offset_seen_at)}"
             f"{tier}  {_fit(safe_line(c.subject), 50)}{mark}")
     for s in plan.skipped:
         out(f"#{s.ticket_id:<6} {_fit(safe_line(s.customer), 36):<36} skipped: {safe_line(s.rule)}")
