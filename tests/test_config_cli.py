@@ -325,6 +325,7 @@ def test_heard_keys_lists_every_binding_id_with_the_users_keys(tmp_path, capsys)
     assert re.search(r"^app\.take_next +N +Take next +\(remapped\)$", out, flags=re.M), out
     assert re.search(r"^change\.solve +s +Solve$", out, flags=re.M)
     assert re.search(r"^queue\.search +slash +Search$", out, flags=re.M)
+    assert re.search(r"^reader\.bottom +G,end +Bottom$", out, flags=re.M)  # the whole-mail reader's keys too
     # Without a config yet: the defaults.
     assert main(["--config", str(tmp_path / "none.toml"), "keys"]) == 0
     assert re.search(r"^app\.take_next +n +Take next$", capsys.readouterr().out, flags=re.M)

@@ -651,7 +651,7 @@ def _describe(kind: str, target: str | None, rows: list[dict], agent: str) -> st
     return "assign to someone else"
 
 
-_BINDING_MODULES = ("tui.app", "tui.screens", "tui.queue_view", "tui.dialogs", "tui.compose", "tui.ack")
+_BINDING_MODULES = ("tui.app", "tui.screens", "tui.queue_view", "tui.dialogs", "tui.compose", "tui.ack", "tui.reader")
 
 
 def all_bindings() -> dict[str, Binding]:
