@@ -163,7 +163,7 @@ AUTO_HORIZON = 3 * 86400.0  # mail.ack.AUTO_HORIZON: [ack] auto looks at mail th
 RESYNC = 5 * 60.0  # `heard sync --watch` syncs (then housekeeps) on new mail and every minute; here every 5 (speed)
 PREMIUM_MAX = timedelta(hours=2)
 CONFIGURED = timedelta(minutes=15)
-AT_RISK = 2 * 3600.0  # storage.tickets.queue_order's at_risk_margin (default 2 h), wall seconds
+AT_RISK = 2 * 3600.0  # [ack] at_risk_margin (default 2 h), business seconds (storage.deadlines.risk_window)
 
 
 @dataclass(frozen=True)
@@ -336,7 +336,7 @@ def run(sc: Scenario, ack: str = "batch") -> dict[str, dict]:
     def work_order(now_wall: float, waiting: list[Ticket]) -> list[Ticket]:
         """``storage.tickets.queue_order`` at ``now_wall``: promises within ``AT_RISK`` of their deadline
         first, then tier (premium), promised before unpromised, nearest deadline, age."""
-        risk = now_wall + AT_RISK
+        risk = clock.wall(clock.biz(now_wall) + AT_RISK)
 
         def key(tk: Ticket):
             dl = tk.deadline

@@ -57,6 +57,7 @@ from storage.deadlines import (
     jumper_rates,
     parse_duration,
     promise_deadline,
+    risk_window,
     tier_for,
 )
 from storage.lifecycle import Change, Status
@@ -186,6 +187,11 @@ class AckSettings:
     close_after_days: int = 5
     checkin_after_days: int = 3
 
+    def risk_window(self, now: datetime) -> timedelta:
+        """``at_risk_margin`` (business time) as calendar time from ``now``: what the work order, the
+        header and the ledger compare deadlines with."""
+        return risk_window(now, self.at_risk_margin, self.hours)
+
 
 _ACK_KEYS = {"auto", "window", "at_risk_margin", "minimum", "max_age", "handling_time", "agents", "template",
              "min_history"}
@@ -293,9 +299,15 @@ def ack_settings(cfg: Config, *, now: datetime | None = None) -> AckSettings:
 
 
 def at_risk_margin(cfg: Config) -> timedelta:
-    """``[ack] at_risk_margin`` alone (the work order needs it; reading every setting costs more)."""
+    """``[ack] at_risk_margin`` alone (business time; see :func:`at_risk_window`)."""
     a = cfg.ack if isinstance(cfg.ack, dict) else {}
     return _duration(a, "ack", "at_risk_margin", timedelta(hours=2), day=timedelta(days=1))
+
+
+def at_risk_window(cfg: Config, *, now: datetime) -> timedelta:
+    """``[ack] at_risk_margin`` as calendar time from ``now`` in ``[hours]`` (the work order needs only
+    this; reading every setting costs more)."""
+    return risk_window(now, at_risk_margin(cfg), business_hours(cfg.hours or {}, now=now))
 
 
 def _agent_name(cfg: Config) -> str:
@@ -453,7 +465,7 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
     wanted = set(ticket_ids) if ticket_ids is not None else None
     with store.read() as s:
         conn = s.connection()
-        order = queue_ids(conn, view="open", now=now, at_risk_margin=settings.at_risk_margin)
+        order = queue_ids(conn, view="open", now=now, at_risk_margin=settings.risk_window(now))
         waits = ledger.queue_flags(conn)  # every ticket ahead counts, the ones asked about are read whole
         rows = {r["id"]: r for r in ledger.waiting_rows(conn, wanted)}
         model = handling_model(conn, settings, now=now)
@@ -752,7 +764,7 @@ def send_update(
     with store.write_conn() as conn:
         rows = ledger.waiting_rows(conn, [ticket_id])
         row = rows[0] if rows else None
-        promise = ledger.promise_in_force(conn, ticket_id, now=now, at_risk_margin=settings.at_risk_margin)
+        promise = ledger.promise_in_force(conn, ticket_id, now=now, at_risk_margin=settings.risk_window(now))
         updates = ledger.updates_sent(conn, ticket_id)
         problem = update_refusal(row, promise, updates, force=force, cfg=cfg, settings=settings, now=now)
         if row is None and ticket_row(conn, ticket_id) is None:

@@ -57,6 +57,7 @@ __all__ = [
     "SKIP_Z",
     "jumper_rates",
     "Jumpers",
+    "risk_window",
     "round_up_to_hour",
     "round_into_business_hours",
     "customer_clock",
@@ -644,6 +645,12 @@ def jumper_rates(
         closed_rate = max(closed_rate, (len(recent) - n_open) / closed_hours)
         observed = len(recent) if observed is None else min(observed, len(recent))
     return Jumpers(open_rate, closed_rate, observed or 0)
+
+
+def risk_window(now: datetime, margin: timedelta, hours: BusinessHours) -> timedelta:
+    """The calendar time from ``now`` that holds ``margin`` of business time: a promise due within it
+    is at risk. On a Friday at 16:00 a promise due Monday 10:00 has two business hours left, not 66."""
+    return max(_utc(hours.add_business_time(now, margin)) - _utc(now), margin)
 
 
 def round_up_to_hour(dt: datetime) -> datetime:

@@ -1067,3 +1067,21 @@ def test_the_ticket_screen_shows_the_start_of_a_long_message(text, shown_lines, 
     shown, left = shown_part(text)
     assert (len(shown.split("\n")), left) == (shown_lines, rest)
     assert text.startswith(shown)
+
+
+@pilot_test
+async def test_on_a_friday_afternoon_a_promise_due_monday_morning_is_at_risk(store, ids):
+    # The margin (2h) was compared on the clock: at 16:00 on Friday a promise due Monday 10:00 was not at
+    # risk, so nothing warned the agent before the weekend, with two business hours left to keep it.
+    from sqlalchemy import update
+
+    friday = datetime(2026, 11, 27, 16, 0, tzinfo=timezone.utc)
+    with store.write_conn() as conn:
+        conn.execute(update(Ticket.__table__).where(Ticket.__table__.c.id == ids[2]).values(
+            promise_deadline=datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc), acknowledged_at=friday - timedelta(days=1)))
+    cfg = make_config(store.url.removeprefix("sqlite:///"))
+    app = HeardApp(cfg, store=store, clock=lambda: friday, start_sync=False, tz=timezone.utc)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "1 at risk" in screen_text(app)
+        assert queue(app).ids[0] == ids[2]  # at risk first, as take next would choose

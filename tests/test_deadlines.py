@@ -535,3 +535,22 @@ def test_a_rate_learned_from_few_arrivals_gives_a_later_promise():
 ])
 def test_beyond_horizon(label, position, agents, typical, expected):
     assert beyond_horizon(position=position, agents=agents, handling=typical, hours=H) is expected, label
+
+
+@pytest.mark.parametrize("now, due, at_risk", [
+    (b(2026, 11, 27, 16, 0), b(2026, 11, 30, 10, 0), True),  # Friday 16:00, due Monday 10:00: 2 business hours
+    (b(2026, 11, 27, 14, 0), b(2026, 11, 30, 10, 0), False),  # Friday 14:00: 4 business hours left
+    (b(2026, 11, 24, 15, 0), b(2026, 11, 24, 16, 30), True),  # within the day, as on the clock
+    (b(2026, 11, 24, 16, 0), b(2026, 11, 25, 9, 30), True),  # overnight: 1.5 business hours, 17.5 on the clock
+    (b(2026, 11, 24, 22, 0), b(2026, 11, 25, 10, 0), True),  # at night, due at 10:00: one business hour
+    (b(2026, 11, 24, 22, 0), b(2026, 11, 25, 12, 0), False),
+    (b(2026, 12, 23, 16, 0), b(2026, 12, 28, 10, 0), True),  # over the Christmas holidays
+])
+def test_at_risk_counts_business_time_left_before_the_deadline(now, due, at_risk):
+    # "at_risk_margin = 2h" compared on the clock: on a Friday afternoon, a promise due Monday 10:00 was not
+    # at risk although only two business hours were left to keep it.
+    from storage.deadlines import risk_window
+
+    window = risk_window(now, timedelta(hours=2), XMAS)
+    assert (due <= now + window) is at_risk
+    assert window >= timedelta(hours=2)

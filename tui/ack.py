@@ -483,7 +483,7 @@ class UpdateDialog(ModalScreen[bool]):
         try:
             with app.store.read() as s:
                 self.promise = ledger.promise_in_force(s.connection(), self.ticket_id, now=now,
-                                                       at_risk_margin=self.settings.at_risk_margin)
+                                                       at_risk_margin=self.settings.risk_window(now))
         except DatabaseUnreachable as exc:  # no promise to read, nor any to write: say so, stay put
             self.settings = None
             self._error(str(exc))

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import contextmanager
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from functools import partial
 from pathlib import Path
 
@@ -120,12 +120,17 @@ class HeardApp(App[int]):
 
         # Validated up front: a bad [ack]/[hours]/[tiers] value stops the app with one line.
         self.ack_settings = ack_settings(cfg, now=clock())
-        self.at_risk_margin = self.ack_settings.at_risk_margin
         self._outbox_wake = threading.Event()
         self._db_problem: str | None = None  # the database stopped answering: what it said
         self._db_retry = None  # the timer that tries it again
         if cfg.keys:
             self.set_keymap(check_keymap(cfg.keys))
+
+    @property
+    def at_risk_margin(self) -> timedelta:
+        """``[ack] at_risk_margin`` (business time) as calendar time from now: at 16:00 on a Friday, a
+        promise due Monday 10:00 is at risk."""
+        return self.ack_settings.risk_window(self.clock())
 
     # -- reads (fast, indexed: done in place) ------------------------------------------
     @contextmanager

@@ -371,11 +371,11 @@ def cmd_tickets(args: argparse.Namespace) -> int:
         matching = store.search.ticket_select(query)
         if matching is None:
             raise CliError(f"nothing to search for in {query!r}: give words, an address or an error code")
-    from mail.ack import at_risk_margin
+    from mail.ack import at_risk_window
 
-    margin = at_risk_margin(cfg)
+    now = utcnow()
+    margin = at_risk_window(cfg, now=now)
     with store.read() as s:
-        now = utcnow()
         rows = queue_rows(s.connection(), view=view, agent=cfg.agent, now=now, status=status,
                           limit=args.limit or 10**9, matching=matching, at_risk_margin=margin)
     if args.json:
@@ -472,13 +472,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 # -- changes -------------------------------------------------------------------------------
 @command("take")
 def cmd_take(args: argparse.Namespace) -> int:
-    from mail.ack import at_risk_margin
+    from mail.ack import at_risk_window
     from storage.tickets import nothing_to_take, take_ticket
 
     cfg = config_from(args)
     store = open_store(cfg)
-    tid = take_ticket(store, args.id, agent=cfg.agent, now=utcnow(), reason=args.reason,
-                      at_risk_margin=at_risk_margin(cfg))
+    now = utcnow()
+    tid = take_ticket(store, args.id, agent=cfg.agent, now=now, reason=args.reason,
+                      at_risk_margin=at_risk_window(cfg, now=now))
     out(f"you hold #{tid}" if tid else nothing_to_take(store))
     return 0
 

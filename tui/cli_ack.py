@@ -164,7 +164,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError("--until is before --since")
     with store.read() as s:
         rep = ledger_report(s.connection(), now=now, since=since, until=until,
-                            at_risk_margin=settings.at_risk_margin)
+                            at_risk_margin=settings.risk_window(now))
     if args.json:
         out(json.dumps(rep.as_dict()))
         return 0
