@@ -170,3 +170,59 @@ database = "{tmp_path / 'h.db'}"
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.out.startswith("3 new messages")
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the interface
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def test_security_none_to_a_host_off_this_machine_warns_that_the_password_goes_unencrypted(tmp_path, capsys):
+    from mail.localservers import free_port
+
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no network address but loopback")
+    port = free_port()
+
+    def config(host: str, smtp_username: str) -> str:
+        path = tmp_path / f"{host}-{smtp_username or 'relay'}.toml"
+        path.write_text(f"""
+[account]
+address = "support@example.com"
+[imap]
+host = "{host}"
+port = {port}
+security = "none"
+username = "support"
+password_command = "echo pw"
+[smtp]
+host = "{host}"
+port = {port}
+security = "none"
+username = "{smtp_username}"
+{'password_command = "echo pw"' if smtp_username else ''}
+[storage]
+database = "{tmp_path / 'h.db'}"
+""")
+        return str(path)
+
+    assert main(["--config", config(address, ""), "sync"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f'heard: warning: [imap] security = "none" sends the password for \'support\' to {address} '
+                      'unencrypted: set security = "tls" or "starttls" (none is for a server on this machine)')
+    assert len(err) == 2 and "refused the connection" in err[1]  # an SMTP relay without a login: no warning
+
+    assert main(["--config", config(address, "support"), "sync"]) == 1
+    err = capsys.readouterr().err
+    assert "[imap] security" in err and '[smtp] security = "none" sends the password' in err
+
+    assert main(["--config", config("127.0.0.1", "support"), "sync"]) == 1  # loopback: a local bridge, say
+    assert "warning" not in capsys.readouterr().err
+    assert main(["--config", config(address, "support"), "tickets"]) == 0  # no login, no warning
+    assert "warning" not in capsys.readouterr().err
