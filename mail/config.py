@@ -255,6 +255,31 @@ def _server(data: dict, section: str, default_port: dict[str, int]) -> ServerCon
     return cfg
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def cleartext_login(cfg: ServerConfig) -> str | None:
+    """A warning when ``security = "none"`` would send a login over the network unencrypted, else None.
+
+    Plain text is for loopback (a local Dovecot, a bridge such as Proton's) or an SMTP relay that takes
+    no login; a password or token to any other host could be read by anyone on the way.
+    """
+    if cfg.security != "none" or not cfg.username or _loopback(cfg.host):
+        return None
+    secret = "OAuth2 token" if cfg.oauth2_command else "password"
+    return (f'[{cfg.section}] security = "none" sends the {secret} for {cfg.username!r} to {cfg.host} unencrypted: '
+            f'set security = "tls" or "starttls" (none is for a server on this machine)')
+
+
 KNOWN_SECTIONS = {"account", "imap", "smtp", "storage", "agent", "ack", "hours", "tiers", "pending", "keys"}
 
 

@@ -23,6 +23,25 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()  # verifies certificates and host names
 
 
+# OpenSSL's verify codes for a certificate signed by no authority this machine trusts: self-signed,
+# a self-signed one in the chain, an issuer not found (a company's own CA), the first one not found.
+_UNTRUSTED_ISSUER = {18, 19, 20, 21}
+_EXPIRED, _NOT_YET_VALID, _HOSTNAME_MISMATCH = 10, 9, 62
+
+
+def _certificate_advice(code: int | None, key: str) -> str:
+    """What to do about a certificate that failed its check: trusting its CA, the host name, or the server."""
+    if code in _UNTRUSTED_ISSUER:
+        return ("this machine does not trust who signed it: if the server's certificate comes from your "
+                "own CA, point SSL_CERT_FILE at that CA's PEM file (or add it to the system's trust store); "
+                "else the server needs a certificate from a public CA")
+    if code in (_EXPIRED, _NOT_YET_VALID):
+        return "the server's certificate is out of date: its administrator must renew it (or fix its clock)"
+    if code == _HOSTNAME_MISMATCH:
+        return f"set {key} host to a name the certificate is for"
+    return f"fix {key} host to match the certificate, or the server's certificate"
+
+
 def network_error(cfg: ServerConfig, exc: BaseException, *, connected: bool = False) -> MailServerError:
     """One line for a network failure. ``connected``: it happened after we were logged in (a sync, a send)."""
     where = f"{cfg.host}:{cfg.port}"
@@ -35,10 +54,8 @@ def network_error(cfg: ServerConfig, exc: BaseException, *, connected: bool = Fa
         return MailServerError(f"lost the connection to {where} ({exc.strerror or exc}); "
                                "what arrived so far is kept: sync again for the rest")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return MailServerError(
-            f"certificate check failed for {where} ({exc.verify_message}): "
-            f"fix {key} host to match the certificate, or the server's certificate"
-        )
+        return MailServerError(f"certificate check failed for {where} ({exc.verify_message}): "
+                               + _certificate_advice(exc.verify_code, key))
     if isinstance(exc, ssl.SSLError):
         return MailServerError(
             f"TLS with {where} failed ({exc.reason or exc}): check {key} security (tls, starttls or none) and port"

@@ -9,6 +9,7 @@ PostgreSQL also runs; the SQLite-only parts (pragmas, FTS5) sit behind
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -102,6 +103,25 @@ def _first_line(exc: BaseException) -> str:
     return (str(orig or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _postgres_hint(said: str) -> str:
+    """What to do about a PostgreSQL server that would not let heard in, from what the server said."""
+    pgpass = "~/.pgpass (or PGPASSFILE, PGPASSWORD)"
+    if re.search(r'database ".*" does not exist', said):
+        return ("create it on the server (createdb, or CREATE DATABASE as a user who may), "
+                "or fix the database name in [storage] database")
+    if re.search(r'role ".*" does not exist', said):
+        return "fix the user in [storage] database, or create that role on the server"
+    if "no password supplied" in said:
+        return f"the server wants a password: put it in {pgpass} for this host, port, database and user"
+    if "password authentication failed" in said:
+        return f"fix the password for this user in {pgpass}, or the user in [storage] database"
+    if "no pg_hba.conf entry" in said:
+        return "the server does not let this user in from here: its pg_hba.conf needs a line for it"
+    if "Connection refused" in said or "failed to resolve host" in said or "timeout expired" in said:
+        return "check the host and port in [storage] database, and that PostgreSQL runs there"
+    return "check [storage] database, and that the database server runs and lets this user in"
+
+
 _ENGINES: weakref.WeakSet = weakref.WeakSet()  # every store's engine, for close_all_stores
 
 
@@ -163,7 +183,7 @@ class Store:
                     raise
                 first = _first_line(exc.__cause__ or exc)
                 if self.dialect != "sqlite":
-                    what = "check [storage] database, and that the database server runs and lets this user in"
+                    what = _postgres_hint(first)
                 elif "unable to open" in first:  # not a lock: a file this user cannot create or open
                     what = "check [storage] database: heard must be able to create and write that file"
                 else:
@@ -171,8 +191,7 @@ class Store:
                 raise StoreError(f"cannot open database {shown!r}: {first}; {what}") from None
             except Exception as exc:
                 what = ("check [storage] database, or move the file aside and run heard sync again"
-                        if self.dialect == "sqlite" else
-                        "check [storage] database, and that the database server runs and lets this user in")
+                        if self.dialect == "sqlite" else _postgres_hint(_first_line(exc)))
                 raise StoreError(f"cannot open database {shown!r}: {_first_line(exc)}; {what}") from None
 
     @contextmanager

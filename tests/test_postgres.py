@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mail.backlog import demo_backlog
+from mail.backlog import bench_mailbox, demo_backlog
 from storage.db import Store, StoreError
 from tui.cli import main
 
@@ -152,7 +152,63 @@ def test_a_postgres_server_that_is_not_there_is_one_line_without_the_password(tm
         Store(url)
     line = str(exc.value)
     assert "\n" not in line and "s3cret" not in line and "***" in line
-    assert "database server runs" in line
+    assert "Connection refused" in line and "check the host and port in [storage] database" in line
+
+
+def test_a_team_database_behind_a_password_takes_it_from_pgpass_and_says_what_to_fix_in_one_line(
+        own_postgres_server, dovecot_server, tmp_path, capsys, monkeypatch):
+    """A new team's server asks for a password (scram, as PostgreSQL is set up outside a laptop): heard
+    takes it from PGPASSFILE, and each way of getting the URL or the password wrong is one line that
+    says what to do about it, not only "check [storage] database"."""
+    pg = own_postgres_server
+    url = pg.new_database()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER ROLE heard PASSWORD 'team-secret'")
+    hba = pg.data / "pg_hba.conf"
+    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n")
+    assert pg._run(pg_ctl(), "-D", str(pg.data), "reload").returncode == 0
+    time.sleep(0.5)
+    dovecot = dovecot_server
+    dovecot.deliver_maildir(None, bench_mailbox(5, SUPPORT))
+    pgpass = tmp_path / "pgpass"
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    name = url.rsplit("/", 1)[1]
+    cfg = write_config(tmp_path, dovecot, url)
+
+    code, _, err = heard(cfg, "sync", capsys=capsys)  # no password anywhere yet
+    assert code == 1 and err.count("\n") == 1
+    assert "no password supplied" in err and "put it in ~/.pgpass (or PGPASSFILE, PGPASSWORD)" in err
+
+    pgpass.write_text(f"127.0.0.1:{pg.port}:*:heard:not-it\n")
+    pgpass.chmod(0o600)
+    code, _, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert 'password authentication failed for user "heard"' in err and "fix the password for this user" in err
+
+    pgpass.write_text(f"127.0.0.1:{pg.port}:*:heard:team-secret\n")
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0, err
+    assert out.startswith("5 new messages")
+
+    wrong_db = write_config(tmp_path, dovecot, url.replace(f"/{name}", "/heard_typo"), name="db.toml")
+    code, _, err = heard(wrong_db, "tickets", capsys=capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert 'database "heard_typo" does not exist' in err and "create it on the server" in err
+
+    pgpass.write_text(f"127.0.0.1:{pg.port}:*:*:team-secret\n")
+    wrong_user = write_config(tmp_path, dovecot, url.replace("//heard@", "//hreard@"), name="user.toml")
+    code, _, err = heard(wrong_user, "tickets", capsys=capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "hreard" in err and "the user in [storage] database" in err
+
+
+def pg_ctl() -> str:
+    from pgserver import _binary
+
+    return _binary("pg_ctl")
 
 
 def _heard_at_once(cfg: Path, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:

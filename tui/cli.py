@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mail.config import Config, ConfigError, default_config_path, load_config, local_timezone, write_config
+from mail.config import Config, ConfigError, cleartext_login, default_config_path, load_config, local_timezone, write_config
 from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
@@ -46,8 +46,18 @@ def command(name: str):
     return register
 
 
+# The commands that log in to the mail servers: they warn about a login sent in plain text.
+CONNECTING = {"app", None, "sync", "doctor", "reply", "outbox", "ack", "update", "housekeeping", "autoclose"}
+
+
 def config_from(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    cfg = load_config(args.config)
+    if getattr(args, "command", None) in CONNECTING:
+        for server in (cfg.imap, cfg.smtp):
+            warning = cleartext_login(server) if server is not None else None
+            if warning:
+                err(f"heard: warning: {warning}")
+    return cfg
 
 
 def open_store(cfg: Config) -> Store:
