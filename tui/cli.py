@@ -479,6 +479,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("migrate")
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from storage.copy import copy_store
+    from storage.db import Store
+
+    cfg = config_from(args)
+    source = open_store(cfg)
+    if args.to.strip() == cfg.database.strip():
+        raise CliError("--to names the database heard already uses: give the new one")
+    target = Store(args.to)
+    try:
+        counts = copy_store(source, target)
+    finally:
+        target.close()
+    out(f"copied {counts.get('tickets', 0):,} tickets, {counts.get('messages', 0):,} messages, "
+        f"{counts.get('events', 0):,} events, {counts.get('promises', 0):,} promises and "
+        f"{counts.get('outbox', 0):,} outbox rows into {safe_line(target.shown)}")
+    out(f"next: set [storage] database = {args.to!r} in every agent's config (the old store is left as it was)")
+    return 0
+
+
 # -- changes -------------------------------------------------------------------------------
 @command("take")
 def cmd_take(args: argparse.Namespace) -> int:
@@ -600,6 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     sub.add_parser("export", help="every ticket as JSON Lines on stdout")
+
+    s = sub.add_parser("migrate", help="copy the whole store into another, empty database (SQLite to PostgreSQL)")
+    s.add_argument("--to", required=True, metavar="DATABASE",
+                   help="the new database: postgresql://user@host/db, or a SQLite file path")
 
     s = sub.add_parser("take", help="claim a ticket (the most urgent free one without ID)")
     s.add_argument("id", type=int, nargs="?")
