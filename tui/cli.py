@@ -14,7 +14,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -308,8 +308,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 # -- reading -----------------------------------------------------------------------------
-def _promise(t: dict, now: datetime, tz) -> str:
-    """ "by Tue 24 Nov 14:00", "broke Tue 24 Nov 14:00", or "" for a ticket with no promise in force."""
+def _promise(t: dict, now: datetime, tz, risk: timedelta = timedelta(0)) -> str:
+    """ "by Tue 24 Nov 14:00", "at risk Tue 24 Nov 14:00" (due within ``risk``, the at-risk window),
+    "broke Tue 24 Nov 14:00", or "" for a ticket with no promise in force."""
     from storage.deadlines import format_deadline_short
 
     deadline = t.get("promise_deadline")
@@ -317,7 +318,8 @@ def _promise(t: dict, now: datetime, tz) -> str:
         return ""
     if deadline.tzinfo is None:
         deadline = deadline.replace(tzinfo=timezone.utc)
-    return f"{'broke' if deadline <= now else 'by'} {format_deadline_short(deadline, tz)}"
+    word = "broke" if deadline <= now else "at risk" if deadline <= now + risk else "by"
+    return f"{word} {format_deadline_short(deadline, tz)}"
 
 
 def _fit(text: str, width: int) -> str:
@@ -327,7 +329,7 @@ def _fit(text: str, width: int) -> str:
     return text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…"
 
 
-def _ticket_table(rows: list[dict], now: datetime, width: int) -> list[str]:
+def _ticket_table(rows: list[dict], now: datetime, width: int, risk: timedelta) -> list[str]:
     """The rows for a terminal: columns as wide as what they hold, one line per ticket, the subject
     cut to the terminal's width (a line for scripts, `_ticket_line`, keeps fixed columns)."""
     from rich.cells import cell_len
@@ -338,7 +340,7 @@ def _ticket_table(rows: list[dict], now: datetime, width: int) -> list[str]:
         prio = "" if t["priority"] == "normal" else t["priority"]
         holder = f"@{safe_line(t['holder'])}" if t.get("holder") else ""
         cols.append([f"#{t['id']}", STATUS_LABELS[Status(t["status"])], prio, safe_line(t["customer"]),
-                     _promise(t, now, tz), holder, safe_line(t["subject"])])
+                     _promise(t, now, tz, risk), holder, safe_line(t["subject"])])
     widths = [max((cell_len(c[i]) for c in cols), default=0) for i in range(6)]
     # The customer column gives way first (down to 16 cells), so the subject keeps 20.
     others = sum(w + 2 for i, w in enumerate(widths) if w and i != 3)
@@ -353,11 +355,11 @@ def _ticket_table(rows: list[dict], now: datetime, width: int) -> list[str]:
     return lines
 
 
-def _ticket_line(t: dict, now: datetime, tz) -> str:
+def _ticket_line(t: dict, now: datetime, tz, risk: timedelta) -> str:
     holder = f" @{safe_line(t['holder'])}" if t.get("holder") else ""
     return (
         f"#{t['id']:<6} {STATUS_LABELS[Status(t['status'])]:<20} {t['priority']:<7} "
-        f"{_fit(safe_line(t['customer']), 32):<32} {_promise(t, now, tz):<22} {_fit(safe_line(t['subject']), 60)}{holder}"
+        f"{_fit(safe_line(t['customer']), 32):<32} {_promise(t, now, tz, risk):<24} {_fit(safe_line(t['subject']), 60)}{holder}"
     )
 
 
@@ -392,12 +394,12 @@ def cmd_tickets(args: argparse.Namespace) -> int:
         out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
         return 0
     if sys.stdout.isatty():
-        for line in _ticket_table(rows, now, shutil.get_terminal_size().columns):
+        for line in _ticket_table(rows, now, shutil.get_terminal_size().columns, margin):
             out(line)
     else:
         tz = datetime.now().astimezone().tzinfo
         for r in rows:
-            out(_ticket_line(r, now, tz))
+            out(_ticket_line(r, now, tz, margin))
     if not rows:
         out(f"no tickets match {query!r}" if query else "no tickets")
     return 0
