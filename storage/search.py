@@ -6,6 +6,7 @@ off), so a search means the same on both: every word must match, as a prefix,
 accents ignored, all in one message. Chinese and Japanese are written without
 spaces, so each of their characters is indexed as a word of its own and a
 query's run of them is a phrase: "ダウンロード" finds "請求書のPDFをダウンロード".
+A query that is one ticket number ("#12" or "12") finds that ticket too.
 """
 
 from __future__ import annotations
@@ -66,6 +67,24 @@ def fts5_query(query: str) -> str:
     return " ".join('"' + spaced_words(w.replace('"', "")) + '"*' for w in words if _TOKEN.search(w))
 
 
+_TICKET_NUMBER = re.compile(r"\s*#?\s*(\d{1,18})\s*")
+
+
+def ticket_number(query: str) -> int | None:
+    """The ticket a query of one number names ("#12", "12"), as agents write ticket numbers."""
+    m = _TICKET_NUMBER.fullmatch(query)
+    return int(m.group(1)) if m and int(m.group(1)) < 2**63 else None
+
+
+def _or_ticket(sql: str, query: str, params: dict):
+    """``sql`` (a SELECT of ticket_id) as a text clause, with the ticket the query numbers added."""
+    n = ticket_number(query)
+    if n is not None:
+        sql += " UNION ALL SELECT :ticket_no AS ticket_id"
+        params = {**params, "ticket_no": n}
+    return text(sql).bindparams(**params).columns(ticket_id=Integer)
+
+
 # The index is contentless (the text lives in ``messages``), and a row's rowid
 # carries its ticket: ticket id in the high 32 bits, the message pk in the low
 # ones. A search then yields ticket ids straight from the index, without a
@@ -83,11 +102,8 @@ class SqliteFts5Index:
         q = fts5_query(query)
         if not q:
             return None
-        return (
-            text(f"SELECT rowid >> {_TICKET_SHIFT} AS ticket_id FROM message_fts WHERE message_fts MATCH :fts_q")
-            .bindparams(fts_q=q)
-            .columns(ticket_id=Integer)
-        )
+        return _or_ticket(f"SELECT rowid >> {_TICKET_SHIFT} AS ticket_id FROM message_fts WHERE message_fts MATCH :fts_q",
+                          query, {"fts_q": q})
 
     def ticket_ids(self, conn: Connection, query: str) -> set[int]:
         """Every ticket matching ``query``, as a set (empty when the query has no words)."""
@@ -99,7 +115,10 @@ class SqliteFts5Index:
         row = conn.exec_driver_sql(
             f"SELECT json_group_array(rowid >> {_TICKET_SHIFT}) FROM message_fts WHERE message_fts MATCH ?", (q,)
         ).first()
-        return set(json.loads(row[0])) if row and row[0] else set()
+        found = set(json.loads(row[0])) if row and row[0] else set()
+        if (n := ticket_number(query)) is not None:
+            found.add(n)
+        return found
 
     def create(self, conn: Connection) -> None:
         conn.exec_driver_sql(
@@ -204,7 +223,7 @@ class FoldedTextIndex(_SelectIndex):
             return None
         params = {f"w{i}": "% " + " ".join(t) + "%" for i, t in enumerate(phrases)}
         where = " AND ".join(f"body LIKE :w{i}" for i in range(len(phrases)))
-        return text(f"SELECT ticket_id FROM search_text WHERE {where}").bindparams(**params).columns(ticket_id=Integer)
+        return _or_ticket(f"SELECT ticket_id FROM search_text WHERE {where}", query, params)
 
 
 class LikeIndex(_SelectIndex):
@@ -220,8 +239,7 @@ class LikeIndex(_SelectIndex):
             clauses.append(
                 f"(lower(m.subject) LIKE :w{i} OR lower(m.text) LIKE :w{i} OR lower(m.from_addr) LIKE :w{i})"
             )
-        sql = "SELECT m.ticket_id FROM messages m WHERE " + " AND ".join(clauses)
-        return text(sql).bindparams(**params).columns(ticket_id=Integer)
+        return _or_ticket("SELECT m.ticket_id FROM messages m WHERE " + " AND ".join(clauses), query, params)
 
     def create(self, conn: Connection) -> None:
         pass

@@ -378,6 +378,19 @@ async def test_slash_searches_subjects_bodies_and_customers(store, ids):
 
 
 @pilot_test
+async def test_slash_with_a_ticket_number_finds_that_ticket(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *f"#{ids[3]}")
+        await settle(pilot)
+        assert ids[3] in queue(app).ids
+        await pilot.press("escape", "slash", *str(ids[2]))
+        await settle(pilot)
+        assert ids[2] in queue(app).ids
+
+
+@pilot_test
 async def test_an_empty_view_or_search_says_so_instead_of_showing_a_blank_list(store, ids):
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:

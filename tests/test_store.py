@@ -218,6 +218,20 @@ def test_a_search_index_from_before_0010_finds_japanese_words_after_the_migratio
         s.close()
 
 
+@pytest.mark.parametrize("query", ["#{n}", "{n}", " # {n} "])
+def test_a_ticket_number_finds_that_ticket_as_well_as_mail_that_mentions_it(store, query):
+    a = add_ticket(store, "Export", "ann@cust.example", "The export is blank")
+    b = add_ticket(store, "Login", "bob@other.example", "Same problem as ticket #777")
+    c = add_ticket(store, "Other", "cy@other.example", "Nothing")
+    with store.read() as r:
+        conn = r.connection()
+        assert queue_ids(conn, view="all", now=NOW, matching=store.search.ticket_select(query.format(n=a))) == [a]
+        assert store.search.ticket_ids(conn, query.format(n=a)) == {a}
+        mention = store.search.ticket_select(query.format(n=777))
+        assert queue_ids(conn, view="all", now=NOW, matching=mention) == [b]  # no such ticket: the mail naming it
+        assert queue_ids(conn, view="all", now=NOW, matching=store.search.ticket_select(f"{c} export")) == []
+
+
 def test_a_search_index_from_before_0006_is_rebuilt_and_still_finds_everything(tmp_path):
     path = tmp_path / "heard.db"
     s = Store(str(path))
