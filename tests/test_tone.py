@@ -52,6 +52,22 @@ FIRES = [
     ("channel-switch", "Can we hop on a quick call tomorrow?", "hop on a quick call"),
     ("channel-switch", "Just ring us any time.", "ring us"),
     ("channel-switch", "Reach us by phone for faster help.", "Reach us by phone"),
+    ("channel-switch", "Please phone our team.", "phone our team"),
+    ("channel-switch", "Please reach out to us by phone.", "reach out to us by phone"),
+    ("channel-switch", "Call support at 0800 123 and they will reset it.", "Call support at"),
+    ("channel-switch", "I can call you tomorrow if you like.", "call you"),
+    ("channel-switch", "Can I give you a quick call?", "give you a quick call"),
+    ("channel-switch", "Our phone number is 0800 123.", "Our phone number"),
+    ("channel-switch", "Just dial 0800 123 45.", "dial 0800 123 45"),
+    # The customer mentioned a phone, or a callback, without asking for a call.
+    ("channel-switch", "Please give us a call.", "give us a call",
+     {"customer_texts": ["My phone is an iPhone 12 and the app crashes."]}),
+    ("channel-switch", "Please give us a call.", "give us a call",
+     {"customer_texts": ["The webhook callback fails with error 500."]}),
+    ("channel-switch", "Please give us a call.", "give us a call",
+     {"customer_texts": ["I never get the 2FA code by phone."]}),
+    ("channel-switch", "Please give us a call.", "give us a call",
+     {"customer_texts": ["Can you call the export API with a smaller page?"]}),
     ("upsell", "You could upgrade your plan to get this.", "upgrade"),
     ("upsell", "The Premium plan includes priority exports.", "Premium plan"),
     ("upsell", "Our pro plan has it.", "pro plan"),
@@ -96,6 +112,12 @@ DOES_NOT_FIRE = [
     ("channel-switch", "Please give us a call.", {"customer_texts": ["Could you call me? My number is 555 1234."]}),
     ("channel-switch", "Please call us at 0800 123.", {"customer_texts": ["Can someone please call me back?"]}),
     ("channel-switch", "Please call us at 0800 123.", {"channel": "phone"}),
+    ("channel-switch", "If your phone app shows the error, send me a screenshot.", {}),
+    ("channel-switch", "The webhook will call your endpoint again.", {}),
+    ("channel-switch", "Please give us a call.", {"customer_texts": ["My mobile is +49 170 1234567."]}),
+    ("channel-switch", "Please give us a call.", {"customer_texts": ["Can we discuss this over the phone?"]}),
+    ("channel-switch", "Please give us a call.", {"customer_texts": ["Is there a number I can call?"]}),
+    ("channel-switch", "Please give us a call.", {"customer_texts": ["I would like a callback tomorrow."]}),
     ("upsell", "I can offer a workaround until the fix ships.", {}),
     ("upsell", "Please upgrade to version 4.2.1, which fixes the export.", {}),
     ("upsell", "Please upgrade your browser to the latest release.", {}),
@@ -123,9 +145,9 @@ DOES_NOT_FIRE = [
 ]
 
 
-@pytest.mark.parametrize("code, draft, expected", FIRES)
-def test_check_fires(code, draft, expected):
-    assert expected in found(draft, code), warnings(draft)
+@pytest.mark.parametrize("code, draft, expected, kw", [case if len(case) == 4 else (*case, {}) for case in FIRES])
+def test_check_fires(code, draft, expected, kw):
+    assert expected in found(draft, code, **kw), warnings(draft, **kw)
 
 
 @pytest.mark.parametrize("code, draft, kw", DOES_NOT_FIRE)
