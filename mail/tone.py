@@ -232,7 +232,7 @@ _UPSELL = (
 )
 
 _WE_WILL = re.compile(
-    r"\bwe(?:'ll|’ll|\s+will|\s+are\s+going\s+to|\s+shall)\s+"
+    r"\bwe(?:'ll|’ll|\s+will|(?:\s+are|'re|’re)\s+going\s+to|\s+shall)\s+"
     r"(?:take\s+care\s+of|handle|look\s+into|get\s+back\s+to|reply|respond|be\s+in\s+touch|contact\s+you|follow\s+up)\b",
     _FLAGS,
 )

@@ -87,6 +87,8 @@ FIRES = [
     ("past-date", "Ready on 01/02/2026.", "01/02/2026"),  # past whichever way it is read
     ("we-not-i", "We will get back to you shortly.", "We will get back to"),
     ("we-not-i", "We'll look into it.", "We'll look into"),
+    ("we-not-i", "We're going to look into it.", "We're going to look into"),
+    ("we-not-i", "We’re going to get back to you.", "We’re going to get back to"),
 ]
 
 # (code, draft, extra keyword arguments) — must not fire
