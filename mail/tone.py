@@ -42,36 +42,40 @@ class ToneWarning:
 WHY = {
     "thanks-but": (
         "A \"but\" or \"however\" right after a thank-you or an apology cancels it: "
-        "it reads as if you were not really sorry (seed 000, #5)."
+        "it reads as if you were not really sorry (seed 000, #5). End the thanks with a full stop "
+        "and give the rest as a sentence of its own, without the \"but\"."
     ),
     "actually": (
-        "\"Actually\" carries an air of condescension in writing, where tone cannot soften it (seed 000, #5)."
+        "\"Actually\" carries an air of condescension in writing, where tone cannot soften it (seed 000, #5). "
+        "Delete the word: the sentence says the same without it."
     ),
     "repeated-apology": (
-        "Apologize gracefully, just once: apologizing again and again feels like being bombarded (seed 000, #1)."
+        "Apologize gracefully, just once: apologizing again and again feels like being bombarded (seed 000, #1). "
+        "Keep one apology in the thread and drop this one; say what you did instead."
     ),
     "blame": (
         "Pointing out the customer's mistakes turns help into a battle of wits and leaves them "
-        "harassed and frustrated (seed 000, #3)."
+        "harassed and frustrated (seed 000, #3). Drop these words and give the steps again, plainly."
     ),
     "channel-switch": (
-        "Asking an email customer to phone you ignores the channel they chose; switch only if they ask (seed 000, #2)."
+        "Asking an email customer to phone you ignores the channel they chose; switch only if they ask (seed 000, #2). "
+        "Answer here by email, or ask in writing what you need to know."
     ),
     "upsell": (
         "A sales pitch the customer did not ask for tells them you care more about the sale than "
-        "their problem (seeds 000 #7, 002)."
+        "their problem (seeds 000 #7, 002). Remove the offer and solve the problem they wrote about."
     ),
     "template-repeat": (
         "The same saved reply twice in one conversation sounds robotic and shows you did not read "
-        "what they said (seeds 000 #6, 004 #7)."
+        "what they said (seeds 000 #6, 004 #7). Rewrite it in your own words for what they wrote last."
     ),
     "past-date": (
-        "A date that has already passed reads as a broken or copy-pasted promise; tell customers when "
-        "to expect a reply and stand by it (seed 004, #6)."
+        "A date that has already passed reads as a broken or copy-pasted promise (seed 004, #6). "
+        "Change it to a date still ahead, one you can stand by."
     ),
     "we-not-i": (
         "A personal \"I will take care of this\" tells the customer someone owns their problem; "
-        "\"we\" sounds like nobody does (seeds 001, 002)."
+        "\"we\" sounds like nobody does (seeds 001, 002). Write \"I will\" and say when."
     ),
 }
 CODES = tuple(WHY)

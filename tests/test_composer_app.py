@@ -91,6 +91,7 @@ async def test_reply_review_send_and_reason(env, smtp):  # noqa: F811
         assert isinstance(review, ReviewScreen)
         shown = texts(review)
         assert "thanks-but" in shown and "Thank you, but" in shown and "cancels it" in shown
+        assert "without the \"but\"" in shown  # what to change, not only why
         await pilot.press("y")
         await pilot.pause()
         dialog = app.screen

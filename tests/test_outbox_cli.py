@@ -52,6 +52,7 @@ def test_reply_sends_prints_tone_checks_and_waits_on_the_customer(tmp_path, caps
     assert code == 0, err
     assert f"queued reply to #{tid} as outbox #1" in out and "1 sent" in out
     assert 'tone: thanks-but: "Thank you, but"' in err and "seed 000" in err
+    assert 'End the thanks with a full stop' in err
     data = smtp.wait_for(1)[0].data.decode()
     assert "Zo=C3=AB Martin" in data and "> It fails." in data  # signature and quote added
     t = detail(store, tid)

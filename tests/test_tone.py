@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mail.tone import CODES, ToneWarning, check_tone, strip_quoted
+from mail.tone import CODES, WHY, ToneWarning, check_tone, strip_quoted
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)  # a Wednesday
 
@@ -222,6 +222,13 @@ def test_warning_shape():
     assert w.why.endswith(".") and "seed" in w.why
     with pytest.raises(AttributeError):
         w.code = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_each_warning_says_why_then_what_to_change(code):
+    why, _, change = WHY[code].partition("). ")
+    assert "seed" in why
+    assert change.endswith(".") and len(change.split()) >= 4, WHY[code]
 
 
 def test_all_codes_have_reasons():
