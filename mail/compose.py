@@ -355,8 +355,10 @@ def _without_attribution(draft: str) -> str:
 
 
 # -- tone ------------------------------------------------------------------------------------
-def tone_warnings(ctx: ReplyContext, draft: str, *, now: datetime, saved_reply: str | None = None) -> list[ToneWarning]:
-    """The review step's checks on ``draft``, with the thread as context."""
+def tone_warnings(ctx: ReplyContext, draft: str, *, now: datetime,
+                  saved_reply: str | Sequence[str] | None = None) -> list[ToneWarning]:
+    """The review step's checks on ``draft``, with the thread as context (``saved_reply``: each one
+    inserted into the draft)."""
     return check_tone(
         _without_attribution(draft),
         thread_texts_ours=ctx.our_texts,

@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -163,9 +163,12 @@ def queue_reply(
     now: datetime,
     next_status: str | None = "pending",
     reason: str | None = None,
-    saved_reply: str | None = None,
+    saved_reply: str | Sequence[str] | None = None,
 ) -> int:
     """Queue an agent's reply and move the ticket on, in one transaction; the outbox id.
+
+    ``saved_reply``: the saved reply (or every one, in order) the body was written from; each is
+    recorded in the timeline, for the repeat check of later replies.
 
     ``next_status`` None (or the ticket's current status) leaves the status
     alone; any change needs ``reason``. Unfilled placeholders and an empty
@@ -182,9 +185,10 @@ def queue_reply(
             "reply", None, f"outbox #{q.outbox_id}",
             f"replied to {ctx.customer_address} (Message-ID <{q.message_id}>)", agent, now,
         ))
-        if saved_reply:
+        names = [saved_reply] if isinstance(saved_reply, str) else list(saved_reply or ())
+        for name in dict.fromkeys(n for n in names if n):
             append_event(conn, ticket_id, Change(
-                "saved_reply", None, saved_reply, f"the reply used the saved reply {saved_reply!r}", agent, now,
+                "saved_reply", None, name, f"the reply used the saved reply {name!r}", agent, now,
             ))
         if next_status:
             change_status_in(conn, ticket_id, next_status, reason=reason, actor=agent, now=now)

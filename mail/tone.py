@@ -11,7 +11,7 @@ Warning codes are a contract (the TUI and saved settings refer to them):
     blame              "as I already said", "you should have", "obviously", ...
     channel-switch     asking an email customer to phone us, unless they asked for it
     upsell             upgrade / plan / offer / discount / add-on the customer did not raise
-    template-repeat    the same saved reply already used in this thread
+    template-repeat    the same saved reply already used in this thread, or twice in this draft
     past-date          a date in the draft that is already past (a stale promise)
     we-not-i           "we will get back to you" where "I will" is what the customer needs
 
@@ -388,7 +388,7 @@ def check_tone(
     thread_texts_ours: Sequence[str],
     customer_texts: Sequence[str],
     saved_replies_used_in_thread: Collection[str],
-    saved_reply_used: str | None,
+    saved_reply_used: str | Sequence[str] | None,
     channel: str = "email",
     now: datetime,
     customer_tz: tzinfo | str | None = None,
@@ -399,7 +399,9 @@ def check_tone(
     (acknowledgements included). ``customer_texts``: the customer's messages
     in the thread. ``now`` (with ``customer_tz``, a tzinfo or IANA name)
     decides which dates are past: a date is past when it is before the
-    customer's today. Each distinct wording is reported once per code.
+    customer's today. ``saved_reply_used``: the saved reply, or every one in
+    the order inserted, the draft was written from. Each distinct wording is
+    reported once per code.
     """
     text = strip_quoted(draft)
     customer = "\n".join(strip_quoted(t) for t in customer_texts)
@@ -438,8 +440,10 @@ def check_tone(
         for m in family.draft.finditer(text):
             add("upsell", m.group(0))
 
-    if saved_reply_used is not None and saved_reply_used in saved_replies_used_in_thread:
-        add("template-repeat", saved_reply_used)
+    used = [saved_reply_used] if isinstance(saved_reply_used, str) else list(saved_reply_used or ())
+    for i, name in enumerate(used):
+        if name in saved_replies_used_in_thread or name in used[:i]:
+            add("template-repeat", name)
 
     today = _today(now, customer_tz)
     for _start, _end, words, options in sorted(_dates(text, today)):
