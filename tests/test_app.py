@@ -407,6 +407,10 @@ async def test_an_empty_view_or_search_says_so_instead_of_showing_a_blank_list(s
         await pilot.press("escape")
         await settle(pilot)
         assert "matches" not in screen_text(app) and queue(app).ids == work_order(ids)
+        await pilot.press("slash", *("zq" * 100), "enter")  # a pasted line: the advice stays whole
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Nothing in open matches '" + "zq" * 19 + "z…': escape clears the search, 6 looks in all." in text
 
 
 @pilot_test
