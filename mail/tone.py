@@ -17,7 +17,8 @@ Warning codes are a contract (the TUI and saved settings refer to them):
 
 ``ToneWarning.found`` holds the words as written in the draft (whitespace runs
 folded to one space); for ``template-repeat`` it is the saved reply's name.
-Lines starting with ">" (quoted mail) are ignored. All matching is
+Lines starting with ">" (quoted mail) and an Outlook-style history below an
+"Original Message" separator are ignored. All matching is
 case-insensitive and on word boundaries.
 """
 
@@ -83,12 +84,24 @@ CODES = tuple(WHY)
 _FLAGS = re.I
 
 
+# Outlook quotes the history unmarked, below a separator ("-----Original Message-----", or a rule
+# of underscores then "From:"): the words below it were written before, often by us.
+_HISTORY_SEPARATOR = re.compile(
+    r"^\s*-{2,}\s*(?:original\s+message|forwarded\s+message|message\s+d'origine|urspr(?:ü|ue)ngliche\s+nachricht)\s*-{2,}\s*$"
+    r"|^\s*_{10,}\s*\n\s*(?:from|von|de|van)\s*:", re.I | re.M)
+
+
 def strip_quoted(text: str) -> str:
-    """The text with quoted lines (first non-blank character ">") blanked out.
+    """The text with quoted lines (first non-blank character ">") blanked out, and an Outlook-style
+    history (everything from an "Original Message" separator on).
 
     Line count is kept, so sentences never join across a quote.
     """
-    return "\n".join("" if line.lstrip().startswith(">") else line for line in text.splitlines())
+    lines = text.splitlines()
+    if (m := _HISTORY_SEPARATOR.search(text)) is not None:
+        keep = text.count("\n", 0, m.start())
+        lines = lines[:keep] + [""] * (len(lines) - keep)
+    return "\n".join("" if line.lstrip().startswith(">") else line for line in lines)
 
 
 def _fold(s: str) -> str:

@@ -68,6 +68,10 @@ FIRES = [
      {"customer_texts": ["I never get the 2FA code by phone."]}),
     ("channel-switch", "Please give us a call.", "give us a call",
      {"customer_texts": ["Can you call the export API with a smaller page?"]}),
+    ("upsell", "The Premium plan includes priority exports.", "Premium plan", {"customer_texts": [
+        "It still fails.\n\n-----Original Message-----\nFrom: Support\nSent: Monday\n\nOur pricing page lists every plan."]}),
+    ("upsell", "The Premium plan includes priority exports.", "Premium plan", {"customer_texts": [
+        "It still fails.\n\n________________________________\nFrom: Support <support@x.example>\n\nSee our pricing."]}),
     ("upsell", "You could upgrade your plan to get this.", "upgrade"),
     ("upsell", "The Premium plan includes priority exports.", "Premium plan"),
     ("upsell", "Our pro plan has it.", "pro plan"),
@@ -101,6 +105,7 @@ DOES_NOT_FIRE = [
     ("thanks-but", "Thanks to your logs I found the butler bug.", {}),
     ("actually", "The export factually matches the data.", {}),
     ("actually", "> Actually it never worked\nI have fixed it.", {}),
+    ("actually", "I have fixed it.\n\n-----Original Message-----\nFrom: Ann\n\nActually it never worked.", {}),
     ("blame", "As you mentioned, the export fails on large files.", {}),
     ("blame", "As mentioned in your email, the export fails.", {}),
     ("blame", "You should have received an email with the link.", {}),
@@ -128,6 +133,9 @@ DOES_NOT_FIRE = [
     ("upsell", "I can give you a discount.", {"customer_texts": ["This outage cost us a day, I want a refund."]}),
     ("upsell", "The reporting add-on solves this.", {"customer_texts": ["Does the reporting add-on do this?"]}),
     ("upsell", "Our app offers an export to CSV.", {}),
+    # The customer's Outlook reply quotes our last mail unmarked: its words are ours, not theirs.
+    ("upsell", "The Premium plan includes priority exports.", {"customer_texts": [
+        "Which plan includes priority exports?\n\n-----Original Message-----\nFrom: Support\n\nHello"]}),
     ("upsell", "As a premium customer you get a reply within 2 hours.", {}),
     ("past-date", "I will have it fixed today.", {}),
     ("past-date", "I will have it fixed by tomorrow.", {}),
