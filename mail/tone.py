@@ -132,11 +132,17 @@ _BUT = re.compile(r"\b(?:but|however|although)\b", _FLAGS)
 _NEXT_BUT = re.compile(r"[\s\W]*(?:but|however|although)\b", _FLAGS)
 
 
+# "Right after": a "but" further on in a long sentence answers something else, and the words
+# reported stay short enough to read in the review.
+_MAX_WORDS_BETWEEN = 20
+
+
 def _thanks_but(text: str) -> Iterator[str]:
     spans = _sentences(text)
     starts = [s for s, _ in spans]
     buts = list(_BUT.finditer(text))
     but_starts = [b.start() for b in buts]
+    nearest: dict[int, tuple[int, int]] = {}  # a "but"'s start -> the thank-you nearest before it
     for m in _THANKS.finditer(text):
         idx = bisect_right(starts, m.start()) - 1
         b = None
@@ -148,8 +154,12 @@ def _thanks_but(text: str) -> Iterator[str]:
             # "Sorry for the wait. However, ..."
             start, end = spans[idx + 1]
             b = _NEXT_BUT.match(text, start, end)
-        if b:
-            yield text[m.start() : b.end()]
+        if b is None or b.start() - m.end() > _MAX_WORDS_BETWEEN * 40:
+            continue
+        if len(text[m.end() : b.start()].split()) <= _MAX_WORDS_BETWEEN:
+            nearest[b.start()] = (m.start(), b.end())
+    for start, end in sorted(nearest.values()):
+        yield text[start:end]
 
 
 # --- simple phrase checks -----------------------------------------------------

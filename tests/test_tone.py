@@ -33,6 +33,7 @@ FIRES = [
     ("thanks-but", "I apologize although this is expected.", "I apologize although"),
     ("thanks-but", "Sorry for the wait. However, the export is still broken.", "Sorry for the wait. However"),
     ("thanks-but", "THANK YOU for writing.\n\nBut I need the file.", "THANK YOU for writing. But"),
+    ("thanks-but", "Sorry, so sorry, but it is gone.", "sorry, but"),  # the apology nearest the "but"
     ("actually", "The export actually works.", "actually"),
     ("actually", "Actually, that setting is elsewhere.", "Actually"),
     ("blame", "As I already said, the file is too big.", "As I already said"),
@@ -103,6 +104,8 @@ DOES_NOT_FIRE = [
     ("thanks-but", "I'm sorry this happened. The fix is live now.", {}),
     ("thanks-but", "> Thanks, but it still fails\nI have fixed it now.", {}),
     ("thanks-but", "Thanks to your logs I found the butler bug.", {}),
+    ("thanks-but", "Thanks for the logs: I went through every line of them with the team this morning and compared "
+                   "them with the server side, where the export job had stopped at row 4,000, but it is fixed now.", {}),
     ("actually", "The export factually matches the data.", {}),
     ("actually", "> Actually it never worked\nI have fixed it.", {}),
     ("actually", "I have fixed it.\n\n-----Original Message-----\nFrom: Ann\n\nActually it never worked.", {}),
@@ -261,6 +264,10 @@ def test_strip_quoted_keeps_line_count():
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("text", ["thanks " * 5000, "Sorry. " * 5000, "1/2/2026 " * 5000, "as I " * 5000])
+@pytest.mark.parametrize("text", ["sorry " * 20000 + "but", "thanks " * 5000, "Sorry. " * 5000, "1/2/2026 " * 5000, "as I " * 5000])
 def test_long_drafts_stay_fast(text):
     check_tone(text, thread_texts_ours=[text], customer_texts=[text], saved_replies_used_in_thread=(), saved_reply_used=None, now=NOW)
+
+
+def test_many_apologies_before_one_but_are_one_warning_of_the_nearest():
+    assert found("Sorry " * 2000 + "but no.", "thanks-but") == ["Sorry but"]
