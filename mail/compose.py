@@ -159,6 +159,9 @@ def reply_context(conn: Connection, ticket_id: int) -> ReplyContext:
 
 
 _NAME_NOISE = re.compile(r"[\"'()<>]")
+# Bracketed or braced parts of a display name are never what a person is called: "[red]Admin[/red]" is
+# markup, "Ann [ACME]" a company tag, and "{x}" in our greeting would read as an unfilled placeholder.
+_NAME_TAGS = re.compile(r"\[[^\]]*\]|\{[^}]*\}|[\[\]{}]")
 # Honorifics before a first name: "Dr. Anna Schmidt" is greeted "Hi Anna,", never "Hi Dr.,".
 _TITLES = frozenset("mr mrs ms miss mx dr prof professor sir madam mme mlle herr frau sr sra srta dra dott dottssa"
                     .split())
@@ -174,7 +177,7 @@ def first_name(name: str, address: str = "") -> str:
     "Lee, Ann" -> "Ann"; "ann.lee@x" gives nothing (guessing from an address
     gets it wrong too often to greet someone with).
     """
-    name = _NAME_NOISE.sub(" ", safe_line(name or "")).strip()  # never a control character in our greeting
+    name = _NAME_NOISE.sub(" ", _NAME_TAGS.sub(" ", safe_line(name or ""))).strip()  # never a control character
     if not name or "@" in name:
         return ""
     shouted = name.isupper()

@@ -59,6 +59,13 @@ def ctx(**kw) -> ReplyContext:
         ("Support Team", "s@x", ""),
         ("ACME Corp", "a@x", ""),
         ("Ledgerly Billing", "b@x", ""),
+        # Markup, tags and braces in a display name are not part of anyone's name.
+        ("[red]Admin[/red] \u202eevil", "r@x", ""),  # a role, once the markup is gone
+        ("[b]Ann[/b] Lee", "a@x", "Ann"),
+        ("Ann Lee [ACME]", "a@x", "Ann"),
+        ("{order_number} Ann", "a@x", "Ann"),
+        ("{customer_first_name}", "a@x", ""),
+        ("Ann{x", "a@x", "Ann"),
     ],
 )
 def test_first_name(name, address, expected):
