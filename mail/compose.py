@@ -246,9 +246,10 @@ _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_ .-]{0,60}\}|\[\[[^\]\n]{0,200
 
 
 def unfilled_placeholders(text: str) -> list[str]:
-    """Placeholders still in the draft ({order_number}, [[...]]), quoted lines ignored."""
+    """Placeholders still in the draft ({order_number}, [[...]]), quoted lines and their "... wrote:" line
+    ignored (the customer's name there is theirs to choose)."""
     seen: list[str] = []
-    for m in _PLACEHOLDER.finditer(strip_quoted(text or "")):
+    for m in _PLACEHOLDER.finditer(strip_quoted(_without_attribution(text or ""))):
         if m.group(0) not in seen:
             seen.append(m.group(0))
     return seen

@@ -72,6 +72,13 @@ def test_first_name(name, address, expected):
     assert first_name(name, address) == expected
 
 
+@pytest.mark.parametrize("name", ["{order_number}", "[[name]]", "[red]Admin[/red] {x}"])
+def test_a_customer_name_that_looks_like_a_placeholder_never_blocks_the_draft(name):
+    draft = draft_reply(ctx(customer_name=name, last_customer_name=name), agent_name="Sam", signature="")
+    assert unfilled_placeholders(draft) == []
+    assert unfilled_placeholders(draft + "\nYour order {order_number}\n") == ["{order_number}"]
+
+
 @pytest.mark.parametrize(
     "subject, expected",
     [
