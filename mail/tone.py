@@ -227,16 +227,18 @@ _COMMERCIAL = r"pric(?:e|es|ing)|cost|cheaper|buy|purchase|plans|options|licen[c
 _UPSELL = (
     _Upsell(
         re.compile(
-            r"\bupgrad(?:e|es|ed|ing)\b(?!\s+(?:to\s+(?:the\s+latest|version|release|v?\d)"
-            r"|(?:your|the)\s+(?:app|browser|os|operating\s+system|client|software|firmware|drivers?|phone|version)))",
+            r"\bupgrad(?:e|es|ed|ing)\b(?!\s+(?:to\s+(?:(?:the\s+)?(?:latest|newest|current|most\s+recent|newer|new)\b"
+            r"|version|release|v?\d)"
+            r"|(?:your|the)\s+(?:[\w.-]+\s+)?(?:app|browser|os|operating\s+system|client|software|firmware|drivers?"
+            r"|phone|version|plugin|extension)))",
             _FLAGS,
         ),
         re.compile(rf"\b(?:upgrad\w*|{_COMMERCIAL})\b", _FLAGS),
     ),
     _Upsell(
         re.compile(
-            r"\b(?:premium|pro|business|enterprise|higher|bigger|larger|paid|plus)\s+"
-            r"(?:plan|tier|subscription|edition|package|version)s?\b",
+            r"\b(?:(?:premium|pro|business|enterprise|paid|plus)\s+(?:plan|tier|subscription|edition|package|version)"
+            r"|(?:higher|bigger|larger)\s+(?:plan|tier|subscription|package))s?\b",
             _FLAGS,
         ),
         re.compile(rf"\b(?:premium|pro|plan|tier|enterprise|{_COMMERCIAL})\b", _FLAGS),
