@@ -43,6 +43,7 @@ __all__ = [
     "complete_body",
     "unfilled_placeholders",
     "require_no_placeholders",
+    "has_own_words",
     "reply_subject",
     "new_message_id",
     "build_message",
@@ -239,6 +240,19 @@ def complete_body(body: str, ctx: ReplyContext, *, agent_name: str, signature: s
     if ctx.last_customer_text.strip() and not has_quote:
         text += "\n" + quote(ctx.last_customer_text, who=ctx.last_customer_name, when=ctx.last_customer_date) + "\n"
     return text
+
+
+def has_own_words(body: str, ctx: ReplyContext, *, agent_name: str, signature: str) -> bool:
+    """Whether ``body`` says anything besides what the draft starts with: the greeting, the
+    signature and the quote. A reply of only those would reach the customer as an empty mail."""
+    text = strip_quoted(_without_attribution((body or "").replace("\r\n", "\n")))
+    sig = _signature_block(signature, agent_name).strip()
+    if sig:
+        text = text.replace(sig, "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0] in (greeting(ctx.customer_first_name), greeting("")):
+        lines = lines[1:]
+    return bool(lines)
 
 
 # -- placeholders --------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from mail.compose import (
     ComposeError,
     ReplyContext,
     build_message,
+    has_own_words,
     new_message_id,
     reply_context,
     reply_subject,
@@ -179,6 +180,9 @@ def queue_reply(
         raise ComposeError("the reply is empty: write something above the quote")
     with store.write_conn() as conn:
         ctx = reply_context(conn, ticket_id)
+        if not has_own_words(body, ctx, agent_name=cfg.agent_name, signature=cfg.signature):
+            raise ComposeError("the reply has only the greeting, the signature and the quote: "
+                               "write your answer under the greeting")
         q = queue_message(store, cfg, ticket_id, body, kind="reply", agent=agent, now=now, conn=conn, ctx=ctx)
         mark_replied(conn, ticket_id, now=now)
         append_event(conn, ticket_id, Change(

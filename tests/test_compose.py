@@ -15,6 +15,7 @@ from mail.compose import (
     check_header_value,
     complete_body,
     draft_reply,
+    has_own_words,
     first_name,
     reply_subject,
     unfilled_placeholders,
@@ -70,6 +71,23 @@ def ctx(**kw) -> ReplyContext:
 )
 def test_first_name(name, address, expected):
     assert first_name(name, address) == expected
+
+
+@pytest.mark.parametrize(
+    "body, own",
+    [
+        ("", False),
+        ("Hi Ann,\n\n\n\nSam\n\nOn Mon, Ann Lee wrote:\n> The export fails.\n", False),  # the draft untouched
+        ("Hello,\n\nSam\n", False),
+        ("Hi Ann,\n\nFixed.\n\nSam\n", True),
+        ("Fixed.\n", True),
+        ("Hi Ann,\n", False),
+        ("Hi Ann,\nHi Ann,\n", True),  # odd, but written
+        ("Sam\n", False),
+    ],
+)
+def test_has_own_words(body, own):
+    assert has_own_words(body, ctx(), agent_name="Sam", signature="") is own
 
 
 @pytest.mark.parametrize("name", ["{order_number}", "[[name]]", "[red]Admin[/red] {x}"])

@@ -115,6 +115,25 @@ async def test_reply_review_send_and_reason(env, smtp):  # noqa: F811
 
 
 @sync
+async def test_an_untouched_draft_does_not_reach_the_review(env, smtp):  # noqa: F811
+    from tui import compose
+
+    cfg, store, tid = env
+    compose._DRAFTS.pop(tid, None)
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")  # greeting, signature and quote only
+        await pilot.pause()
+        assert isinstance(app.screen, ComposeScreen)
+        assert "nothing written yet: your answer goes under the greeting" in texts(app.screen)
+        await type_text(pilot, "Fixed now.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)
+
+
+@sync
 async def test_placeholder_blocks_review_and_saved_reply_fills_variables(env, smtp):  # noqa: F811
     cfg, store, tid = env
     save_saved_reply(store, "order", "Your order {order_number} left our store, {customer_first_name}.")

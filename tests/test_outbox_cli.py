@@ -79,6 +79,10 @@ def test_reply_reads_stdin_and_takes_status_and_reason(tmp_path, capsys, env, sm
         (["--body-file", "/nonexistent/body.txt"], None, "no file"),
         (["--saved", "nope"], "Ok.", "no saved reply 'nope'"),
         (["--status", "bogus", "--reason", "x"], "Ok.", "unknown status 'bogus'"),
+        # An empty file (a script's failed step): the signature and quote alone never go out.
+        ([], "", "only the greeting, the signature and the quote"),
+        ([], "Hi Ann,\n\n", "only the greeting, the signature and the quote"),
+        ([], "Hi Ann,\n\nZoë Martin\nExample Support\n", "only the greeting, the signature and the quote"),
     ],
 )
 def test_reply_errors_are_one_line(tmp_path, capsys, env, args, text, needle):

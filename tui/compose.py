@@ -40,6 +40,7 @@ from mail.compose import (
     ComposeError,
     ReplyContext,
     draft_reply,
+    has_own_words,
     reply_context,
     reply_subject,
     tone_warnings,
@@ -262,6 +263,11 @@ class ComposeScreen(Screen[int | None]):
         left = unfilled_placeholders(draft)
         if left:
             msg = f"fill in or delete before sending: {', '.join(left)}"
+            self._hint(msg)
+            self.notify(msg, severity="warning", markup=False)
+            return
+        if not has_own_words(draft, self.ctx, agent_name=self.cfg.agent_name, signature=self.cfg.signature):
+            msg = "nothing written yet: your answer goes under the greeting, above the signature"
             self._hint(msg)
             self.notify(msg, severity="warning", markup=False)
             return
