@@ -43,6 +43,7 @@ __all__ = [
     "complete_body",
     "unfilled_placeholders",
     "require_no_placeholders",
+    "has_own_words",
     "reply_subject",
     "new_message_id",
     "build_message",
@@ -159,6 +160,9 @@ def reply_context(conn: Connection, ticket_id: int) -> ReplyContext:
 
 
 _NAME_NOISE = re.compile(r"[\"'()<>]")
+# Bracketed or braced parts of a display name are never what a person is called: "[red]Admin[/red]" is
+# markup, "Ann [ACME]" a company tag, and "{x}" in our greeting would read as an unfilled placeholder.
+_NAME_TAGS = re.compile(r"\[[^\]]*\]|\{[^}]*\}|[\[\]{}]")
 # Honorifics before a first name: "Dr. Anna Schmidt" is greeted "Hi Anna,", never "Hi Dr.,".
 _TITLES = frozenset("mr mrs ms miss mx dr prof professor sir madam mme mlle herr frau sr sra srta dra dott dottssa"
                     .split())
@@ -174,7 +178,7 @@ def first_name(name: str, address: str = "") -> str:
     "Lee, Ann" -> "Ann"; "ann.lee@x" gives nothing (guessing from an address
     gets it wrong too often to greet someone with).
     """
-    name = _NAME_NOISE.sub(" ", safe_line(name or "")).strip()  # never a control character in our greeting
+    name = _NAME_NOISE.sub(" ", _NAME_TAGS.sub(" ", safe_line(name or ""))).strip()  # never a control character
     if not name or "@" in name:
         return ""
     shouted = name.isupper()
@@ -238,14 +242,28 @@ def complete_body(body: str, ctx: ReplyContext, *, agent_name: str, signature: s
     return text
 
 
+def has_own_words(body: str, ctx: ReplyContext, *, agent_name: str, signature: str) -> bool:
+    """Whether ``body`` says anything besides what the draft starts with: the greeting, the
+    signature and the quote. A reply of only those would reach the customer as an empty mail."""
+    text = strip_quoted(_without_attribution((body or "").replace("\r\n", "\n")))
+    sig = _signature_block(signature, agent_name).strip()
+    if sig:
+        text = text.replace(sig, "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0] in (greeting(ctx.customer_first_name), greeting("")):
+        lines = lines[1:]
+    return bool(lines)
+
+
 # -- placeholders --------------------------------------------------------------------------
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_ .-]{0,60}\}|\[\[[^\]\n]{0,200}\]\]")
 
 
 def unfilled_placeholders(text: str) -> list[str]:
-    """Placeholders still in the draft ({order_number}, [[...]]), quoted lines ignored."""
+    """Placeholders still in the draft ({order_number}, [[...]]), quoted lines and their "... wrote:" line
+    ignored (the customer's name there is theirs to choose)."""
     seen: list[str] = []
-    for m in _PLACEHOLDER.finditer(strip_quoted(text or "")):
+    for m in _PLACEHOLDER.finditer(strip_quoted(_without_attribution(text or ""))):
         if m.group(0) not in seen:
             seen.append(m.group(0))
     return seen
@@ -355,8 +373,10 @@ def _without_attribution(draft: str) -> str:
 
 
 # -- tone ------------------------------------------------------------------------------------
-def tone_warnings(ctx: ReplyContext, draft: str, *, now: datetime, saved_reply: str | None = None) -> list[ToneWarning]:
-    """The review step's checks on ``draft``, with the thread as context."""
+def tone_warnings(ctx: ReplyContext, draft: str, *, now: datetime,
+                  saved_reply: str | Sequence[str] | None = None) -> list[ToneWarning]:
+    """The review step's checks on ``draft``, with the thread as context (``saved_reply``: each one
+    inserted into the draft)."""
     return check_tone(
         _without_attribution(draft),
         thread_texts_ours=ctx.our_texts,

@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -38,6 +38,7 @@ from mail.compose import (
     ComposeError,
     ReplyContext,
     build_message,
+    has_own_words,
     new_message_id,
     reply_context,
     reply_subject,
@@ -163,9 +164,12 @@ def queue_reply(
     now: datetime,
     next_status: str | None = "pending",
     reason: str | None = None,
-    saved_reply: str | None = None,
+    saved_reply: str | Sequence[str] | None = None,
 ) -> int:
     """Queue an agent's reply and move the ticket on, in one transaction; the outbox id.
+
+    ``saved_reply``: the saved reply (or every one, in order) the body was written from; each is
+    recorded in the timeline, for the repeat check of later replies.
 
     ``next_status`` None (or the ticket's current status) leaves the status
     alone; any change needs ``reason``. Unfilled placeholders and an empty
@@ -176,15 +180,19 @@ def queue_reply(
         raise ComposeError("the reply is empty: write something above the quote")
     with store.write_conn() as conn:
         ctx = reply_context(conn, ticket_id)
+        if not has_own_words(body, ctx, agent_name=cfg.agent_name, signature=cfg.signature):
+            raise ComposeError("the reply has only the greeting, the signature and the quote: "
+                               "write your answer under the greeting")
         q = queue_message(store, cfg, ticket_id, body, kind="reply", agent=agent, now=now, conn=conn, ctx=ctx)
         mark_replied(conn, ticket_id, now=now)
         append_event(conn, ticket_id, Change(
             "reply", None, f"outbox #{q.outbox_id}",
             f"replied to {ctx.customer_address} (Message-ID <{q.message_id}>)", agent, now,
         ))
-        if saved_reply:
+        names = [saved_reply] if isinstance(saved_reply, str) else list(saved_reply or ())
+        for name in dict.fromkeys(n for n in names if n):
             append_event(conn, ticket_id, Change(
-                "saved_reply", None, saved_reply, f"the reply used the saved reply {saved_reply!r}", agent, now,
+                "saved_reply", None, name, f"the reply used the saved reply {name!r}", agent, now,
             ))
         if next_status:
             change_status_in(conn, ticket_id, next_status, reason=reason, actor=agent, now=now)

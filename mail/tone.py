@@ -11,13 +11,14 @@ Warning codes are a contract (the TUI and saved settings refer to them):
     blame              "as I already said", "you should have", "obviously", ...
     channel-switch     asking an email customer to phone us, unless they asked for it
     upsell             upgrade / plan / offer / discount / add-on the customer did not raise
-    template-repeat    the same saved reply already used in this thread
+    template-repeat    the same saved reply already used in this thread, or twice in this draft
     past-date          a date in the draft that is already past (a stale promise)
     we-not-i           "we will get back to you" where "I will" is what the customer needs
 
 ``ToneWarning.found`` holds the words as written in the draft (whitespace runs
 folded to one space); for ``template-repeat`` it is the saved reply's name.
-Lines starting with ">" (quoted mail) are ignored. All matching is
+Lines starting with ">" (quoted mail) and an Outlook-style history below an
+"Original Message" separator are ignored. All matching is
 case-insensitive and on word boundaries.
 """
 
@@ -42,36 +43,40 @@ class ToneWarning:
 WHY = {
     "thanks-but": (
         "A \"but\" or \"however\" right after a thank-you or an apology cancels it: "
-        "it reads as if you were not really sorry (seed 000, #5)."
+        "it reads as if you were not really sorry (seed 000, #5). End the thanks with a full stop "
+        "and give the rest as a sentence of its own, without the \"but\"."
     ),
     "actually": (
-        "\"Actually\" carries an air of condescension in writing, where tone cannot soften it (seed 000, #5)."
+        "\"Actually\" carries an air of condescension in writing, where tone cannot soften it (seed 000, #5). "
+        "Delete the word: the sentence says the same without it."
     ),
     "repeated-apology": (
-        "Apologize gracefully, just once: apologizing again and again feels like being bombarded (seed 000, #1)."
+        "Apologize gracefully, just once: apologizing again and again feels like being bombarded (seed 000, #1). "
+        "Keep one apology in the thread and drop this one; say what you did instead."
     ),
     "blame": (
         "Pointing out the customer's mistakes turns help into a battle of wits and leaves them "
-        "harassed and frustrated (seed 000, #3)."
+        "harassed and frustrated (seed 000, #3). Drop these words and give the steps again, plainly."
     ),
     "channel-switch": (
-        "Asking an email customer to phone you ignores the channel they chose; switch only if they ask (seed 000, #2)."
+        "Asking an email customer to phone you ignores the channel they chose; switch only if they ask (seed 000, #2). "
+        "Answer here by email, or ask in writing what you need to know."
     ),
     "upsell": (
         "A sales pitch the customer did not ask for tells them you care more about the sale than "
-        "their problem (seeds 000 #7, 002)."
+        "their problem (seeds 000 #7, 002). Remove the offer and solve the problem they wrote about."
     ),
     "template-repeat": (
         "The same saved reply twice in one conversation sounds robotic and shows you did not read "
-        "what they said (seeds 000 #6, 004 #7)."
+        "what they said (seeds 000 #6, 004 #7). Rewrite it in your own words for what they wrote last."
     ),
     "past-date": (
-        "A date that has already passed reads as a broken or copy-pasted promise; tell customers when "
-        "to expect a reply and stand by it (seed 004, #6)."
+        "A date that has already passed reads as a broken or copy-pasted promise (seed 004, #6). "
+        "Change it to a date still ahead, one you can stand by."
     ),
     "we-not-i": (
         "A personal \"I will take care of this\" tells the customer someone owns their problem; "
-        "\"we\" sounds like nobody does (seeds 001, 002)."
+        "\"we\" sounds like nobody does (seeds 001, 002). Write \"I will\" and say when."
     ),
 }
 CODES = tuple(WHY)
@@ -79,12 +84,24 @@ CODES = tuple(WHY)
 _FLAGS = re.I
 
 
+# Outlook quotes the history unmarked, below a separator ("-----Original Message-----", or a rule
+# of underscores then "From:"): the words below it were written before, often by us.
+_HISTORY_SEPARATOR = re.compile(
+    r"^\s*-{2,}\s*(?:original\s+message|forwarded\s+message|message\s+d'origine|urspr(?:ü|ue)ngliche\s+nachricht)\s*-{2,}\s*$"
+    r"|^\s*_{10,}\s*\n\s*(?:from|von|de|van)\s*:", re.I | re.M)
+
+
 def strip_quoted(text: str) -> str:
-    """The text with quoted lines (first non-blank character ">") blanked out.
+    """The text with quoted lines (first non-blank character ">") blanked out, and an Outlook-style
+    history (everything from an "Original Message" separator on).
 
     Line count is kept, so sentences never join across a quote.
     """
-    return "\n".join("" if line.lstrip().startswith(">") else line for line in text.splitlines())
+    lines = text.splitlines()
+    if (m := _HISTORY_SEPARATOR.search(text)) is not None:
+        keep = text.count("\n", 0, m.start())
+        lines = lines[:keep] + [""] * (len(lines) - keep)
+    return "\n".join("" if line.lstrip().startswith(">") else line for line in lines)
 
 
 def _fold(s: str) -> str:
@@ -115,11 +132,17 @@ _BUT = re.compile(r"\b(?:but|however|although)\b", _FLAGS)
 _NEXT_BUT = re.compile(r"[\s\W]*(?:but|however|although)\b", _FLAGS)
 
 
+# "Right after": a "but" further on in a long sentence answers something else, and the words
+# reported stay short enough to read in the review.
+_MAX_WORDS_BETWEEN = 20
+
+
 def _thanks_but(text: str) -> Iterator[str]:
     spans = _sentences(text)
     starts = [s for s, _ in spans]
     buts = list(_BUT.finditer(text))
     but_starts = [b.start() for b in buts]
+    nearest: dict[int, tuple[int, int]] = {}  # a "but"'s start -> the thank-you nearest before it
     for m in _THANKS.finditer(text):
         idx = bisect_right(starts, m.start()) - 1
         b = None
@@ -131,8 +154,12 @@ def _thanks_but(text: str) -> Iterator[str]:
             # "Sorry for the wait. However, ..."
             start, end = spans[idx + 1]
             b = _NEXT_BUT.match(text, start, end)
-        if b:
-            yield text[m.start() : b.end()]
+        if b is None or b.start() - m.end() > _MAX_WORDS_BETWEEN * 40:
+            continue
+        if len(text[m.end() : b.start()].split()) <= _MAX_WORDS_BETWEEN:
+            nearest[b.start()] = (m.start(), b.end())
+    for start, end in sorted(nearest.values()):
+        yield text[start:end]
 
 
 # --- simple phrase checks -----------------------------------------------------
@@ -160,8 +187,10 @@ _CALL_US = re.compile(
     r"\b(?:"
     r"give\s+(?:us|me|our\s+\w+(?:\s+team)?)\s+a\s+(?:quick\s+)?(?:call|ring|buzz)"
     r"|(?:call|phone|ring|telephone)\s+(?:us|me)\b"
-    r"|call\s+(?:our|the)\s+(?:support\s+|service\s+|customer\s+service\s+)?(?:hotline|helpline|support\s+line|phone\s+line|number|support\s+team|support|office)"
-    r"|(?:contact|reach)\s+(?:us|me)\s+(?:by|via|on|over)\s+(?:the\s+)?(?:tele)?phone"
+    r"|(?:call|phone|ring|telephone)\s+(?:our|the)\s+(?:support\s+|service\s+|customer\s+service\s+)?(?:hotline|helpline|support\s+line|phone\s+line|number|support\s+team|support|office|team)"
+    r"|(?:contact|reach)(?:\s+out\s+to)?\s+(?:us|me)\s+(?:by|via|on|over)\s+(?:the\s+)?(?:tele)?phone"
+    r"|(?:call|phone|ring)\s+you(?:\s+back)?\b|give\s+you\s+a\s+(?:quick\s+)?(?:call|ring)"
+    r"|our\s+(?:tele)?phone\s+number|dial\s+(?:our|us\b|\+?\d[\d\s()/-]*\d)|(?:call|phone|ring)\s+support\s+(?:on|at)\b"
     r"|(?:hop|jump|get)\s+on\s+a\s+(?:quick\s+)?(?:phone\s+)?call"
     r"|(?:schedule|arrange|book|set\s+up)\s+a\s+(?:quick\s+|short\s+)?(?:phone\s+)?call"
     r"|(?:speak|talk)\s+(?:to|with)\s+(?:us|me|someone|an\s+agent)\s+(?:by|on|over)\s+(?:the\s+)?(?:tele)?phone"
@@ -173,8 +202,12 @@ _CUSTOMER_WANTS_CALL = re.compile(
     r"\b(?:"
     r"call\s+me|phone\s+me|ring\s+me|give\s+me\s+a\s+(?:call|ring)"
     r"|(?:can|could|would|will)\s+(?:you|someone|somebody|anyone|we)\s+(?:please\s+)?(?:call|phone|ring)"
-    r"|call\s*back|callback|by\s+phone|over\s+the\s+phone"
-    r"|my\s+(?:phone|mobile|cell)(?:\s+number)?\s+is"
+    r"(?!\s+(?:the|an?|it|this|that|these|those)\b)"
+    r"|call\s+back|(?:request|want|like|need|get|arrange)\s+a\s+call-?\s?back"
+    r"|(?:reach|contact|talk|speak|discuss(?:\s+\w+)?)(?:\s+(?:to|with))?(?:\s+(?:me|us|you|someone|somebody))?"
+    r"\s+(?:by|over|on)\s+(?:the\s+)?(?:tele)?phone"
+    r"|(?:number|someone)\s+(?:i|we)\s+(?:can|could)\s+call|can\s+i\s+call\s+(?:you|someone)"
+    r"|my\s+(?:(?:phone|mobile|cell)\s+)?number\s+is|my\s+(?:phone|mobile|cell)\s+is\s*:?\s*[+(]?\d+"
     r"|(?:prefer|rather)\s+(?:a\s+)?(?:call|phone|talk)"
     r"|speak\s+to\s+(?:someone|a\s+person|a\s+human)"
     r")\b",
@@ -194,16 +227,18 @@ _COMMERCIAL = r"pric(?:e|es|ing)|cost|cheaper|buy|purchase|plans|options|licen[c
 _UPSELL = (
     _Upsell(
         re.compile(
-            r"\bupgrad(?:e|es|ed|ing)\b(?!\s+(?:to\s+(?:the\s+latest|version|release|v?\d)"
-            r"|(?:your|the)\s+(?:app|browser|os|operating\s+system|client|software|firmware|drivers?|phone|version)))",
+            r"\bupgrad(?:e|es|ed|ing)\b(?!\s+(?:to\s+(?:(?:the\s+)?(?:latest|newest|current|most\s+recent|newer|new)\b"
+            r"|version|release|v?\d)"
+            r"|(?:your|the)\s+(?:[\w.-]+\s+)?(?:app|browser|os|operating\s+system|client|software|firmware|drivers?"
+            r"|phone|version|plugin|extension)))",
             _FLAGS,
         ),
         re.compile(rf"\b(?:upgrad\w*|{_COMMERCIAL})\b", _FLAGS),
     ),
     _Upsell(
         re.compile(
-            r"\b(?:premium|pro|business|enterprise|higher|bigger|larger|paid|plus)\s+"
-            r"(?:plan|tier|subscription|edition|package|version)s?\b",
+            r"\b(?:(?:premium|pro|business|enterprise|paid|plus)\s+(?:plan|tier|subscription|edition|package|version)"
+            r"|(?:higher|bigger|larger)\s+(?:plan|tier|subscription|package))s?\b",
             _FLAGS,
         ),
         re.compile(rf"\b(?:premium|pro|plan|tier|enterprise|{_COMMERCIAL})\b", _FLAGS),
@@ -226,7 +261,7 @@ _UPSELL = (
 )
 
 _WE_WILL = re.compile(
-    r"\bwe(?:'ll|’ll|\s+will|\s+are\s+going\s+to|\s+shall)\s+"
+    r"\bwe(?:'ll|’ll|\s+will|(?:\s+are|'re|’re)\s+going\s+to|\s+shall)\s+"
     r"(?:take\s+care\s+of|handle|look\s+into|get\s+back\s+to|reply|respond|be\s+in\s+touch|contact\s+you|follow\s+up)\b",
     _FLAGS,
 )
@@ -378,7 +413,7 @@ def check_tone(
     thread_texts_ours: Sequence[str],
     customer_texts: Sequence[str],
     saved_replies_used_in_thread: Collection[str],
-    saved_reply_used: str | None,
+    saved_reply_used: str | Sequence[str] | None,
     channel: str = "email",
     now: datetime,
     customer_tz: tzinfo | str | None = None,
@@ -389,7 +424,9 @@ def check_tone(
     (acknowledgements included). ``customer_texts``: the customer's messages
     in the thread. ``now`` (with ``customer_tz``, a tzinfo or IANA name)
     decides which dates are past: a date is past when it is before the
-    customer's today. Each distinct wording is reported once per code.
+    customer's today. ``saved_reply_used``: the saved reply, or every one in
+    the order inserted, the draft was written from. Each distinct wording is
+    reported once per code.
     """
     text = strip_quoted(draft)
     customer = "\n".join(strip_quoted(t) for t in customer_texts)
@@ -428,8 +465,10 @@ def check_tone(
         for m in family.draft.finditer(text):
             add("upsell", m.group(0))
 
-    if saved_reply_used is not None and saved_reply_used in saved_replies_used_in_thread:
-        add("template-repeat", saved_reply_used)
+    used = [saved_reply_used] if isinstance(saved_reply_used, str) else list(saved_reply_used or ())
+    for i, name in enumerate(used):
+        if name in saved_replies_used_in_thread or name in used[:i]:
+            add("template-repeat", name)
 
     today = _today(now, customer_tz)
     for _start, _end, words, options in sorted(_dates(text, today)):

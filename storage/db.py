@@ -461,6 +461,12 @@ def _search_outside_sqlite(store: Store, conn: Connection) -> None:
         store.search.rebuild(conn)
 
 
+def _search_cjk_characters(store: Store, conn: Connection) -> None:
+    # Chinese and Japanese characters are indexed one by one (storage/search.py: spaced_words), so a
+    # word in the middle of a Japanese sentence can be found: index everything again.
+    store.search.rebuild(conn)
+
+
 def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
     """For later migrations: add a column unless a fresh schema already has it."""
     if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
@@ -478,4 +484,5 @@ MIGRATIONS: list[tuple[str, Callable[[Store, Connection], None]]] = [
     ("0007_search_merges_eight", _search_merges_eight),
     ("0008_wide_imap_numbers", _wide_imap_numbers),
     ("0009_search_outside_sqlite", _search_outside_sqlite),
+    ("0010_search_cjk_characters", _search_cjk_characters),
 ]

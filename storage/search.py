@@ -3,7 +3,10 @@
 ``SearchIndex`` is the interface. SQLite implements it with FTS5; PostgreSQL
 with a table of each message's words as FTS5 cuts them (lower case, accents
 off), so a search means the same on both: every word must match, as a prefix,
-accents ignored, all in one message.
+accents ignored, all in one message. Chinese and Japanese are written without
+spaces, so each of their characters is indexed as a word of its own and a
+query's run of them is a phrase: "ダウンロード" finds "請求書のPDFをダウンロード".
+A query that is one ticket number ("#12" or "12") finds that ticket too.
 """
 
 from __future__ import annotations
@@ -41,12 +44,45 @@ class SearchIndex(Protocol):
 _WORD = re.compile(r"[\w@.+-]+", re.UNICODE)
 
 
+# Han, kana (with the long-vowel mark and half-width kana) and the iteration mark: scripts written
+# without spaces, where a run of characters is a whole sentence to unicode61, so a word inside it
+# could never match.
+_UNSPACED = re.compile(r"[\u3005\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")
+
+
+def spaced_words(text: str) -> str:
+    """``text`` with each Chinese or Japanese character set apart as a word of its own, as the index
+    holds it ("請求書のPDF" -> " 請  求  書  の PDF")."""
+    if text.isascii():
+        return text
+    return _UNSPACED.sub(r" \g<0> ", text)
+
+
 def fts5_query(query: str) -> str:
     """A person's words as a safe FTS5 query: every word must match, as a prefix."""
     words = _WORD.findall(query)
     # A word without a letter or a digit ("." or "+") is no word to FTS5 either: left out, so a query of
-    # only such words is "nothing to search for", as on PostgreSQL.
-    return " ".join('"' + w.replace('"', "") + '"*' for w in words if _TOKEN.search(w))
+    # only such words is "nothing to search for", as on PostgreSQL. A run of CJK characters is a phrase
+    # of one-character words, as the index holds them.
+    return " ".join('"' + spaced_words(w.replace('"', "")) + '"*' for w in words if _TOKEN.search(w))
+
+
+_TICKET_NUMBER = re.compile(r"\s*#?\s*(\d{1,18})\s*")
+
+
+def ticket_number(query: str) -> int | None:
+    """The ticket a query of one number names ("#12", "12"), as agents write ticket numbers."""
+    m = _TICKET_NUMBER.fullmatch(query)
+    return int(m.group(1)) if m and int(m.group(1)) < 2**63 else None
+
+
+def _or_ticket(sql: str, query: str, params: dict):
+    """``sql`` (a SELECT of ticket_id) as a text clause, with the ticket the query numbers added."""
+    n = ticket_number(query)
+    if n is not None:
+        sql += " UNION ALL SELECT :ticket_no AS ticket_id"
+        params = {**params, "ticket_no": n}
+    return text(sql).bindparams(**params).columns(ticket_id=Integer)
 
 
 # The index is contentless (the text lives in ``messages``), and a row's rowid
@@ -66,11 +102,8 @@ class SqliteFts5Index:
         q = fts5_query(query)
         if not q:
             return None
-        return (
-            text(f"SELECT rowid >> {_TICKET_SHIFT} AS ticket_id FROM message_fts WHERE message_fts MATCH :fts_q")
-            .bindparams(fts_q=q)
-            .columns(ticket_id=Integer)
-        )
+        return _or_ticket(f"SELECT rowid >> {_TICKET_SHIFT} AS ticket_id FROM message_fts WHERE message_fts MATCH :fts_q",
+                          query, {"fts_q": q})
 
     def ticket_ids(self, conn: Connection, query: str) -> set[int]:
         """Every ticket matching ``query``, as a set (empty when the query has no words)."""
@@ -82,7 +115,10 @@ class SqliteFts5Index:
         row = conn.exec_driver_sql(
             f"SELECT json_group_array(rowid >> {_TICKET_SHIFT}) FROM message_fts WHERE message_fts MATCH ?", (q,)
         ).first()
-        return set(json.loads(row[0])) if row and row[0] else set()
+        found = set(json.loads(row[0])) if row and row[0] else set()
+        if (n := ticket_number(query)) is not None:
+            found.add(n)
+        return found
 
     def create(self, conn: Connection) -> None:
         conn.exec_driver_sql(
@@ -91,16 +127,21 @@ class SqliteFts5Index:
         )
 
     def rebuild(self, conn: Connection) -> None:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS message_fts")
         self.create(conn)
+        # Emptied, not dropped: the table keeps its settings (automerge, migration 0007).
+        conn.exec_driver_sql("INSERT INTO message_fts (message_fts) VALUES ('delete-all')")
+        conn.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
+            "heard_spaced_words", 1, spaced_words, deterministic=True)
         conn.exec_driver_sql(
             f"INSERT INTO message_fts (rowid, subject, body, customer) "
-            f"SELECT (ticket_id << {_TICKET_SHIFT}) | (id & {_LOW}), coalesce(subject, ''), coalesce(text, ''), "
-            f"coalesce(from_name, '') || ' ' || coalesce(from_addr, '') FROM messages"
+            f"SELECT (ticket_id << {_TICKET_SHIFT}) | (id & {_LOW}), heard_spaced_words(coalesce(subject, '')), "
+            f"heard_spaced_words(coalesce(text, '')), "
+            f"heard_spaced_words(coalesce(from_name, '') || ' ' || coalesce(from_addr, '')) FROM messages"
         )
 
     def add(self, conn: Connection, rows: Iterable[tuple[int, int, str, str, str]]) -> None:
-        params = [(fts_rowid(pk, tid), s, b, c) for pk, tid, s, b, c in rows]
+        params = [(fts_rowid(pk, tid), spaced_words(s), spaced_words(b), spaced_words(c))
+                  for pk, tid, s, b, c in rows]
         # In rowid order: FTS5 flushes its pending terms to a new segment whenever a
         # rowid is lower than the one before (a reply to an older ticket).
         params.sort(key=lambda p: p[0])
@@ -129,7 +170,7 @@ _TOKEN = re.compile(r"[^\W_]+")  # letters and digits: what FTS5's unicode61 tok
 def tokens(text: str) -> list[str]:
     """The words of ``text`` as FTS5's unicode61 tokenizer cuts them (punctuation, symbols and ``_`` split
     words), folded: "Re: [#12] E-5021 @bigcorp.example" -> ["re", "12", "e", "5021", "bigcorp", "example"]."""
-    return _TOKEN.findall(fold(text))
+    return _TOKEN.findall(fold(spaced_words(text)))
 
 
 class _SelectIndex:
@@ -182,7 +223,7 @@ class FoldedTextIndex(_SelectIndex):
             return None
         params = {f"w{i}": "% " + " ".join(t) + "%" for i, t in enumerate(phrases)}
         where = " AND ".join(f"body LIKE :w{i}" for i in range(len(phrases)))
-        return text(f"SELECT ticket_id FROM search_text WHERE {where}").bindparams(**params).columns(ticket_id=Integer)
+        return _or_ticket(f"SELECT ticket_id FROM search_text WHERE {where}", query, params)
 
 
 class LikeIndex(_SelectIndex):
@@ -198,8 +239,7 @@ class LikeIndex(_SelectIndex):
             clauses.append(
                 f"(lower(m.subject) LIKE :w{i} OR lower(m.text) LIKE :w{i} OR lower(m.from_addr) LIKE :w{i})"
             )
-        sql = "SELECT m.ticket_id FROM messages m WHERE " + " AND ".join(clauses)
-        return text(sql).bindparams(**params).columns(ticket_id=Integer)
+        return _or_ticket("SELECT m.ticket_id FROM messages m WHERE " + " AND ".join(clauses), query, params)
 
     def create(self, conn: Connection) -> None:
         pass

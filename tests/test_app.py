@@ -378,6 +378,19 @@ async def test_slash_searches_subjects_bodies_and_customers(store, ids):
 
 
 @pilot_test
+async def test_slash_with_a_ticket_number_finds_that_ticket(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *f"#{ids[3]}")
+        await settle(pilot)
+        assert ids[3] in queue(app).ids
+        await pilot.press("escape", "slash", *str(ids[2]))
+        await settle(pilot)
+        assert ids[2] in queue(app).ids
+
+
+@pilot_test
 async def test_an_empty_view_or_search_says_so_instead_of_showing_a_blank_list(store, ids):
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
@@ -394,6 +407,10 @@ async def test_an_empty_view_or_search_says_so_instead_of_showing_a_blank_list(s
         await pilot.press("escape")
         await settle(pilot)
         assert "matches" not in screen_text(app) and queue(app).ids == work_order(ids)
+        await pilot.press("slash", *("zq" * 100), "enter")  # a pasted line: the advice stays whole
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Nothing in open matches '" + "zq" * 19 + "z…': escape clears the search, 6 looks in all." in text
 
 
 @pilot_test

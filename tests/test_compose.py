@@ -15,6 +15,7 @@ from mail.compose import (
     check_header_value,
     complete_body,
     draft_reply,
+    has_own_words,
     first_name,
     reply_subject,
     unfilled_placeholders,
@@ -59,10 +60,41 @@ def ctx(**kw) -> ReplyContext:
         ("Support Team", "s@x", ""),
         ("ACME Corp", "a@x", ""),
         ("Ledgerly Billing", "b@x", ""),
+        # Markup, tags and braces in a display name are not part of anyone's name.
+        ("[red]Admin[/red] \u202eevil", "r@x", ""),  # a role, once the markup is gone
+        ("[b]Ann[/b] Lee", "a@x", "Ann"),
+        ("Ann Lee [ACME]", "a@x", "Ann"),
+        ("{order_number} Ann", "a@x", "Ann"),
+        ("{customer_first_name}", "a@x", ""),
+        ("Ann{x", "a@x", "Ann"),
     ],
 )
 def test_first_name(name, address, expected):
     assert first_name(name, address) == expected
+
+
+@pytest.mark.parametrize(
+    "body, own",
+    [
+        ("", False),
+        ("Hi Ann,\n\n\n\nSam\n\nOn Mon, Ann Lee wrote:\n> The export fails.\n", False),  # the draft untouched
+        ("Hello,\n\nSam\n", False),
+        ("Hi Ann,\n\nFixed.\n\nSam\n", True),
+        ("Fixed.\n", True),
+        ("Hi Ann,\n", False),
+        ("Hi Ann,\nHi Ann,\n", True),  # odd, but written
+        ("Sam\n", False),
+    ],
+)
+def test_has_own_words(body, own):
+    assert has_own_words(body, ctx(), agent_name="Sam", signature="") is own
+
+
+@pytest.mark.parametrize("name", ["{order_number}", "[[name]]", "[red]Admin[/red] {x}"])
+def test_a_customer_name_that_looks_like_a_placeholder_never_blocks_the_draft(name):
+    draft = draft_reply(ctx(customer_name=name, last_customer_name=name), agent_name="Sam", signature="")
+    assert unfilled_placeholders(draft) == []
+    assert unfilled_placeholders(draft + "\nYour order {order_number}\n") == ["{order_number}"]
 
 
 @pytest.mark.parametrize(

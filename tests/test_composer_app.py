@@ -91,6 +91,7 @@ async def test_reply_review_send_and_reason(env, smtp):  # noqa: F811
         assert isinstance(review, ReviewScreen)
         shown = texts(review)
         assert "thanks-but" in shown and "Thank you, but" in shown and "cancels it" in shown
+        assert "without the \"but\"" in shown  # what to change, not only why
         await pilot.press("y")
         await pilot.pause()
         dialog = app.screen
@@ -111,6 +112,25 @@ async def test_reply_review_send_and_reason(env, smtp):  # noqa: F811
     assert t["status"] == "pending"
     assert any(e["new"] == "pending" and e["reason"] == "asked Ann to retry the export" for e in t["events"])
     assert b"Thank you, but the export works again." in smtp.messages[0].data
+
+
+@sync
+async def test_an_untouched_draft_does_not_reach_the_review(env, smtp):  # noqa: F811
+    from tui import compose
+
+    cfg, store, tid = env
+    compose._DRAFTS.pop(tid, None)
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")  # greeting, signature and quote only
+        await pilot.pause()
+        assert isinstance(app.screen, ComposeScreen)
+        assert "nothing written yet: your answer goes under the greeting" in texts(app.screen)
+        await type_text(pilot, "Fixed now.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)
 
 
 @sync
@@ -143,6 +163,54 @@ async def test_placeholder_blocks_review_and_saved_reply_fills_variables(env, sm
     async with app2.run_test(size=(100, 40)) as pilot:
         await pilot.pause()
         assert "#5521" in app2.screen.query_one(TextArea).text
+
+
+@sync
+async def test_a_kept_draft_remembers_its_saved_replies_for_the_repeat_check_and_the_timeline(env, smtp):  # noqa: F811
+    from tui import compose
+
+    cfg, store, tid = env
+    compose._DRAFTS.pop(tid, None)  # a draft kept by an earlier test of the same ticket number
+    save_saved_reply(store, "a-steps", "Please try these steps, {customer_first_name}.")
+    save_saved_reply(store, "b-thanks", "Thanks for your patience.")
+    app = Host(store, cfg, tid)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        for _ in range(2):  # "a-steps", then "b-thanks": the picker lists them by name
+            await pilot.press("ctrl+t")
+            await pilot.pause()
+            await pilot.press(*(["down"] if _ else []), "enter")
+            await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("q")  # cancel: the draft is kept
+        await pilot.pause()
+    app2 = Host(store, cfg, tid)
+    async with app2.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        await type_text(pilot, "sent the steps")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app2.result, int))
+        await app2.workers.wait_for_complete()
+    with store.read() as s:
+        used = [e["new"] for e in ticket_detail(s.connection(), tid)["events"] if e["kind"] == "saved_reply"]
+    assert used == ["a-steps", "b-thanks"]
+    app3 = Host(store, cfg, tid)  # the next reply with "a-steps" again is warned about
+    async with app3.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app3.screen, ReviewScreen)
+        shown = texts(app3.screen)
+        assert "template-repeat" in shown and "a-steps" in shown
 
 
 @sync

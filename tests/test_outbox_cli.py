@@ -52,6 +52,7 @@ def test_reply_sends_prints_tone_checks_and_waits_on_the_customer(tmp_path, caps
     assert code == 0, err
     assert f"queued reply to #{tid} as outbox #1" in out and "1 sent" in out
     assert 'tone: thanks-but: "Thank you, but"' in err and "seed 000" in err
+    assert 'End the thanks with a full stop' in err
     data = smtp.wait_for(1)[0].data.decode()
     assert "Zo=C3=AB Martin" in data and "> It fails." in data  # signature and quote added
     t = detail(store, tid)
@@ -78,6 +79,10 @@ def test_reply_reads_stdin_and_takes_status_and_reason(tmp_path, capsys, env, sm
         (["--body-file", "/nonexistent/body.txt"], None, "no file"),
         (["--saved", "nope"], "Ok.", "no saved reply 'nope'"),
         (["--status", "bogus", "--reason", "x"], "Ok.", "unknown status 'bogus'"),
+        # An empty file (a script's failed step): the signature and quote alone never go out.
+        ([], "", "only the greeting, the signature and the quote"),
+        ([], "Hi Ann,\n\n", "only the greeting, the signature and the quote"),
+        ([], "Hi Ann,\n\nZoë Martin\nExample Support\n", "only the greeting, the signature and the quote"),
     ],
 )
 def test_reply_errors_are_one_line(tmp_path, capsys, env, args, text, needle):

@@ -175,6 +175,63 @@ def test_search_finds_words_in_subject_body_and_customer(store):
         assert found("nothing-like-this") == []
 
 
+@pytest.mark.parametrize("query, hit", [
+    ("ダウンロード", True),  # a word inside a Japanese sentence, not at its start
+    ("PDF", True),  # Latin letters inside Japanese text
+    ("請求書", True),
+    ("エラー500", True),
+    ("佐藤", True),  # the customer's name
+    ("花子 ダウン", True),  # every word, the last one a prefix
+    ("ドキュメント", True),
+    ("ロードダウン", False),  # the characters, but not in that order
+    ("請求書 pasta", False),
+])
+def test_search_finds_words_inside_japanese_text(store, query, hit):
+    a = add_ticket(store, "請求書のPDFがダウンロードできません", "sato@cust.example",
+                   "今朝から請求書のPDFをダウンロードしようとすると、「エラー500: ドキュメントを生成できませんでした」と表示されます。",
+                   from_name="佐藤 花子")
+    add_ticket(store, "Export", "bob@other.example", "The export is blank")
+    with store.read() as r:
+        found = queue_ids(r.connection(), view="all", now=NOW, matching=store.search.ticket_select(query))
+    assert found == ([a] if hit else [])
+
+
+def test_a_search_index_from_before_0010_finds_japanese_words_after_the_migration(tmp_path):
+    path = tmp_path / "heard.db"
+    s = Store(str(path))
+    a = add_ticket(s, "請求書のPDFがダウンロードできません", "sato@cust.example", "エラー500が表示されます")
+    s.close()
+    # The index as 0006 built it: Japanese runs as one word each.
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO message_fts (message_fts) VALUES ('delete-all')")
+    con.execute("INSERT INTO message_fts (rowid, subject, body, customer) "
+                "SELECT (ticket_id << 32) | id, subject, text, from_name || ' ' || from_addr FROM messages")
+    con.execute("DELETE FROM schema_migrations WHERE name = '0010_search_cjk_characters'")
+    con.commit()
+    con.close()
+    s = Store(str(path))
+    try:
+        with s.read() as r:
+            assert s.search.ticket_ids(r.connection(), "ダウンロード") == {a}
+            assert s.search.ticket_ids(r.connection(), "表示") == {a}
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("query", ["#{n}", "{n}", " # {n} "])
+def test_a_ticket_number_finds_that_ticket_as_well_as_mail_that_mentions_it(store, query):
+    a = add_ticket(store, "Export", "ann@cust.example", "The export is blank")
+    b = add_ticket(store, "Login", "bob@other.example", "Same problem as ticket #777")
+    c = add_ticket(store, "Other", "cy@other.example", "Nothing")
+    with store.read() as r:
+        conn = r.connection()
+        assert queue_ids(conn, view="all", now=NOW, matching=store.search.ticket_select(query.format(n=a))) == [a]
+        assert store.search.ticket_ids(conn, query.format(n=a)) == {a}
+        mention = store.search.ticket_select(query.format(n=777))
+        assert queue_ids(conn, view="all", now=NOW, matching=mention) == [b]  # no such ticket: the mail naming it
+        assert queue_ids(conn, view="all", now=NOW, matching=store.search.ticket_select(f"{c} export")) == []
+
+
 def test_a_search_index_from_before_0006_is_rebuilt_and_still_finds_everything(tmp_path):
     path = tmp_path / "heard.db"
     s = Store(str(path))

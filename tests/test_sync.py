@@ -205,6 +205,10 @@ def test_search_finds_tickets_by_words_in_their_mail_subject_or_customer(pymap_s
     assert code == 0 and out.strip() == "no tickets match 'nosuchword'"
     code, out, err = heard(cfg, "search", "!!", capsys=capsys)
     assert code != 0 and err.strip() == "heard: nothing to search for in '!!': give words, an address or an error code"
+    code, out, _ = heard(cfg, "search", "zq" * 50_000, capsys=capsys)  # a pasted log: echoed short, on one line
+    assert code == 0 and out.strip() == "no tickets match '" + "zq" * 19 + "z…'"
+    code, _, err = heard(cfg, "search", "--", "-" * 50_000, capsys=capsys)
+    assert code != 0 and err.strip() == "heard: nothing to search for in '" + "-" * 39 + "…': give words, an address or an error code"
 
 
 MALFORMED = [

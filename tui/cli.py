@@ -24,6 +24,7 @@ from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
 from storage.records import OpeningStore, StoreError, utcnow
+from tui.words import shown_query
 
 if TYPE_CHECKING:  # pragma: no cover
     from storage.db import Store
@@ -382,7 +383,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     if query:
         matching = store.search.ticket_select(query)
         if matching is None:
-            raise CliError(f"nothing to search for in {query!r}: give words, an address or an error code")
+            raise CliError(f"nothing to search for in {shown_query(query)}: give words, an address or an error code")
     from mail.ack import at_risk_window
 
     now = utcnow()
@@ -401,7 +402,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
         for r in rows:
             out(_ticket_line(r, now, tz, margin))
     if not rows:
-        out(f"no tickets match {query!r}" if query else "no tickets")
+        out(f"no tickets match {shown_query(query)}" if query else "no tickets")
     return 0
 
 

@@ -40,6 +40,7 @@ from mail.compose import (
     ComposeError,
     ReplyContext,
     draft_reply,
+    has_own_words,
     reply_context,
     reply_subject,
     tone_warnings,
@@ -59,8 +60,9 @@ __all__ = ["ComposeScreen", "ReviewScreen", "NextStateDialog", "SavedReplyPicker
 Clock = Callable[[], datetime]
 OUTBOX_GROUP = "outbox"
 
-# Unsent drafts by ticket, for this session: cancelling a review never loses the text.
-_DRAFTS: dict[int, str] = {}
+# Unsent drafts by ticket, for this session, with the saved replies inserted into them:
+# cancelling a review never loses the text, nor what the repeat check needs to know.
+_DRAFTS: dict[int, tuple[str, list[str]]] = {}
 
 
 def reply_screen(app, ticket_id: int) -> "ComposeScreen":
@@ -126,7 +128,7 @@ class ComposeScreen(Screen[int | None]):
         self.ticket_id = ticket_id
         self.clock = clock
         self.ctx: ReplyContext | None = None
-        self.saved_reply: str | None = None  # the last saved reply inserted, for the repeat check
+        self.saved_replies: list[str] = []  # every saved reply inserted, in order, for the repeat check
         self._sending = False
 
     # layout
@@ -160,9 +162,11 @@ class ComposeScreen(Screen[int | None]):
             ("From: ", "bold"), safe_line(f"{self.cfg.agent_name} <{self.cfg.address}>"),
         ))
         area = self.query_one(TextArea)
-        draft = _DRAFTS.get(self.ticket_id)
-        if draft is None:
+        kept = _DRAFTS.get(self.ticket_id)
+        if kept is None:
             draft = draft_reply(ctx, agent_name=self.cfg.agent_name, signature=self.cfg.signature)
+        else:
+            draft, self.saved_replies = kept[0], list(kept[1])
         area.text = draft
         area.move_cursor((2, 0))  # the empty line under the greeting
         area.focus()
@@ -198,7 +202,7 @@ class ComposeScreen(Screen[int | None]):
         self._hint()
 
     def action_cancel(self) -> None:
-        _DRAFTS[self.ticket_id] = self.draft
+        _DRAFTS[self.ticket_id] = (self.draft, list(self.saved_replies))
         self.notify("reply not sent; the draft is kept until you quit", markup=False)
         self.dismiss(None)
 
@@ -245,7 +249,7 @@ class ComposeScreen(Screen[int | None]):
             area = self.query_one(TextArea)
             area.insert(render_saved_reply(body, values))
             area.focus()
-            self.saved_reply = name
+            self.saved_replies.append(name)
             left = unfilled_placeholders(area.text)
             if left:
                 self._hint(f"fill in before sending: {', '.join(left)}")
@@ -262,7 +266,12 @@ class ComposeScreen(Screen[int | None]):
             self._hint(msg)
             self.notify(msg, severity="warning", markup=False)
             return
-        warnings = tone_warnings(self.ctx, draft, now=self.clock(), saved_reply=self.saved_reply)
+        if not has_own_words(draft, self.ctx, agent_name=self.cfg.agent_name, signature=self.cfg.signature):
+            msg = "nothing written yet: your answer goes under the greeting, above the signature"
+            self._hint(msg)
+            self.notify(msg, severity="warning", markup=False)
+            return
+        warnings = tone_warnings(self.ctx, draft, now=self.clock(), saved_reply=self.saved_replies)
 
         def decided(answer: str | None) -> None:
             if answer == "send":
@@ -294,7 +303,7 @@ class ComposeScreen(Screen[int | None]):
         try:
             oid = queue_reply(
                 self.store, self.cfg, self.ticket_id, draft, agent=self.cfg.agent, now=self.clock(),
-                next_status=answer.status, reason=answer.reason, saved_reply=self.saved_reply,
+                next_status=answer.status, reason=answer.reason, saved_reply=self.saved_replies,
             )
         except LifecycleError as exc:
             self.app.call_from_thread(self._refused, *self._moved_meanwhile(str(exc)))

@@ -18,7 +18,7 @@ from textual.widgets import Input, Static
 from mail.untrusted import safe_line
 from storage.lifecycle import Status
 from tui.queue_view import QueueColumns, QueueTable
-from tui.words import event_change
+from tui.words import cut_query, event_change, shown_query
 from tui.widgets import (
     STATUS_SHORT,
     KeyFooter,
@@ -65,7 +65,7 @@ def _empty_view_text(view: str, query: str) -> str:
     if query:
         label = dict(VIEWS).get(view, view)
         wider = "" if view == "all" else ", 6 looks in all"
-        return f"Nothing in {label} matches {safe_line(query)!r}: escape clears the search{wider}."
+        return f"Nothing in {label} matches {shown_query(query)}: escape clears the search{wider}."
     return _EMPTY_VIEWS.get(view, "No tickets.")
 
 
@@ -193,7 +193,7 @@ class QueueScreen(Screen):
         parts.append(("   ", ""))
         parts.append((f"{count:,} ticket{'s' if count != 1 else ''}", "bold"))
         if self.search_text:
-            parts += [("  matching ", "$text-muted"), inert(self.search_text, "bold $text-warning")]
+            parts += [("  matching ", "$text-muted"), inert(cut_query(self.search_text), "bold $text-warning")]
         marked = len(self.table.marked)
         if marked:
             parts += [("  ·  ", "$text-muted"), (f"{marked} marked", "bold $text-warning")]

@@ -56,3 +56,17 @@ def _label(status: str | None) -> str:
         return status_label(status) if status else "—"
     except ValueError:
         return safe_line(status or "")
+
+
+QUERY_SHOWN = 40  # characters of a search echoed back: a pasted log must not push the advice off the line
+
+
+def cut_query(query: str) -> str:
+    """A search as the app and the command line echo it: one safe line, cut to QUERY_SHOWN characters."""
+    q = safe_line(query)
+    return q if len(q) <= QUERY_SHOWN else q[: QUERY_SHOWN - 1] + "…"
+
+
+def shown_query(query: str) -> str:
+    """``cut_query``, quoted, for a sentence."""
+    return repr(cut_query(query))
