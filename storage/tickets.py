@@ -355,12 +355,10 @@ _UNASKED_REASONS = (TAKE_NEXT_REASON, TAKE_REASON, REPLY_REASON)
 def nothing_to_take(store: Store) -> str:
     """Why take next found no ticket, in one line: which of the open tickets are out of its reach."""
     with store.read() as s:
-        q = (select(T.c.holder.is_not(None), T.c.automated_reason.is_not(None), func.count())
-             .where(T.c.status.in_([Status.NEW.value, Status.OPEN.value])).group_by(T.c.holder.is_not(None),
-                                                                                    T.c.automated_reason.is_not(None)))
-        counts = {(bool(held), bool(auto)): n for held, auto, n in s.connection().execute(q)}
-    held = sum(n for (h, _), n in counts.items() if h)
-    auto = sum(n for (h, a), n in counts.items() if a and not h)
+        held, auto = s.connection().execute(
+            select(func.count().filter(T.c.holder.is_not(None)),
+                   func.count().filter(and_(T.c.holder.is_(None), T.c.automated_reason.is_not(None))))
+            .where(T.c.status.in_([Status.NEW.value, Status.OPEN.value]))).one()
     if not held and not auto:
         return "nothing to take: no ticket is open"
     parts = ([f"{held} held by {'an agent' if held == 1 else 'agents'}"] if held else []) + (
@@ -399,7 +397,6 @@ def take_ticket(store: Store, ticket_id: int | None, *, agent: str, now: datetim
                 return None
             why = reason or TAKE_NEXT_REASON
         else:
-            require_ticket(conn, ticket_id)
             why = reason or TAKE_REASON
         row = require_ticket(conn, ticket_id)
         if Status(row["status"]) not in ACTIVE:  # held_by would not see it: a hold on a finished ticket

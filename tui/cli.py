@@ -24,7 +24,7 @@ from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
 from storage.records import OpeningStore, StoreError, utcnow
-from tui.words import shown_query
+from tui.words import cut, fit, shown_query
 
 if TYPE_CHECKING:  # pragma: no cover
     from storage.db import Store
@@ -323,13 +323,6 @@ def _promise(t: dict, now: datetime, tz, risk: timedelta = timedelta(0)) -> str:
     return f"{word} {format_deadline_short(deadline, tz)}"
 
 
-def _fit(text: str, width: int) -> str:
-    """``text`` cut to ``width`` terminal cells, with an ellipsis."""
-    from rich.cells import cell_len, set_cell_size
-
-    return text if cell_len(text) <= width else set_cell_size(text, width - 1) + "…"
-
-
 def _ticket_table(rows: list[dict], now: datetime, width: int, risk: timedelta) -> list[str]:
     """The rows for a terminal: columns as wide as what they hold, one line per ticket, the subject
     cut to the terminal's width (a line for scripts, `_ticket_line`, keeps fixed columns)."""
@@ -348,10 +341,10 @@ def _ticket_table(rows: list[dict], now: datetime, width: int, risk: timedelta) 
     widths[3] = max(min(widths[3], 30, width - others - 2 - 20), min(widths[3], 16))
     lines = []
     for c in cols:
-        c[3] = _fit(c[3], widths[3])
+        c[3] = cut(c[3], widths[3])
         head = "  ".join(f"{v}{' ' * (w - cell_len(v))}" for v, w in zip(c[:6], widths) if w)
         room = width - cell_len(head) - 2
-        subject = _fit(c[6], room) if room >= 10 else c[6]
+        subject = cut(c[6], room) if room >= 10 else c[6]
         lines.append(f"{head}  {subject}".rstrip())
     return lines
 
@@ -360,7 +353,7 @@ def _ticket_line(t: dict, now: datetime, tz, risk: timedelta) -> str:
     holder = f" @{safe_line(t['holder'])}" if t.get("holder") else ""
     return (
         f"#{t['id']:<6} {STATUS_LABELS[Status(t['status'])]:<20} {t['priority']:<7} "
-        f"{_fit(safe_line(t['customer']), 32):<32} {_promise(t, now, tz, risk):<24} {_fit(safe_line(t['subject']), 60)}{holder}"
+        f"{fit(safe_line(t['customer']), 32)} {_promise(t, now, tz, risk):<24} {cut(safe_line(t['subject']), 60)}{holder}"
     )
 
 

@@ -26,7 +26,8 @@ from mail.compose import ComposeError
 from mail.untrusted import safe_line, safe_text
 from storage.db import utcnow
 from storage.deadlines import format_deadline_short
-from tui.cli import EXTENSIONS, CliError, _fit, command, config_from, err, open_store, out
+from tui.cli import EXTENSIONS, CliError, command, config_from, err, open_store, out
+from tui.words import cut, fit
 
 
 def _one_line_errors(fn):
@@ -73,10 +74,10 @@ def cmd_ack(args: argparse.Namespace) -> int:
     for c in plan.candidates:
         mark = "" if c.include else "   (left out: --skip)"
         tier = f" [{c.tier}]" if c.tier else ""
-        out(f"#{c.ticket_id:<6} {_fit(safe_line(c.customer), 36):<36} by {deadline_words(c.deadline, c.offset_minutes, settings, c.offset_seen_at)}"
-            f"{tier}  {_fit(safe_line(c.subject), 50)}{mark}")
+        out(f"#{c.ticket_id:<6} {fit(safe_line(c.customer), 36)} by {deadline_words(c.deadline, c.offset_minutes, settings, c.offset_seen_at)}"
+            f"{tier}  {cut(safe_line(c.subject), 50)}{mark}")
     for s in plan.skipped:
-        out(f"#{s.ticket_id:<6} {_fit(safe_line(s.customer), 36):<36} skipped: {safe_line(s.rule)}")
+        out(f"#{s.ticket_id:<6} {fit(safe_line(s.customer), 36)} skipped: {safe_line(s.rule)}")
     included = plan.included
     if plan.candidates:
         sample = render_ack(plan.candidates[0], cfg, settings)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
@@ -30,6 +29,7 @@ from mail.untrusted import safe_line
 from storage.lifecycle import Status
 from storage.records import DatabaseUnreachable
 from tui.widgets import STATUS_SHORT, ack_state, customer_label, short_age
+from tui.words import fit
 
 PAGE = 100
 PAGES_KEPT = 32
@@ -66,14 +66,6 @@ def layout(width: int) -> list[Column]:
     used = sum(c.width + 1 for c in fixed if c.key != "subject")
     subject = max(12, width - used - 1)
     return [Column(c.key, c.title, subject) if c.key == "subject" else c for c in fixed]
-
-
-def fit(text: str, width: int, right: bool = False) -> str:
-    """Text cut (with an ellipsis) or padded to exactly ``width`` cells."""
-    if cell_len(text) > width:
-        return set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
-    pad = width - cell_len(text)
-    return " " * pad + text if right else text + " " * pad
 
 
 class QueueColumns(Widget):

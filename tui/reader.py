@@ -52,12 +52,6 @@ def wrap_line(line: str, width: int) -> list[str]:
     return rows
 
 
-def _row_count(line: str, width: int) -> int:
-    if len(line) <= width and (line.isascii() or cell_len(line) <= width):
-        return 1
-    return len(wrap_line(line, width))
-
-
 class LongText(ScrollView, can_focus=True):
     """Plain text (already safe: no control characters) wrapped to the widget's width, drawn lazily.
 
@@ -88,7 +82,7 @@ class LongText(ScrollView, can_focus=True):
         self._width = width
         self._chunks.clear()
         # Every line's row count, for the scroll bar; the rows themselves are cut as they are drawn.
-        counts = [_row_count(line, width) for line in self.lines]
+        counts = [len(wrap_line(line, width)) for line in self.lines]
         self._starts = [0, *accumulate(counts)]
         self._rows = self._starts[-1]
         self.virtual_size = Size(width, self._rows)

@@ -58,13 +58,30 @@ def _label(status: str | None) -> str:
         return safe_line(status or "")
 
 
-QUERY_SHOWN = 40  # characters of a search echoed back: a pasted log must not push the advice off the line
+def cut(text: str, width: int) -> str:
+    """``text`` cut to ``width`` terminal cells, with an ellipsis when anything was left out."""
+    from rich.cells import cell_len, set_cell_size
+
+    if cell_len(text) <= width:
+        return text
+    return set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
+
+
+def fit(text: str, width: int, right: bool = False) -> str:
+    """``text`` cut (see :func:`cut`) or padded to exactly ``width`` cells."""
+    from rich.cells import cell_len
+
+    text = cut(text, width)
+    pad = " " * (width - cell_len(text))
+    return pad + text if right else text + pad
+
+
+QUERY_SHOWN = 40  # cells of a search echoed back: a pasted log must not push the advice off the line
 
 
 def cut_query(query: str) -> str:
-    """A search as the app and the command line echo it: one safe line, cut to QUERY_SHOWN characters."""
-    q = safe_line(query)
-    return q if len(q) <= QUERY_SHOWN else q[: QUERY_SHOWN - 1] + "…"
+    """A search as the app and the command line echo it: one safe line, cut to QUERY_SHOWN cells."""
+    return cut(safe_line(query), QUERY_SHOWN)
 
 
 def shown_query(query: str) -> str:
