@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mail.autoreply import OWN_ADDRESS, OWN_MESSAGE_ID, RATE_WINDOW_REASON, automatic_mail_allowed, is_bounce, is_list_mail
 from mail.compose import ComposeError, first_name, require_no_placeholders
-from mail.config import Config, ConfigError, config_duration as _duration, tier_specs
+from mail.config import Config, ConfigError, config_duration as _duration, local_timezone, tier_specs
 from mail.send import queue_message
 from mail.tone import ToneWarning, check_tone
 from mail.untrusted import safe_line
@@ -230,7 +230,7 @@ def business_hours(table: dict, *, now: datetime | None = None) -> BusinessHours
     hours = t.get("hours", "09:00-17:00")
     if not isinstance(hours, str) or not re.fullmatch(r"\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*", hours):
         raise ConfigError(f'[hours] hours = {hours!r}: write opening and closing time, e.g. "09:00-17:00"')
-    tz = t.get("timezone", "UTC")
+    tz = t.get("timezone") or local_timezone()
     try:
         ZoneInfo(str(tz))
     except (ZoneInfoNotFoundError, ValueError):

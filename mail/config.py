@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +370,18 @@ def render_config(sections: dict[str, dict[str, Any]]) -> str:
             lines.append(f"{k} = {_toml_value(v)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def desk_timezone(cfg: "Config") -> tzinfo:
+    """The desk's clock: ``[hours] timezone``, else this machine's zone. Deadlines are computed and
+    written in it, and every time the app and the command line show is on it."""
+    from datetime import timezone as _timezone
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(str((cfg.hours or {}).get("timezone") or local_timezone()))
+    except (ZoneInfoNotFoundError, ValueError, AttributeError):
+        return _timezone.utc
 
 
 def local_timezone() -> str:

@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mail.autoreply import AUTOMATIC_MAIL_HEADERS
 from mail.compose import (
@@ -44,7 +43,7 @@ from mail.compose import (
     reply_subject,
     require_no_placeholders,
 )
-from mail.config import Config, ConfigError, ServerConfig
+from mail.config import Config, ConfigError, ServerConfig, desk_timezone
 from mail.imap import MailServerError, connect_imap, network_error, oauth2_refused, tls_context, xoauth2_responder
 from mail.tone import strip_quoted
 from storage import outbox as ob
@@ -562,11 +561,8 @@ def _send_due(store: Store, cfg: Config, factory: SmtpFactory, clock, result: Dr
 
 
 def business_tz(cfg: Config) -> tzinfo:
-    """The ``[hours] timezone`` (UTC when unset or unreadable): the zone deadlines are written in."""
-    try:
-        return ZoneInfo(str((cfg.hours or {}).get("timezone", "UTC")))
-    except (ZoneInfoNotFoundError, ValueError, AttributeError):
-        return timezone.utc
+    """The desk's zone (:func:`mail.config.desk_timezone`): the zone deadlines are written in."""
+    return desk_timezone(cfg)
 
 
 _KIND_WORDS = {"reply": "reply", "ack": "acknowledgement", "update": "update", "checkin": "check-in",

@@ -638,6 +638,48 @@ def test_show_prints_the_timeline_as_the_app_words_it(store, cfg, capsys):
     assert re.search(r"^  \w{3} \d\d \w{3} \d{4} \d\d:\d\d \S+  Ana  ", timeline, flags=re.M), timeline
 
 
+def test_every_time_printed_is_on_the_desks_clock_whatever_the_machines_zone(tmp_path, database, capsys,
+                                                                           monkeypatch):
+    # A laptop in New York working a desk in Tokyo: the promise in the event, the ticket list, the
+    # ticket's timeline and the outbox all read the same clock, the desk's.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        cfg = make_config(tmp_path, database=database, hours={"timezone": "Asia/Tokyo"})
+        store = Store(cfg.database)
+        tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=YESTERDAY())
+        store.close()
+        assert heard(cfg, "ack", "--yes", "--no-send", capsys=capsys)[0] == 0
+        _, shown, _ = heard(cfg, "show", str(tid), capsys=capsys)
+        promised = re.search(r"promised by (\w{3} \d+ \w{3} (\d\d:\d\d))", shown)
+        assert promised, shown
+        _, listed, _ = heard(cfg, "tickets", capsys=capsys)
+        assert f"by {promised.group(1)}" in listed, listed
+        assert re.search(r"^  \w{3} \d\d \w{3} \d{4} \d\d:\d\d JST  Ana  ", shown, flags=re.M), shown
+        _, queued, _ = heard(cfg, "outbox", capsys=capsys)
+        queued_at = re.search(r" (\d{4}-\d\d-\d\d \d\d:\d\d)  ann@cust.example", queued)
+        assert queued_at, queued
+        tokyo_now = datetime.now(ZoneInfo("Asia/Tokyo"))
+        at = datetime.strptime(queued_at.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+        assert abs(at - tokyo_now) < timedelta(minutes=5), (queued_at.group(1), tokyo_now)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_without_hours_the_desk_keeps_the_machines_zone(tmp_path, monkeypatch):
+    from mail.ack import ack_settings
+    from mail.config import desk_timezone
+
+    cfg = make_config(tmp_path)
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    cfg.hours = {}
+    assert str(ack_settings(cfg, now=NOW).hours.tz) == "Europe/Berlin"
+    assert str(desk_timezone(cfg)) == "Europe/Berlin"
+    cfg.hours = {"timezone": "Asia/Tokyo"}
+    assert str(ack_settings(cfg, now=NOW).hours.tz) == "Asia/Tokyo"
+
+
 def test_ack_without_yes_and_without_a_terminal_refuses(store, cfg, capsys, monkeypatch):
     add_ticket(store, "Export", "ann@cust.example", "It stops.", date=YESTERDAY())
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)

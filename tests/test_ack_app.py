@@ -280,3 +280,26 @@ async def test_on_80_columns_the_skipped_rule_shows_which_ticket_or_mail_stopped
         assert "had automatic mail Tue 24 Nov 07:00" in [v for k, v in shown.items() if k != second][0], shown
         await pilot.press("q")
     store.close()
+
+
+@run_async
+async def test_the_queue_shows_each_promise_on_the_desks_clock(tmp_path, smtp_server):
+    # The desk keeps Tokyo hours; the app shows the promise at the hour the event and the customer's
+    # mail name, whatever zone the machine is in.
+    from test_app import screen_text
+
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, hours={"timezone": "Asia/Tokyo"})
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export to CSV stops", "ann@cust.example", "It stops.", from_name="Ann Lee",
+                     date=NOW - 3 * H)
+    ack_all(store, cfg, now=NOW)
+    with store.read() as s:
+        reason = next(e["reason"] for e in events_of(s.connection(), tid) if e["kind"] == "ack")
+    day, hour = re.search(r"promised by (\w{3}) \d+ \w{3} (\d\d:\d\d)", reason).groups()
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: "Export to CSV stops" in screen_text(app))
+            assert f"by {day} {hour}" in screen_text(app), (reason, screen_text(app))
+    finally:
+        store.close()

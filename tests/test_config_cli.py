@@ -282,7 +282,7 @@ def test_tickets_on_a_terminal_is_one_line_per_ticket_cut_to_its_width():
     def cells(line: str) -> int:
         return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
 
-    lines = _ticket_table(rows, now, 120, timedelta(hours=2))
+    lines = _ticket_table(rows, now, 120, timedelta(hours=2), timezone.utc)
     assert len(lines) == 3 and all(cells(line) <= 120 for line in lines), lines
     assert lines[0].startswith("#7    new ") and lines[0].endswith("…")  # the subject is cut, with an ellipsis
     assert "urgent" in lines[1] and " by " in lines[1] and lines[1].endswith("…")
@@ -290,7 +290,7 @@ def test_tickets_on_a_terminal_is_one_line_per_ticket_cut_to_its_width():
     assert "a-very-long-address-indeed@su…" in lines[2]  # cut at 30 cells
     assert len({line.index("#") for line in lines}) == 1
     # 80 columns: the address column gives way so the subject keeps room.
-    lines = _ticket_table(rows[:2], now, 80, timedelta(hours=2))
+    lines = _ticket_table(rows[:2], now, 80, timedelta(hours=2), timezone.utc)
     assert all(cells(line) <= 80 for line in lines), lines
     assert "Export to CSV" in lines[0] and "ann@cust.example" in lines[0] and "sato.hanako@" in lines[1] and "…  by " in lines[1]
 

@@ -120,6 +120,8 @@ class HeardApp(App[int]):
 
         # Validated up front: a bad [ack]/[hours]/[tiers] value stops the app with one line.
         self.ack_settings = ack_settings(cfg, now=clock())
+        # Every time on screen is on the desk's clock, the zone deadlines are written in.
+        self.tz = tz if tz is not None else self.ack_settings.hours.tz
         self._outbox_wake = threading.Event()
         self._db_problem: str | None = None  # the database stopped answering: what it said
         self._db_retry = None  # the timer that tries it again

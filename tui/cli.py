@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mail.config import Config, ConfigError, cleartext_login, default_config_path, load_config, local_timezone, write_config
+from mail.config import (Config, ConfigError, cleartext_login, default_config_path, desk_timezone as business_tz, load_config,
+                         local_timezone, write_config)
 from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
@@ -323,12 +324,11 @@ def _promise(t: dict, now: datetime, tz, risk: timedelta = timedelta(0)) -> str:
     return f"{word} {format_deadline_short(deadline, tz)}"
 
 
-def _ticket_table(rows: list[dict], now: datetime, width: int, risk: timedelta) -> list[str]:
+def _ticket_table(rows: list[dict], now: datetime, width: int, risk: timedelta, tz) -> list[str]:
     """The rows for a terminal: columns as wide as what they hold, one line per ticket, the subject
     cut to the terminal's width (a line for scripts, `_ticket_line`, keeps fixed columns)."""
     from rich.cells import cell_len
 
-    tz = datetime.now().astimezone().tzinfo
     cols = []
     for t in rows:
         prio = "" if t["priority"] == "normal" else t["priority"]
@@ -387,11 +387,11 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
         return 0
+    tz = business_tz(cfg)
     if sys.stdout.isatty():
-        for line in _ticket_table(rows, now, shutil.get_terminal_size().columns, margin):
+        for line in _ticket_table(rows, now, shutil.get_terminal_size().columns, margin, tz):
             out(line)
     else:
-        tz = datetime.now().astimezone().tzinfo
         for r in rows:
             out(_ticket_line(r, now, tz, margin))
     if not rows:
@@ -414,7 +414,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     out(f"#{t['id']} {safe_line(t['subject'])}")
     out(f"customer: {safe_line(t['customer'])}   status: {STATUS_LABELS[Status(t['status'])]}   "
         f"priority: {t['priority']}   holder: {t['holder'] or '-'}")
-    tz = datetime.now().astimezone().tzinfo
+    tz = business_tz(cfg)
 
     def when(value) -> str:
         at = datetime.fromisoformat(value) if isinstance(value, str) else value

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import sys
+from datetime import timezone
 
 from mail.compose import ComposeError, complete_body, reply_context, require_no_placeholders, tone_warnings
 from storage.db import utcnow
@@ -99,9 +100,14 @@ def cmd_reply(args: argparse.Namespace) -> int:
     return _drain_and_report(store, cfg)
 
 
-def _outbox_line(r: dict) -> str:
-    when = (r["sent_at"] or r["created_at"])
-    nxt = f" next try {r['next_attempt_at']:%Y-%m-%d %H:%M}" if r["next_attempt_at"] and r["state"] == "queued" else ""
+def _outbox_line(r: dict, tz) -> str:
+    """One outbox row; times on the desk's clock (stored in UTC)."""
+    def local(at):
+        return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(tz)
+
+    when = local(r["sent_at"] or r["created_at"])
+    nxt = (f" next try {local(r['next_attempt_at']):%Y-%m-%d %H:%M}"
+           if r["next_attempt_at"] and r["state"] == "queued" else "")
     line = (f"{r['id']:<5} #{r['ticket_id']:<6} {r['kind']:<7} {r['state']:<9} {r['attempts']:>2} tries  "
             f"{when:%Y-%m-%d %H:%M}  {safe_line(r['recipients'])}{nxt}")
     if r["last_error"]:
@@ -136,8 +142,11 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.json:
             out(json.dumps([_outbox_json(r) for r in rows], ensure_ascii=False))
             return 0
+        from mail.config import desk_timezone
+
+        tz = desk_timezone(cfg)
         for r in rows:
-            out(_outbox_line(r))
+            out(_outbox_line(r, tz))
         if not rows:
             out("the outbox is empty" if args.all else "nothing queued, sending, failed or unknown")
         return 0
