@@ -54,15 +54,18 @@ from storage.deadlines import (
     beyond_horizon,
     format_deadline,
     format_deadline_short,
+    Ahead,
     jumper_rates,
     parse_duration,
-    promise_deadline,
     risk_window,
+    slotted_deadline,
+    surge_jumpers,
     tier_for,
 )
 from storage.lifecycle import Change, Status
 from storage.promises import pending_action, pending_close_at
-from storage.tickets import append_event, change_status_in, iso, queue_ids, ticket_row, tickets_with_event
+from storage.tickets import (append_event, change_status_in, iso, queue_ids, ticket_row, tickets_with_event,
+                             work_order_key)
 
 __all__ = [
     "AckSettings",
@@ -469,56 +472,90 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         waits = ledger.queue_flags(conn)  # every ticket ahead counts, the ones asked about are read whole
         rows = {r["id"]: r for r in ledger.waiting_rows(conn, wanted)}
         model = handling_model(conn, settings, now=now)
-        jumpers = jumper_rates(ledger.tier_arrivals(conn, since=now - timedelta(days=14)), now=now,
-                              hours=settings.hours)
+        since = now - timedelta(days=14)
+        jumpers = jumper_rates(ledger.tier_arrivals(conn, since=since), now=now, hours=settings.hours)
+        jumpers = surge_jumpers(jumpers, ledger.arrivals(conn, since=since), now=now, hours=settings.hours)
         in_progress = [max(settings.hours.business_time_between(t, now), timedelta(0))
                        for t in ledger.in_progress_since(conn)]
+        # What a place in the work order depends on, for every queue ticket: read only when a promise is to be made.
+        maybe = any(r["acknowledged_at"] is None and r["last_reply_at"] is None for r in rows.values())
+        keyed = ledger.work_order_rows(conn) if maybe else {}
+    margin = settings.risk_window(now)
+
+    def key(tid: int, deadline: datetime | None = None) -> tuple:
+        row = keyed.get(tid, {"id": tid})
+        return work_order_key(row if deadline is None else {**row, "promise_deadline": deadline},
+                              now=now, at_risk_margin=margin)
+
+    def ahead_entry(tid: int, deadline: datetime | None = None) -> Ahead:
+        row = keyed.get(tid, {})
+        return Ahead(key(tid, deadline), deadline or row.get("promise_deadline"),
+                     0.0 if row.get("tier") else jumpers)
+
     candidates: list[AckCandidate] = []
     skipped: list[Skipped] = []
     seen_customers: dict[int, int] = {}
-    position = 0
+    ahead: list[Ahead] = []  # the tickets waiting for an agent ahead in the work order, as it is now
+    memo: dict = {}  # waits computed once for the whole batch
     for tid in order:
-        here = position
-        if waits.get(tid):
-            position += 1
+        here = len(ahead)
+        counts = bool(waits.get(tid))
         r = rows.get(tid)
         if r is None or r["acknowledged_at"] is not None or r["last_reply_at"] is not None:
+            if counts:
+                ahead.append(ahead_entry(tid))
             continue
-        subject = their_subject(r["last_subject"] or r["subject"])
-        rule = skip_rule(r, cfg, settings, now=now)
-        if rule is None and r["holder"]:
-            rule = f"held by {r['holder']}: being worked on now"
-        if rule is None and r["created_at"] is not None and now - r["created_at"] > settings.max_age:
-            rule = too_old_rule(r["created_at"], settings)
-        if rule is None and r["customer_id"] in seen_customers:
-            rule = f"one mail per customer: #{seen_customers[r['customer_id']]} in this batch"
-        if rule is not None:
-            skipped.append(Skipped(tid, r["customer"], subject, rule))
-            continue
-        spec = settings.tiers.get(r["tier"]) if r["tier"] else None
-        spec = spec or (tier_for(r["customer"], settings.tiers) if settings.tiers else None)
-        if beyond_horizon(position=here, agents=settings.agents, handling=model, hours=settings.hours,
-                          in_progress=in_progress):
-            skipped.append(Skipped(tid, r["customer"], subject, horizon_rule(here)))
-            continue
-        work = dict(position=here, agents=settings.agents, handling=model, hours=settings.hours,
-                    jumpers_per_hour=0.0 if spec else jumpers, in_progress=in_progress)
-        within = quick_reply_window(r["created_at"], settings, now=now)
-        if within > timedelta(0) and answered_within(now=now, within=within, **work):
-            skipped.append(Skipped(tid, r["customer"], subject, quick_reply_rule(settings)))
-            continue
-        seen_customers[r["customer_id"]] = tid
-        deadline = promise_deadline(now=now, minimum=settings.minimum,
-                                    tier_max=spec.max_response if spec else None, **work)
-        if settings.hours.business_time_between(now, deadline) > PROMISE_HORIZON_DAYS * settings.hours.day_length:
-            skipped.append(Skipped(tid, r["customer"], subject, horizon_rule(here)))  # the queue-jumpers did it
-            continue
-        candidates.append(AckCandidate(
-            ticket_id=tid, customer=r["customer"], customer_name=r["customer_name"] or "", subject=subject,
-            deadline=deadline, offset_minutes=r["date_offset_minutes"], position=here,
-            tier=spec.name if spec else None, offset_seen_at=r.get("date_offset_seen_at"),
-        ))
+        promised = _plan_one(tid, r, here, ahead, key, candidates, skipped, seen_customers, cfg, settings,
+                             now=now, model=model, jumpers=jumpers, in_progress=in_progress, memo=memo)
+        if counts:
+            if promised is None:
+                ahead.append(ahead_entry(tid))
+            else:  # the promise is a place in the work order: later tickets wait behind it
+                deadline, landed = promised
+                ahead.insert(landed, ahead_entry(tid, deadline))
     return AckPlan(candidates=candidates, skipped=skipped, handling=model, now=now)
+
+
+def _plan_one(tid, r, here, ahead, key, candidates, skipped, seen_customers, cfg, settings, *, now, model,
+              jumpers, in_progress, memo) -> tuple[datetime, int] | None:
+    """One waiting ticket of :func:`plan_acknowledgements`: a candidate with its deadline (returned with
+    the place it takes in the work order), or skipped with its rule (None)."""
+    subject = their_subject(r["last_subject"] or r["subject"])
+    rule = skip_rule(r, cfg, settings, now=now)
+    if rule is None and r["holder"]:
+        rule = f"held by {r['holder']}: being worked on now"
+    if rule is None and r["created_at"] is not None and now - r["created_at"] > settings.max_age:
+        rule = too_old_rule(r["created_at"], settings)
+    if rule is None and r["customer_id"] in seen_customers:
+        rule = f"one mail per customer: #{seen_customers[r['customer_id']]} in this batch"
+    if rule is not None:
+        skipped.append(Skipped(tid, r["customer"], subject, rule))
+        return None
+    spec = settings.tiers.get(r["tier"]) if r["tier"] else None
+    spec = spec or (tier_for(r["customer"], settings.tiers) if settings.tiers else None)
+    if beyond_horizon(position=here, agents=settings.agents, handling=model, hours=settings.hours,
+                      in_progress=in_progress):
+        skipped.append(Skipped(tid, r["customer"], subject, horizon_rule(here)))
+        return None
+    work = dict(agents=settings.agents, handling=model, hours=settings.hours,
+                jumpers_per_hour=0.0 if spec else jumpers, in_progress=in_progress)
+    within = quick_reply_window(r["created_at"], settings, now=now)
+    if within > timedelta(0) and answered_within(now=now, within=within, position=here, **work):
+        skipped.append(Skipped(tid, r["customer"], subject, quick_reply_rule(settings)))
+        return None
+    seen_customers[r["customer_id"]] = tid
+    deadline, landed = slotted_deadline(now=now, ahead=ahead, key_for=lambda d: key(tid, d),
+                                        minimum=settings.minimum, memo=memo,
+                                        tier_max=spec.max_response if spec else None, **work)
+    if settings.hours.business_time_between(now, deadline) > PROMISE_HORIZON_DAYS * settings.hours.day_length:
+        skipped.append(Skipped(tid, r["customer"], subject, horizon_rule(here)))  # the queue-jumpers did it
+        return None
+    candidates.append(AckCandidate(
+        ticket_id=tid, customer=r["customer"], customer_name=r["customer_name"] or "", subject=subject,
+        deadline=deadline, offset_minutes=r["date_offset_minutes"], position=landed,
+        tier=spec.name if spec else None, offset_seen_at=r.get("date_offset_seen_at"),
+    ))
+    return deadline, landed
 
 
 # -- sending the batch --------------------------------------------------------------------------

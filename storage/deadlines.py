@@ -56,7 +56,11 @@ __all__ = [
     "PROMISE_Z",
     "SKIP_Z",
     "jumper_rates",
+    "surge_jumpers",
     "Jumpers",
+    "Ahead",
+    "KEEP_Z",
+    "slotted_deadline",
     "risk_window",
     "round_up_to_hour",
     "round_into_business_hours",
@@ -761,6 +765,144 @@ def promise_deadline(
             inside = hours.is_open(down) or _at_close(down, hours)
             deadline = down if inside and _utc(down) > _utc(now) else cap
     return deadline.astimezone(hours.tz)
+
+
+# A new promise may go ahead of one already made only while that one stays honest at this quantile,
+# a little above the promise's own: squeezing every earlier promise to exactly Phi(PROMISE_Z) with what
+# is known now leaves nothing for what is not (bench/deadline_sim.py: 2.0 keeps 92% of the promises
+# made as a calm month turns busy, 2.1 keeps 99%).
+KEEP_Z = 2.1
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A ticket in the work order, as :func:`slotted_deadline` sees it.
+
+    ``key``: its place in the work order (any sortable tuple; the new ticket's is ``key_for(deadline)``);
+    ``deadline``: its promise, None when it has none; ``jumpers``: the queue-jumpers its own promise
+    counts (0 for a customer with a tier, who jumps the queue too)."""
+
+    key: tuple
+    deadline: datetime | None
+    jumpers: "Jumpers | float" = 0.0
+
+
+def slotted_deadline(
+    *,
+    now: datetime,
+    ahead: Sequence[Ahead],
+    key_for: Callable[[datetime], tuple],
+    agents: int,
+    handling: HandlingModel | timedelta,
+    hours: BusinessHours,
+    minimum: timedelta = timedelta(hours=1),
+    tier_max: timedelta | None = None,
+    jumpers_per_hour: "Jumpers | float" = 0.0,
+    in_progress: Sequence[timedelta] | None = None,
+    z: float = PROMISE_Z,
+    keep_z: float = KEEP_Z,
+    memo: dict | None = None,
+) -> tuple[datetime, int]:
+    """The earliest honest deadline for a new promise, and the place in the work order it takes.
+
+    ``ahead`` is every ticket ahead of the new one in the work order now, in that order. The work order
+    takes the nearest deadline first, so a promise is also a place in the queue: a deadline earlier than
+    some promises already made puts the ticket ahead of them, and each of those tickets then waits for
+    one more. This finds the earliest place where the new promise is itself honest
+    (:func:`promise_deadline` for that many ahead) and every promise it goes ahead of still is, with
+    the ticket's work added, at ``keep_z``. When the desk has done better than it promised, the margin
+    of the earlier promises is used for the new one instead of stacking a new margin behind them; when
+    no earlier promise can spare the time, the ticket waits behind all of them, as
+    :func:`promise_deadline` for ``len(ahead)`` would have it.
+
+    ``memo``: a dict to share between the calls of one plan (same ``now``, model, agents and tickets in
+    progress), so that a batch of promises computes each wait once.
+    """
+    if isinstance(handling, timedelta):
+        handling = HandlingModel.from_typical(handling)
+    n = len(ahead)
+    closed = _closed_time(now, hours)
+    keys = [a.key for a in ahead]
+    memo = {} if memo is None else memo
+
+    def at(position: int) -> tuple[datetime, int]:
+        d = promise_deadline(now=now, position=position, agents=agents, handling=handling, hours=hours,
+                             minimum=minimum, tier_max=tier_max, jumpers_per_hour=jumpers_per_hour,
+                             in_progress=in_progress, z=z)
+        return d, bisect.bisect_left(keys, key_for(d))
+
+    # No deadline is earlier than the one for nobody ahead: the ticket never lands before that place.
+    # From there on, the last promise that could not spare the time for one more ticket ahead of it.
+    earliest = at(0)[1]
+    first_ok = earliest
+    for j in range(n - 1, earliest - 1, -1):
+        a = ahead[j]
+        if a.deadline is None:
+            continue
+        wait_key = ("wait", j + 1, a.jumpers)
+        if wait_key not in memo:
+            memo[wait_key] = _reply_wait(j + 1, agents, handling, in_progress, _jumpers(a.jumpers), keep_z, closed)
+        left_key = ("left", a.deadline)
+        if left_key not in memo:
+            memo[left_key] = hours.business_time_between(now, a.deadline).total_seconds()
+        spare = memo[left_key] - memo[wait_key]
+        if spare < 0:
+            first_ok = j + 1
+            break
+
+    # The smallest i whose deadline lands at or after first_ok, then on until the place it lands at
+    # has no more ahead than the deadline counted.
+    lo, hi = first_ok, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if at(mid)[1] >= first_ok:
+            hi = mid
+        else:
+            lo = mid + 1
+    for i in range(lo, n + 1):
+        d, p = at(i)
+        if p <= i:
+            break
+    if p < first_ok:  # only at i == n: behind every promise and still ahead of some (as before)
+        return d, p
+    return d, p
+
+
+def surge_jumpers(
+    base: "Jumpers",
+    arrivals: Iterable[datetime],
+    *,
+    now: datetime,
+    hours: BusinessHours,
+    window: timedelta = timedelta(hours=6),
+    long_window: timedelta = timedelta(days=14),
+) -> "Jumpers":
+    """``base`` queue-jumper rates, raised while mail of every kind is arriving much faster than usual.
+
+    An outage brings a flood of mail, and the customers with a tier in it will jump the queue; their
+    own few arrivals show the flood late. ``arrivals`` are the arrival times of all recent tickets. For
+    open and closed hours apart, the rate of the last ``window`` (its lower confidence bound, the
+    count less twice its square root, so that a few mails at night are not a flood) is compared with
+    the rate over ``long_window``; the jumper rate of those hours is raised by that factor when it is
+    above 1.
+    """
+    u_now = _utc(now)
+    times = sorted(_utc(a) for a in arrivals if _utc(a) <= u_now)
+    usual = jumper_rates(times, now=now, hours=hours, windows=(long_window,))
+    recent = times[bisect.bisect_left(times, u_now - window):]
+    open_h = hours.business_time_between(u_now - window, u_now).total_seconds() / 3600
+    closed_h = window.total_seconds() / 3600 - open_h
+    n_open = sum(1 for t in recent if hours.is_open(t))
+    n_closed = len(recent) - n_open
+
+    def factor(count: int, span_hours: float, usual_rate: float) -> float:
+        if span_hours < 1 or usual_rate <= 0:
+            return 1.0
+        return max(1.0, max(count - 2 * math.sqrt(count), 0.0) / span_hours / usual_rate)
+
+    return Jumpers(base.open_per_hour * factor(n_open, open_h, usual.open_per_hour),
+                   base.closed_per_hour * factor(n_closed, closed_h, usual.closed_per_hour),
+                   base.observed)
 
 
 def _at_close(dt: datetime, hours: BusinessHours) -> bool:

@@ -344,6 +344,27 @@ def in_progress_since(conn: Connection) -> list[datetime]:
     return sorted(taken.values())
 
 
+def arrivals(conn: Connection, *, since: datetime) -> list[datetime]:
+    """When tickets from people (not automated mail) arrived: how fast mail is coming in."""
+    q = select(T.c.created_at).where(T.c.automated_reason.is_(None), T.c.created_at >= since.astimezone(timezone.utc))
+    return [as_utc(r[0]) for r in conn.execute(q)]
+
+
+def work_order_rows(conn: Connection) -> dict[int, dict]:
+    """Every queue ticket with what its place in the work order depends on (``storage.tickets.queue_order``)."""
+    q = (
+        select(T.c.id, T.c.promise_deadline, T.c.priority, C.c.tier, T.c.created_at, T.c.automated_reason)
+        .join(C, C.c.id == T.c.customer_id)
+        .where(T.c.status.in_([s.value for s in ACTIVE]))
+    )
+    out = {}
+    for r in conn.execute(q).mappings():
+        r = dict(r)
+        r["promise_deadline"], r["created_at"] = as_utc(r["promise_deadline"]), as_utc(r["created_at"])
+        out[r["id"]] = r
+    return out
+
+
 def tier_arrivals(conn: Connection, *, since: datetime) -> list[datetime]:
     """When tickets from customers with a tier arrived (they jump the queue)."""
     q = (

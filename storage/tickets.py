@@ -51,14 +51,41 @@ _PRIORITY_RANK = case(
 
 
 def queue_order(now: datetime, at_risk_margin: timedelta = timedelta(hours=2)):
-    """Promises about to break first, then priority and tier, then the nearest deadline, then age; automated
-    mail (auto-replies, bounces, lists), which take next passes over, after every ticket from a person."""
+    """Promises about to break first, the closest first; then priority and tier, then the nearest deadline,
+    then age; automated mail (auto-replies, bounces, lists), which take next passes over, after every
+    ticket from a person. (:func:`work_order_key` is the same order in Python.)"""
     automated_last = case((T.c.automated_reason.is_not(None), 1), else_=0)
-    at_risk = case((and_(T.c.promise_deadline.is_not(None), T.c.promise_deadline <= now + at_risk_margin), 0), else_=1)
-    tier_rank = case((C.c.tier.is_not(None), 0), else_=1)
+    risky = and_(T.c.promise_deadline.is_not(None), T.c.promise_deadline <= now + at_risk_margin)
+    at_risk = case((risky, 0), else_=1)
+    closest_at_risk = case((risky, T.c.promise_deadline), else_=None)  # the same (NULL) for every other ticket
+    # A tier jumps the queue, not the promises about to break: among those, two due at the same
+    # time go by priority, then age.
+    tier_rank = case((risky, 1), (C.c.tier.is_not(None), 0), else_=1)
     no_deadline_last = case((T.c.promise_deadline.is_(None), 1), else_=0)
-    return [automated_last, at_risk, _PRIORITY_RANK, tier_rank, no_deadline_last, T.c.promise_deadline,
-            T.c.created_at, T.c.id]
+    return [automated_last, at_risk, closest_at_risk, _PRIORITY_RANK, tier_rank, no_deadline_last,
+            T.c.promise_deadline, T.c.created_at, T.c.id]
+
+
+_PRIORITY_RANKS = {"urgent": 0, "high": 1, "low": 3}
+
+
+def work_order_key(row: dict, *, now: datetime, at_risk_margin: timedelta = timedelta(hours=2)) -> tuple:
+    """:func:`queue_order` for one ticket in Python (``ledger.work_order_rows``' fields, aware times):
+    tickets sorted by it come in the order take next and the queue show them."""
+    deadline, created = row.get("promise_deadline"), row.get("created_at")
+    risky = deadline is not None and deadline <= now + at_risk_margin
+    far = float("inf")
+    return (
+        1 if row.get("automated_reason") else 0,
+        0 if risky else 1,
+        deadline.timestamp() if risky else 0.0,
+        _PRIORITY_RANKS.get(row.get("priority"), 2),
+        0 if row.get("tier") and not risky else 1,
+        1 if deadline is None else 0,
+        deadline.timestamp() if deadline is not None else 0.0,
+        created.timestamp() if created is not None else far,
+        row["id"],
+    )
 
 
 def _view_filter(view: str, agent: str | None):

@@ -312,6 +312,52 @@ def test_deadlines_grow_with_the_place_in_the_work_order_and_stay_in_business_ho
         assert hours.is_open(d) or d.astimezone(hours.tz).hour == 17
 
 
+def test_a_new_customer_is_promised_into_the_time_earlier_promises_can_spare(store, cfg):
+    # Ten customers were promised Friday when the queue looked long; the desk is far ahead of that. An
+    # eleventh is promised what the desk can really do for them, not "after all ten, plus a margin",
+    # and none of the ten is promised less honestly for it.
+    for n in range(10):
+        add_ticket(store, f"Question {n}", f"c{n}@cust.example", "It stops.")
+    first = ack_all(store, cfg, now=NOW)
+    assert len(first.queued) == 10
+    with store.read() as s:
+        behind_ten = max(r["promise_deadline"] for r in ledger.waiting_rows(s.connection()))
+    tid = add_ticket(store, "Eleventh", "new@cust.example", "It stops.")
+    tight = next(c for c in plan_acknowledgements(store, cfg, now=NOW).candidates if c.ticket_id == tid)
+    assert tight.deadline >= behind_ten.astimezone(tight.deadline.tzinfo) and tight.position == 10
+
+    friday = datetime(2026, 11, 27, 16, 0, tzinfo=timezone.utc)
+    with store.write() as s:
+        s.connection().execute(text("UPDATE tickets SET promise_deadline = :d WHERE id != :t"),
+                               {"d": friday.replace(tzinfo=None), "t": tid})
+    spared = next(c for c in plan_acknowledgements(store, cfg, now=NOW).candidates if c.ticket_id == tid)
+    assert spared.position == 0 and spared.deadline < tight.deadline
+    assert spared.deadline <= NOW + 4 * H  # what one ticket of 30 minutes, with a margin, takes
+
+
+def test_take_next_goes_to_the_promise_closest_to_breaking_whatever_the_tier(store):
+    from storage.tickets import queue_ids, work_order_key
+
+    ids = {k: add_ticket(store, k, f"{k}@cust.example", "It stops.") for k in ("ann", "bob", "ceo", "dee", "eve")}
+    due = {"ann": NOW + 1 * H, "ceo": NOW + 2 * H, "bob": NOW + 2 * H, "dee": NOW + 30 * H, "eve": None}
+    with store.write() as s:
+        conn = s.connection()
+        for k, d in due.items():
+            conn.execute(text("UPDATE tickets SET promise_deadline = :d WHERE id = :t"),
+                         {"d": d and d.replace(tzinfo=None), "t": ids[k]})
+        conn.execute(text("UPDATE customers SET tier = 'premium' WHERE address IN ('ceo@cust.example', 'eve@cust.example')"))
+    with store.read() as s:
+        conn = s.connection()
+        order = queue_ids(conn, view="open", now=NOW, at_risk_margin=2 * H)
+        by_python = sorted(ledger.work_order_rows(conn).values(),
+                           key=lambda r: work_order_key(r, now=NOW, at_risk_margin=2 * H))
+    names = {v: k for k, v in ids.items()}
+    # At risk, closest first; the premium customer due at the same time as Bob, who wrote first, comes
+    # after him. Then the tier jumps the queue (Eve, unpromised), then promises by deadline.
+    assert [names[i] for i in order] == ["ann", "bob", "ceo", "eve", "dee"]
+    assert [r["id"] for r in by_python] == order
+
+
 def test_more_agents_and_a_premium_tier_give_earlier_deadlines(tmp_path):
     store = Store(str(tmp_path / "heard.db"))
     for n in range(10):

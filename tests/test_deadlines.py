@@ -26,7 +26,10 @@ from storage.deadlines import (
     promise_deadline,
     round_into_business_hours,
     round_up_to_hour,
+    slotted_deadline,
+    surge_jumpers,
     tier_for,
+    Ahead,
 )
 
 BER = ZoneInfo("Europe/Berlin")
@@ -554,3 +557,88 @@ def test_at_risk_counts_business_time_left_before_the_deadline(now, due, at_risk
     window = risk_window(now, timedelta(hours=2), XMAS)
     assert (due <= now + window) is at_risk
     assert window >= timedelta(hours=2)
+
+
+# --------------------------------------------------------------- a promise is a place in the queue
+
+SLOT_NOW = b(2026, 11, 24, 10, 0)  # Tuesday
+TEN_MIN = HandlingModel.from_typical(timedelta(minutes=10))
+
+
+def _ahead(deadlines: list[datetime | None]) -> list[Ahead]:
+    """Tickets ahead in the work order: promised ones by deadline, then unpromised ones (by age)."""
+    return [Ahead((0 if d is None else -1, d.timestamp() if d else 0.0, i), d) for i, d in enumerate(deadlines)]
+
+
+def _key(deadline: datetime) -> tuple:
+    return (-1, deadline.timestamp(), 10**6)
+
+
+def _slot(ahead):
+    return slotted_deadline(now=SLOT_NOW, ahead=ahead, key_for=_key, agents=1, handling=TEN_MIN, hours=H,
+                            minimum=timedelta(hours=1))
+
+
+def _behind(n: int) -> datetime:
+    return promise_deadline(now=SLOT_NOW, position=n, agents=1, handling=TEN_MIN, hours=H, minimum=timedelta(hours=1))
+
+
+def test_with_nobody_ahead_the_slot_is_the_plain_promise():
+    assert _slot([]) == (_behind(0), 0)
+
+
+def test_promises_with_time_to_spare_let_a_new_one_go_ahead_of_them():
+    # Twelve tickets promised for Thursday, when the desk will be done with them by this afternoon: the
+    # new customer need not be promised "after all twelve, with a margin on top".
+    ahead = _ahead([b(2026, 11, 26, 17, 0)] * 12)
+    deadline, place = _slot(ahead)
+    assert place == 0 and deadline == _behind(0) < _behind(12)
+
+
+def test_promises_that_cannot_spare_the_time_keep_their_place():
+    # Each promised exactly as honestly as the work order allows: one more ticket ahead of any of them
+    # would make it a promise heard does not believe, so the new ticket waits behind all of them.
+    tight = [_behind(i) for i in range(12)]
+    deadline, place = _slot(_ahead(tight))
+    assert place == 12 and deadline == _behind(12)
+
+
+def test_a_new_promise_goes_ahead_only_of_those_that_can_spare_the_time():
+    tight = [_behind(i) for i in range(6)]
+    loose = [b(2026, 11, 27, 17, 0)] * 6  # Friday evening: time to spare
+    deadline, place = _slot(_ahead(tight + loose))
+    assert place == 6 and deadline == _behind(6) < _behind(12)
+
+
+def test_unpromised_tickets_ahead_count_but_never_stop_a_promise():
+    # An unpromised ticket ahead (skipped by a rule) sorts after every promise: it is work ahead, nothing more.
+    deadline, place = _slot(_ahead([b(2026, 11, 26, 17, 0)] * 3 + [None] * 3))
+    assert place == 0 and deadline == _behind(0)
+
+
+def _arrivals(per_day_open: int, per_night: int, days: int, end: datetime) -> list[datetime]:
+    out = []
+    for d in range(days):
+        day = (end - timedelta(days=d + 1)).replace(hour=9, minute=0)
+        if H.is_open_day(day.date()):
+            out += [day + timedelta(minutes=480 * (i + 0.5) / per_day_open) for i in range(per_day_open)]
+        out += [day.replace(hour=20) + timedelta(minutes=600 * (i + 0.5) / per_night) for i in range(per_night)]
+    return [t for t in out if t < end]
+
+
+def test_a_flood_of_mail_raises_the_rate_of_queue_jumpers_of_those_hours():
+    sat_night = b(2026, 11, 28, 23, 0)  # Saturday, the desk closed
+    usual = _arrivals(40, 4, 14, sat_night)
+    base = Jumpers(open_per_hour=0.5, closed_per_hour=0.03, observed=40)
+    assert surge_jumpers(base, usual, now=sat_night, hours=H) == base
+    flood = usual + [sat_night - timedelta(minutes=6 * i) for i in range(1, 40)]  # 10 an hour since 19:00
+    raised = surge_jumpers(base, flood, now=sat_night, hours=H)
+    assert raised.closed_per_hour > 10 * base.closed_per_hour and raised.open_per_hour == base.open_per_hour
+
+
+def test_a_few_mails_at_night_are_not_a_flood():
+    night = b(2026, 11, 25, 23, 0)
+    usual = _arrivals(40, 4, 14, night)
+    base = Jumpers(open_per_hour=0.5, closed_per_hour=0.03, observed=40)
+    few = usual + [night - timedelta(minutes=40 * i) for i in range(1, 4)]
+    assert surge_jumpers(base, few, now=night, hours=H) == base
