@@ -104,6 +104,8 @@ class MessageConverter:
             # here, in the parsing process, to keep it off the storing thread.
             vague_reason=None if outgoing or auto else vague_reason(pm.subject, pm.text),
             auto_submitted=outgoing and pm.headers.get("auto-submitted", "no").lower() not in ("", "no"),
+            reports=[] if outgoing else pm.reported_ids,
+            undelivered=pm.report_failed,
         )
 
 

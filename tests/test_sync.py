@@ -415,6 +415,62 @@ def test_customer_reply_reopens_a_solved_ticket(imap, tmp_path, capsys):
     assert t["events"][-1]["kind"] == "status" and t["events"][-1]["reason"].startswith("the customer replied")
 
 
+def bounce(n: int, of: str, *, action: str = "failed", part: str = "text/rfc822-headers") -> bytes:
+    """A Postfix-style bounce of our mail ``of``: no In-Reply-To, no ticket tag, the id only in its third part."""
+    return (
+        f"From: Mail Delivery System <MAILER-DAEMON@mx.cust.example>\r\nTo: {SUPPORT}\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce{n}@mx.cust.example>\r\n"
+        f"Date: Tue, 24 Nov 2026 09:00:00 +0100\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        f"--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered to ann@cust.example.\r\n"
+        f"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.cust.example\r\n\r\n"
+        f"Final-Recipient: rfc822; ann@cust.example\r\nAction: {action}\r\nStatus: 5.1.1\r\n"
+        f"--B\r\nContent-Type: {part}\r\n\r\nFrom: Ana <{SUPPORT}>\r\nTo: ann@cust.example\r\n"
+        f"Message-ID: <{of}>\r\nSubject: Re: Export to CSV fails [#1]\r\n"
+        + ("\r\nThe answer.\r\n" if part == "message/rfc822" else "") + "--B--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("part", ["text/rfc822-headers", "message/rfc822"])
+def test_a_bounce_of_our_reply_joins_its_ticket_and_reopens_it(dovecot_server, tmp_path, capsys, part):
+    # A bounce names the mail it returns only in its attached headers: it became a ticket of its own
+    # among the automated mail, and the ticket waited on a customer who never got our answer.
+    dovecot_server.append([mail(1)])
+    cfg = write_config(tmp_path, dovecot_server)
+    heard(cfg, "sync", capsys=capsys)
+    body = tmp_path / "reply.txt"
+    body.write_text("I found the cause: the export now goes past row 1000.\n")
+    code, out, err = heard(cfg, "reply", "1", "--body-file", str(body), "--no-send", capsys=capsys)
+    assert code == 0, err
+    ours = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])["messages"][-1]["message_id"]
+    dovecot_server.append([bounce(1, ours, part=part), bounce(2, ours, action="delayed", part=part)])
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0 and "0 tickets created, 1 tickets updated" in out, out + err
+    t = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert t["message_count"] == 4
+    assert [m["thread_reason"] for m in t["messages"]].count(f"delivery report about <{ours}>") == 2
+    assert t["status"] == "open"
+    assert t["events"][-1]["reason"].startswith("a delivery report says our mail was not delivered")
+    assert heard(cfg, "tickets", capsys=capsys)[1].count("\n") == 1  # no ticket of its own
+
+
+def test_a_delivery_delay_joins_our_replys_ticket_and_leaves_it_waiting(dovecot_server, tmp_path, capsys):
+    dovecot_server.append([mail(1)])
+    cfg = write_config(tmp_path, dovecot_server)
+    heard(cfg, "sync", capsys=capsys)
+    body = tmp_path / "reply.txt"
+    body.write_text("I found the cause: the export now goes past row 1000.\n")
+    heard(cfg, "reply", "1", "--body-file", str(body), "--no-send", capsys=capsys)
+    ours = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])["messages"][-1]["message_id"]
+    dovecot_server.append([bounce(1, ours, action="delayed"), bounce(2, "someone-else@mx.other.example")])
+    heard(cfg, "sync", capsys=capsys)
+    t = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert t["message_count"] == 3 and t["status"] == "pending"
+    # A bounce of mail we never sent (backscatter) is still a ticket of its own, among the automated mail.
+    tickets = json.loads(heard(cfg, "tickets", "--status", "all", "--json", capsys=capsys)[1])
+    assert len(tickets) == 2 and tickets[-1]["automated_reason"]
+
+
 def test_a_strangers_ticket_tag_starts_a_new_ticket_instead_of_joining_another_customers(
         pymap_server, database, tmp_path, capsys):
     # Ticket numbers count up from 1: a phishing mail titled "Overdue invoice [#1]" joined customer #1's
