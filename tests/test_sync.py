@@ -153,6 +153,27 @@ def test_a_mail_dated_years_ahead_is_dated_by_its_arrival_and_flagged(pymap_serv
         "Date header in the future (2100-01-01 08:00 UTC): the arrival time is used"]
 
 
+def test_zalgo_text_reaches_the_terminal_with_a_few_marks_on_each_letter(dovecot_server, tmp_path, capsys):
+    # Thousands of combining marks on one letter take no cell of their own, so every width check let
+    # them through: `heard tickets` printed a line of 3,000 characters, a column of ink over the rows
+    # around it, and the ticket's text the same.
+    zalgo = "Z" + "\u0336\u0301" * 3000
+    raw = mail(1, f"Invoice {zalgo} wrong", body=f"Hello {zalgo} here\r\n").replace(
+        b"Ann Example", f"{zalgo} Ann".encode())
+    dovecot_server.append([raw, mail(2, "Ordinary")])
+    cfg = write_config(tmp_path, dovecot_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    for args in (["tickets"], ["search", "invoice"], ["show", "1"]):
+        code, out, _ = heard(cfg, *args, capsys=capsys)
+        assert code == 0 and "Z\u0336\u0301\u0336\u0301H" not in out
+        assert max(len(line) for line in out.splitlines()) < 200, args
+        assert "Z\u0336\u0301\u0336\u0301 " in out or "Z\u0336\u0301\u0336\u0301…" in out, args
+    assert "Hello Z\u0336\u0301\u0336\u0301 here" in heard(cfg, "show", "1", capsys=capsys)[1]
+    # The mail itself is kept as it came.
+    t = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert zalgo in t["subject"] and zalgo in t["messages"][0]["text"]
+
+
 def test_show_never_prints_an_escape_sequence_hidden_in_an_attachments_type(pymap_server, tmp_path, capsys):
     # "\x1b[8m" hides whatever the terminal prints after it; the type used to reach the terminal as it came.
     body = ("--B\r\nContent-Type: text/plain\r\n\r\nsee the file\r\n--B\r\n"
