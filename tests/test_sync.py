@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,32 @@ def test_zalgo_text_reaches_the_terminal_with_a_few_marks_on_each_letter(dovecot
     # The mail itself is kept as it came.
     t = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
     assert zalgo in t["subject"] and zalgo in t["messages"][0]["text"]
+
+
+def test_a_mail_dated_1970_is_dated_by_its_arrival_and_flagged(dovecot_server, tmp_path, capsys):
+    # A clock reset to the epoch (a flat battery) dated the ticket 1970: it went first in the queue as
+    # the oldest, and the acknowledgement passed over it as "over max_age old".
+    dovecot_server.append([mail(1, "Flat battery", date="Thu, 01 Jan 1970 00:00:00 +0000"),
+                           mail(2, "Sensible date", sender="bo@cust.example",
+                                date=format_datetime(datetime.now(timezone.utc) - timedelta(hours=2)))])
+    cfg = write_config(tmp_path, dovecot_server)
+    before = datetime.now(timezone.utc) - timedelta(minutes=5)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    tickets = json.loads(heard(cfg, "tickets", "--json", capsys=capsys)[1])
+    assert [t["subject"] for t in tickets] == ["Sensible date", "Flat battery"]
+    created = datetime.fromisoformat(tickets[1]["created_at"].replace("Z", "+00:00"))
+    assert before <= created <= datetime.now(timezone.utc) + timedelta(minutes=5) and tickets[1]["flagged"]
+    t = json.loads(heard(cfg, "show", str(tickets[1]["id"]), "--json", capsys=capsys)[1])
+    assert t["messages"][0]["defects"] == [
+        "Date header 1970-01-01 is over a year before the mail arrived: the arrival time is used"]
+    # An old mail that arrived long ago keeps its date (a mailbox copied with its arrival times).
+    old = mail(3, "Old but true", sender="cy@cust.example", date="Mon, 2 Jan 2017 09:00:00 +0000")
+    client = dovecot_server.connect()
+    client.append("INBOX", old, msg_time=datetime(2017, 1, 2, 9, 5, tzinfo=timezone.utc))
+    client.logout()
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    t = json.loads(heard(cfg, "search", "--json", "old", "true", capsys=capsys)[1])[0]
+    assert t["created_at"] == "2017-01-02T09:00:00Z" and not t["flagged"]
 
 
 def test_show_never_prints_an_escape_sequence_hidden_in_an_attachments_type(pymap_server, tmp_path, capsys):
