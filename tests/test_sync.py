@@ -519,6 +519,26 @@ def test_a_delivery_delay_joins_our_replys_ticket_and_leaves_it_waiting(dovecot_
     assert len(tickets) == 2 and tickets[-1]["automated_reason"]
 
 
+def test_a_reply_to_mail_without_a_sender_or_from_ourselves_is_refused_in_one_line(dovecot_server, tmp_path, capsys):
+    # No From: the reply was addressed to "(unknown sender)" and refused as "not an email address", with no
+    # word of what to do. From our own address (spoofed): the reply went to the support inbox itself.
+    dovecot_server.append([
+        b"To: support@heard.example\r\nSubject: no sender\r\nMessage-ID: <nf@cust.example>\r\n\r\nhelp\r\n",
+        mail(2, "Please wire the refund", sender=SUPPORT),
+    ])
+    cfg = write_config(tmp_path, dovecot_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    body = tmp_path / "reply.txt"
+    body.write_text("Here is what I found.\n")
+    code, out, err = heard(cfg, "reply", "1", "--body-file", str(body), "--no-send", capsys=capsys)
+    assert code != 0 and err.count("\n") == 1
+    assert "#1 has no sender address to answer" in err and "solve it with a reason" in err
+    code, out, err = heard(cfg, "reply", "2", "--body-file", str(body), "--no-send", capsys=capsys)
+    assert code != 0 and err.count("\n") == 1
+    assert f"claims to come from our own address {SUPPORT}" in err
+    assert heard(cfg, "outbox", capsys=capsys)[1] == "nothing queued, sending, failed or unknown\n"
+
+
 def test_a_strangers_ticket_tag_starts_a_new_ticket_instead_of_joining_another_customers(
         pymap_server, database, tmp_path, capsys):
     # Ticket numbers count up from 1: a phishing mail titled "Overdue invoice [#1]" joined customer #1's
