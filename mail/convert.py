@@ -26,6 +26,7 @@ from storage.records import CHECK_MAIL_RULE, NewMessage, utcnow
 
 
 FUTURE_SKEW = timedelta(days=1)  # a Date header further ahead than this is a wrong clock, not a time zone
+PAST_SKEW = timedelta(days=365)  # a Date header this long before the arrival (INTERNALDATE) is a wrong clock too
 
 
 class MessageConverter:
@@ -58,7 +59,14 @@ class MessageConverter:
                 # it would sort as the newest forever and never count as waiting. The arrival time stands in.
                 pm.defects.append(f"Date header in the future ({pm.date:%Y-%m-%d %H:%M} UTC): the arrival time is used")
                 pm.date = None
-            m = self.convert(raw, pm, internal_date=_internal_date(idate) if pm.date is None else None)
+            arrived = _internal_date(idate)
+            if pm.date is not None and arrived is not None and pm.date < arrived - PAST_SKEW:
+                # A clock reset to 1970 (a flat battery) dated the ticket decades back: first in the queue
+                # by age, and never acknowledged ("over max_age old"). The arrival time stands in.
+                pm.defects.append(f"Date header {pm.date:%Y-%m-%d} is over a year before the mail arrived: "
+                                  f"the arrival time is used")
+                pm.date = None
+            m = self.convert(raw, pm, internal_date=arrived if pm.date is None else None)
             m.uid = uid
             out.append((m, list(pm.in_reply_to), list(pm.references)))
         return out
@@ -104,6 +112,8 @@ class MessageConverter:
             # here, in the parsing process, to keep it off the storing thread.
             vague_reason=None if outgoing or auto else vague_reason(pm.subject, pm.text),
             auto_submitted=outgoing and pm.headers.get("auto-submitted", "no").lower() not in ("", "no"),
+            reports=[] if outgoing else pm.reported_ids,
+            undelivered=pm.report_failed,
         )
 
 

@@ -55,6 +55,10 @@ class ParsedMessage:
     html_only: bool = False
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)  # non-empty: flag the message
+    # A delivery report (multipart/report): the Message-IDs of the mail it reports on (from its
+    # text/rfc822-headers or message/rfc822 part), and whether it says a delivery failed.
+    reported_ids: list[str] = field(default_factory=list)
+    report_failed: bool = False
 
 
 # Limits that keep hostile input cheap. Going over one is a defect, never an error.
@@ -161,6 +165,8 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
     pm.content_type = ctype
     state = _State(defects, pm.attachments)
     text, is_html = _walk(state, h, ctype, params, buf, start, len(buf), 0, None)
+    pm.reported_ids = state.reported
+    pm.report_failed = state.failed
     if text is not None:
         if is_html:
             from mail.html import html_to_text
@@ -177,13 +183,15 @@ _ASCII_SPACE = frozenset((b"", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"))  # 
 
 
 class _State:
-    __slots__ = ("defects", "attachments", "parts", "stopped")
+    __slots__ = ("defects", "attachments", "parts", "stopped", "reported", "failed")
 
     def __init__(self, defects: list[str], attachments: list[Attachment]):
         self.defects = defects
         self.attachments = attachments
         self.parts = 0
         self.stopped = False
+        self.reported: list[str] = []  # Message-IDs a delivery report is about
+        self.failed = False  # a delivery report with "Action: failed"
 
 
 def _split_head(raw: bytes) -> tuple[bytes, bytes]:
@@ -349,8 +357,12 @@ def _walk(
         return _combine(ctype, results)
 
     disp, dparams = _disposition(h.get("content-disposition"))
+    if parent == "multipart/report" and ctype in _REPORTED_MAIL:
+        _note_reported(st, buf, start, end)
     if ctype in ("message/delivery-status", "message/global-delivery-status", "message/disposition-notification"):
         # The machine-readable half of a report: useful to read, short, ASCII.
+        if _ACTION_FAILED.search(buf, start, min(end, start + 65536)):
+            st.failed = True
         return _leaf_text(st, "text/plain", params, h, buf, start, end)
     if ctype == "text/rfc822-headers" and parent == "multipart/report":
         return None, False
@@ -362,6 +374,20 @@ def _walk(
     st.attachments.append(Attachment(fname or _unnamed(ctype, buf[start : min(end, start + 65536)]), ctype,
                                      _encoded_size(h, buf, start, end)))
     return None, False
+
+
+# The part of a delivery report that carries the reported mail (or its headers).
+_REPORTED_MAIL = ("text/rfc822-headers", "message/rfc822", "message/global", "message/global-headers")
+_ACTION_FAILED = re.compile(rb"(?im)^action:[ \t]*failed\b")
+
+
+def _note_reported(st: _State, buf: bytes, start: int, end: int) -> None:
+    """Record the Message-ID of the mail a delivery report is about: the bounce of a reply we sent
+    names it only there (no In-Reply-To, no ticket tag), so it can join that reply's ticket."""
+    head = _split_head_at(buf, start, min(end, start + 65536))[0]
+    mid = _parse_headers(_decode_head(head, []))[0].get("message-id")
+    if mid:
+        st.reported.extend(i for i in _ids(mid)[:1] if i not in st.reported)
 
 
 # Part headers repeat from message to message ("Content-Type: text/plain;

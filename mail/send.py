@@ -121,6 +121,12 @@ def queue_message(
     elif any(k.lower() == "auto-submitted" for k in headers):
         raise ComposeError("a reply written by a person is not automatic mail: no Auto-Submitted header")
     name, addr = to or (ctx.customer_name, ctx.customer_address)
+    if "@" not in (addr or ""):  # the ticket's mail came without a From ("(unknown sender)")
+        raise ComposeError(f"#{ticket_id} has no sender address to answer (its mail came without a usable From): "
+                           f"solve it with a reason, or write to the customer from your mail client")
+    if addr.lower() in cfg.own_addresses:
+        raise ComposeError(f"#{ticket_id}'s mail claims to come from our own address {addr}: a reply would only "
+                           f"reach the support inbox; solve it with a reason instead")
     message_id = new_message_id(cfg.own_domain)
     subj = subject if subject is not None else reply_subject(ctx.subject, ticket_id)
     irt = in_reply_to if in_reply_to is not None else ctx.in_reply_to

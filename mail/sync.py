@@ -81,6 +81,7 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
         for m, irt, refs in items:
             ids.extend(irt)
             ids.extend(refs)
+            ids.extend(m.reports)
         ing.prefetch(ids, [m.content_hash for m, _, _ in items], tags, [m.from_addr for m, _, _ in items])
         ing.prefetch_sent_parents(ids)
         for m, irt, refs in items:
@@ -97,6 +98,7 @@ def ingest_batch(store: Store, converter: MessageConverter, items: list[tuple[Ne
                 # A copy of our own mail (sent to the support address) may carry any ticket's tag.
                 sender=m.from_addr,
                 ticket_people=None if m.direction == "out" else ing.ticket_people,
+                reports=m.reports,
             )
             ing.add(m, tid, reason)
         ing.flush()

@@ -56,6 +56,7 @@ def thread_decision(
     sent_parents: Callable[[str], Sequence[str]] = lambda mid: (),
     sender: str | None = None,
     ticket_people: Callable[[int], Collection[str]] | None = None,
+    reports: Sequence[str] = (),
 ) -> tuple[int | None, str]:
     """(ticket id or None for a new ticket, the reason it joined).
 
@@ -68,6 +69,9 @@ def thread_decision(
     ``sent_parents`` gives, for a message in our Sent folder that heard did not
     send itself (webmail, another client), the ids it replied to: a customer
     whose client sets only In-Reply-To to that message still joins the ticket.
+
+    ``reports`` are the Message-IDs a delivery report (a bounce, a read receipt) is about: a bounce of
+    our reply names it only in its attached headers, and belongs in that reply's ticket.
     """
     for mid in in_reply_to:
         tid = ticket_for_message_id(mid)
@@ -82,6 +86,10 @@ def thread_decision(
             tid = ticket_for_message_id(parent)
             if tid is not None:
                 return tid, f"In-Reply-To <{mid}>, our sent reply to <{parent}>"
+    for mid in reports:
+        tid = ticket_for_message_id(mid)
+        if tid is not None:
+            return tid, f"delivery report about <{mid}>"
     tag = subject_tag(subject)
     if tag is not None and ticket_exists(tag):
         if ticket_people is None:

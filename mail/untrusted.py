@@ -5,8 +5,10 @@ reach the screen every terminal control is removed: ANSI / ECMA-48 escape
 sequences are dropped whole (so an OSC 8 hyperlink loses its hidden URL, not
 only its ESC byte), as are C0 controls other than tab and newline, DEL, C1
 controls and the bidirectional overrides that can make ``invoice\\u202efdp.exe``
-look like ``invoiceexe.pdf``. Everything else in Unicode (accents, CJK, emoji,
-joiners) is kept.
+look like ``invoiceexe.pdf``. A flood of combining marks ("Zalgo" text: hundreds
+of accents stacked on one letter, drawn over the lines above and below it) is
+cut to MAX_MARKS marks on each character, as is a run of zero-width spaces and
+joiners. Everything else in Unicode (accents, CJK, emoji, joiners) is kept.
 
 Markup is *not* this module's business: ``[b]bold[/b]`` passes through
 unchanged. The TUI must still render these strings with ``markup=False`` /
@@ -20,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["safe_text", "safe_line", "safe_filename", "DEFAULT_FILENAME", "MAX_FILENAME_BYTES"]
+__all__ = ["safe_text", "safe_line", "safe_filename", "DEFAULT_FILENAME", "MAX_FILENAME_BYTES", "MAX_MARKS"]
 
 DEFAULT_FILENAME = "attachment"
 MAX_FILENAME_BYTES = 200
@@ -53,6 +55,31 @@ _BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u206
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f" + _BIDI + "]")
 _NEWLINES = re.compile("\r\n?|[\u2028\u2029\x85]")
 
+MAX_MARKS = 4  # combining marks kept on one character: real text needs at most about 3 (pointed Hebrew)
+_ZERO_WIDTH = "\u200b-\u200d\u2060-\u2064\ufeff"
+_marks: re.Pattern[str] | None = None
+
+
+def _mark_run() -> re.Pattern[str]:
+    """A run of more than MAX_MARKS combining marks (categories Mn, Me) or zero-width characters.
+
+    Built on first use from the Unicode database (the Basic Multilingual Plane's marks, where every
+    script's accents and Zalgo generators' marks are: a class that stays in it is matched by a
+    bitmap, several times faster), about 10 ms, and only for text that is not ASCII."""
+    global _marks
+    if _marks is None:
+        ranges, start = [], None
+        for cp in range(0x300, 0x10001):
+            mark = cp < 0x10000 and unicodedata.category(chr(cp)) in ("Mn", "Me")
+            if mark and start is None:
+                start = cp
+            elif not mark and start is not None:
+                ranges.append(f"{chr(start)}-{chr(cp - 1)}" if cp - 1 > start else chr(start))
+                start = None
+        cls = "[" + "".join(ranges) + _ZERO_WIDTH + "]"
+        _marks = re.compile(f"({cls}{{{MAX_MARKS}}}){cls}+")
+    return _marks
+
 
 def safe_text(s: str) -> str:
     """Text with every terminal control removed; tab and newline kept.
@@ -64,6 +91,8 @@ def safe_text(s: str) -> str:
         return ""
     s = _ESCAPES.sub("", s)
     s = _NEWLINES.sub("\n", s)
+    if not s.isascii():
+        s = _mark_run().sub(r"\1", s)
     return _CONTROLS.sub("", s)
 
 

@@ -206,6 +206,11 @@ class Ingest:
                 state.last_customer_at = m.date
             if not state.created and customer_reply_reopens(state.status):
                 state.reopen_reason = f"the customer replied ({m.from_addr}, {m.date:%Y-%m-%d %H:%M} UTC)"
+        elif m.undelivered and thread_reason.startswith("delivery report") and customer_reply_reopens(state.status):
+            # Our mail never reached them: waiting on their answer (or closing the ticket) would wait forever.
+            state.reopen_reason = state.reopen_reason or (
+                f"a delivery report says our mail was not delivered ({m.from_addr}, {m.date:%Y-%m-%d %H:%M} UTC)"
+            )
         elif (m.direction == "out" and m.folder is not None and not (m.auto_submitted or m.automated_reason)
               and state.status == Status.NEW.value and (not state.created or state.count > 1)):
             # A person answered from another mail client (found in its Sent folder, or a copy sent to the

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,6 +70,9 @@ class NewMessage:
     vague_reason: str | None = None
     tier: str | None = None
     auto_submitted: bool = False  # our own mail sent by a program (an acknowledgement), not by a person
+    # A delivery report: the Message-IDs of the mail it reports on, and whether it says delivery failed.
+    reports: list[str] = field(default_factory=list)
+    undelivered: bool = False
     # Where it came from; None for our own outgoing mail.
     folder: str | None = None
     uidvalidity: int | None = None

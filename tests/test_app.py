@@ -1060,6 +1060,32 @@ async def test_a_pasted_log_of_50000_lines_opens_at_once_and_v_reads_it_whole(st
         assert isinstance(app.screen, ReaderScreen) and "Short question." in screen_text(app)
 
 
+@pilot_test
+async def test_a_subject_of_100000_characters_leaves_the_ticket_screen_room_for_the_mail(store):
+    # The header printed the whole subject: 850 rows of it, and neither the customer nor the mail showed.
+    from tui.reader import ReaderScreen
+
+    subject = "Refund please " + "A" * 100_000 + " END"
+    (tid,) = seed(store, [(subject, "ann@cust.example", "Ann Lee", 3, "The body of the mail.", {})])
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_ticket(tid)
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Refund please" in text and "AAAA…" in text and " END" not in text
+        assert "Ann Lee <ann@cust.example>" in text and "The body of the mail." in text
+        # Two rows of subject (three when the cut word wraps), the customer's line, the rule.
+        assert app.screen.query_one("#ticket-summary").outer_size.height <= 5
+        await pilot.press("v")
+        await settle(pilot)
+        assert isinstance(app.screen, ReaderScreen)
+        await pilot.press("g")
+        await pilot.pause()
+        assert "Subject\n" in screen_text(app)  # the reader has it whole, first
+        assert subject in app.screen.lines
+
+
 @pytest.mark.parametrize("line, width, rows", [
     ("short", 10, ["short"]),
     ("connection reset by peer", 10, ["connection", "reset by", "peer"]),

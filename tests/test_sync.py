@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,53 @@ def test_a_mail_dated_years_ahead_is_dated_by_its_arrival_and_flagged(pymap_serv
     code, out, _ = heard(cfg, "show", str(wrong_clock["id"]), "--json", capsys=capsys)
     assert json.loads(out)["messages"][0]["defects"] == [
         "Date header in the future (2100-01-01 08:00 UTC): the arrival time is used"]
+
+
+def test_zalgo_text_reaches_the_terminal_with_a_few_marks_on_each_letter(dovecot_server, tmp_path, capsys):
+    # Thousands of combining marks on one letter take no cell of their own, so every width check let
+    # them through: `heard tickets` printed a line of 3,000 characters, a column of ink over the rows
+    # around it, and the ticket's text the same.
+    zalgo = "Z" + "\u0336\u0301" * 3000
+    raw = mail(1, f"Invoice {zalgo} wrong", body=f"Hello {zalgo} here\r\n").replace(
+        b"Ann Example", f"{zalgo} Ann".encode())
+    dovecot_server.append([raw, mail(2, "Ordinary")])
+    cfg = write_config(tmp_path, dovecot_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    for args in (["tickets"], ["search", "invoice"], ["show", "1"]):
+        code, out, _ = heard(cfg, *args, capsys=capsys)
+        assert code == 0 and "Z\u0336\u0301\u0336\u0301H" not in out
+        assert max(len(line) for line in out.splitlines()) < 200, args
+        assert "Z\u0336\u0301\u0336\u0301 " in out or "Z\u0336\u0301\u0336\u0301…" in out, args
+    assert "Hello Z\u0336\u0301\u0336\u0301 here" in heard(cfg, "show", "1", capsys=capsys)[1]
+    # The mail itself is kept as it came.
+    t = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert zalgo in t["subject"] and zalgo in t["messages"][0]["text"]
+
+
+def test_a_mail_dated_1970_is_dated_by_its_arrival_and_flagged(dovecot_server, tmp_path, capsys):
+    # A clock reset to the epoch (a flat battery) dated the ticket 1970: it went first in the queue as
+    # the oldest, and the acknowledgement passed over it as "over max_age old".
+    dovecot_server.append([mail(1, "Flat battery", date="Thu, 01 Jan 1970 00:00:00 +0000"),
+                           mail(2, "Sensible date", sender="bo@cust.example",
+                                date=format_datetime(datetime.now(timezone.utc) - timedelta(hours=2)))])
+    cfg = write_config(tmp_path, dovecot_server)
+    before = datetime.now(timezone.utc) - timedelta(minutes=5)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    tickets = json.loads(heard(cfg, "tickets", "--json", capsys=capsys)[1])
+    assert [t["subject"] for t in tickets] == ["Sensible date", "Flat battery"]
+    created = datetime.fromisoformat(tickets[1]["created_at"].replace("Z", "+00:00"))
+    assert before <= created <= datetime.now(timezone.utc) + timedelta(minutes=5) and tickets[1]["flagged"]
+    t = json.loads(heard(cfg, "show", str(tickets[1]["id"]), "--json", capsys=capsys)[1])
+    assert t["messages"][0]["defects"] == [
+        "Date header 1970-01-01 is over a year before the mail arrived: the arrival time is used"]
+    # An old mail that arrived long ago keeps its date (a mailbox copied with its arrival times).
+    old = mail(3, "Old but true", sender="cy@cust.example", date="Mon, 2 Jan 2017 09:00:00 +0000")
+    client = dovecot_server.connect()
+    client.append("INBOX", old, msg_time=datetime(2017, 1, 2, 9, 5, tzinfo=timezone.utc))
+    client.logout()
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    t = json.loads(heard(cfg, "search", "--json", "old", "true", capsys=capsys)[1])[0]
+    assert t["created_at"] == "2017-01-02T09:00:00Z" and not t["flagged"]
 
 
 def test_show_never_prints_an_escape_sequence_hidden_in_an_attachments_type(pymap_server, tmp_path, capsys):
@@ -413,6 +461,82 @@ def test_customer_reply_reopens_a_solved_ticket(imap, tmp_path, capsys):
     t = json.loads(out)
     assert t["status"] == "open"
     assert t["events"][-1]["kind"] == "status" and t["events"][-1]["reason"].startswith("the customer replied")
+
+
+def bounce(n: int, of: str, *, action: str = "failed", part: str = "text/rfc822-headers") -> bytes:
+    """A Postfix-style bounce of our mail ``of``: no In-Reply-To, no ticket tag, the id only in its third part."""
+    return (
+        f"From: Mail Delivery System <MAILER-DAEMON@mx.cust.example>\r\nTo: {SUPPORT}\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce{n}@mx.cust.example>\r\n"
+        f"Date: Tue, 24 Nov 2026 09:00:00 +0100\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        f"--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered to ann@cust.example.\r\n"
+        f"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.cust.example\r\n\r\n"
+        f"Final-Recipient: rfc822; ann@cust.example\r\nAction: {action}\r\nStatus: 5.1.1\r\n"
+        f"--B\r\nContent-Type: {part}\r\n\r\nFrom: Ana <{SUPPORT}>\r\nTo: ann@cust.example\r\n"
+        f"Message-ID: <{of}>\r\nSubject: Re: Export to CSV fails [#1]\r\n"
+        + ("\r\nThe answer.\r\n" if part == "message/rfc822" else "") + "--B--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("part", ["text/rfc822-headers", "message/rfc822"])
+def test_a_bounce_of_our_reply_joins_its_ticket_and_reopens_it(dovecot_server, tmp_path, capsys, part):
+    # A bounce names the mail it returns only in its attached headers: it became a ticket of its own
+    # among the automated mail, and the ticket waited on a customer who never got our answer.
+    dovecot_server.append([mail(1)])
+    cfg = write_config(tmp_path, dovecot_server)
+    heard(cfg, "sync", capsys=capsys)
+    body = tmp_path / "reply.txt"
+    body.write_text("I found the cause: the export now goes past row 1000.\n")
+    code, out, err = heard(cfg, "reply", "1", "--body-file", str(body), "--no-send", capsys=capsys)
+    assert code == 0, err
+    ours = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])["messages"][-1]["message_id"]
+    dovecot_server.append([bounce(1, ours, part=part), bounce(2, ours, action="delayed", part=part)])
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 0 and "0 tickets created, 1 tickets updated" in out, out + err
+    t = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert t["message_count"] == 4
+    assert [m["thread_reason"] for m in t["messages"]].count(f"delivery report about <{ours}>") == 2
+    assert t["status"] == "open"
+    assert t["events"][-1]["reason"].startswith("a delivery report says our mail was not delivered")
+    assert heard(cfg, "tickets", capsys=capsys)[1].count("\n") == 1  # no ticket of its own
+
+
+def test_a_delivery_delay_joins_our_replys_ticket_and_leaves_it_waiting(dovecot_server, tmp_path, capsys):
+    dovecot_server.append([mail(1)])
+    cfg = write_config(tmp_path, dovecot_server)
+    heard(cfg, "sync", capsys=capsys)
+    body = tmp_path / "reply.txt"
+    body.write_text("I found the cause: the export now goes past row 1000.\n")
+    heard(cfg, "reply", "1", "--body-file", str(body), "--no-send", capsys=capsys)
+    ours = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])["messages"][-1]["message_id"]
+    dovecot_server.append([bounce(1, ours, action="delayed"), bounce(2, "someone-else@mx.other.example")])
+    heard(cfg, "sync", capsys=capsys)
+    t = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert t["message_count"] == 3 and t["status"] == "pending"
+    # A bounce of mail we never sent (backscatter) is still a ticket of its own, among the automated mail.
+    tickets = json.loads(heard(cfg, "tickets", "--status", "all", "--json", capsys=capsys)[1])
+    assert len(tickets) == 2 and tickets[-1]["automated_reason"]
+
+
+def test_a_reply_to_mail_without_a_sender_or_from_ourselves_is_refused_in_one_line(dovecot_server, tmp_path, capsys):
+    # No From: the reply was addressed to "(unknown sender)" and refused as "not an email address", with no
+    # word of what to do. From our own address (spoofed): the reply went to the support inbox itself.
+    dovecot_server.append([
+        b"To: support@heard.example\r\nSubject: no sender\r\nMessage-ID: <nf@cust.example>\r\n\r\nhelp\r\n",
+        mail(2, "Please wire the refund", sender=SUPPORT),
+    ])
+    cfg = write_config(tmp_path, dovecot_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    body = tmp_path / "reply.txt"
+    body.write_text("Here is what I found.\n")
+    code, out, err = heard(cfg, "reply", "1", "--body-file", str(body), "--no-send", capsys=capsys)
+    assert code != 0 and err.count("\n") == 1
+    assert "#1 has no sender address to answer" in err and "solve it with a reason" in err
+    code, out, err = heard(cfg, "reply", "2", "--body-file", str(body), "--no-send", capsys=capsys)
+    assert code != 0 and err.count("\n") == 1
+    assert f"claims to come from our own address {SUPPORT}" in err
+    assert heard(cfg, "outbox", capsys=capsys)[1] == "nothing queued, sending, failed or unknown\n"
 
 
 def test_a_strangers_ticket_tag_starts_a_new_ticket_instead_of_joining_another_customers(

@@ -1,6 +1,8 @@
 import pytest
 
-from mail.untrusted import MAX_FILENAME_BYTES, safe_filename, safe_line, safe_text
+import unicodedata
+
+from mail.untrusted import MAX_FILENAME_BYTES, MAX_MARKS, safe_filename, safe_line, safe_text
 
 SAFE_TEXT_CASES = [
     # (input, expected) - hostile sequences go whole
@@ -170,3 +172,38 @@ def test_hostile_input_stays_linear(hostile):
     out = safe_text(hostile)
     assert "\x1b" not in out and "\x9d" not in out and "\x9b" not in out
     assert safe_filename(hostile)
+
+
+def _longest_mark_run(text: str) -> int:
+    run = longest = 0
+    for ch in text:
+        run = run + 1 if unicodedata.category(ch) in ("Mn", "Me") or ch in "\u200b\u200c\u200d\u2060\ufeff" else 0
+        longest = max(longest, run)
+    return longest
+
+
+@pytest.mark.parametrize("flood", [
+    "Z" + "\u0301\u0336\u0334" * 20_000,  # one letter, 60,000 accents: a column of ink through the screen
+    "".join(ch + "\u0310\u0352\u0357\u0346\u035b\u0313\u0300\u036a\u0315\u0321" for ch in "HELP ME"),  # Zalgo
+    "\u05d0" + "\u05b8\u0591" * 500,  # Hebrew marks
+    "\u0e01" + "\u0e49" * 1000,  # Thai tone marks
+    "invisible" + "\u200b" * 10_000 + "\u200d\ufeff" * 1000 + "end",
+])
+def test_a_flood_of_combining_marks_is_cut_to_a_few_on_each_letter(flood):
+    out = safe_text(flood)
+    assert _longest_mark_run(out) == MAX_MARKS
+    # The letters themselves stay.
+    assert [c for c in out if not unicodedata.combining(c) and unicodedata.category(c) not in ("Mn", "Me", "Cf")] == [
+        c for c in flood if not unicodedata.combining(c) and unicodedata.category(c) not in ("Mn", "Me", "Cf")]
+    assert _longest_mark_run(safe_line(flood)) == MAX_MARKS
+
+
+@pytest.mark.parametrize("text", [
+    "Vi\u1ec7t Nam, Vie\u0323\u0302t Nam",  # Vietnamese, composed and decomposed (two marks)
+    "\u05d1\u05bc\u05b0\u0591\u05d3",  # pointed Hebrew with a cantillation mark (three)
+    "\u0e19\u0e49\u0e33 \u0e01\u0e35\u0e48",  # Thai
+    "\u0915\u094d\u0937 \u0928\u092e\u0938\u094d\u0924\u0947",  # Devanagari
+    "family 👨\u200d👩\u200d👧\u200d👦, flag 🏳\ufe0f\u200d🌈",
+])
+def test_real_accents_and_joiners_are_kept(text):
+    assert safe_text(text) == text

@@ -18,7 +18,7 @@ from textual.widgets import Input, Static
 from mail.untrusted import safe_line
 from storage.lifecycle import Status
 from tui.queue_view import QueueColumns, QueueTable
-from tui.words import cut_query, event_change, shown_query
+from tui.words import cut, cut_query, event_change, shown_query
 from tui.widgets import (
     STATUS_SHORT,
     KeyFooter,
@@ -269,6 +269,9 @@ class QueueScreen(Screen):
             self._show_filters()
 
 
+SUBJECT_ROWS = 2  # rows the ticket screen's header gives the subject at most
+
+
 class TicketScreen(Screen):
     """One ticket: the whole conversation oldest first, and every event with its reason."""
 
@@ -364,8 +367,11 @@ class TicketScreen(Screen):
     def _summary(self, d: dict, now) -> Content:
         app = self.heard
         status = d["status"]
-        parts: list = [(f" #{d['id']} ", "bold reverse $text-accent"), " ",
-                       inert(d.get("subject") or "(no subject)", "bold"), "\n "]
+        # A subject of 100,000 characters (or an RFC 2047 word that decodes to one) filled the screen
+        # with the header and left no room for the mail: it gets SUBJECT_ROWS rows, `v` shows it whole.
+        room = max(20, (self.app.size.width - 2) * SUBJECT_ROWS - len(str(d["id"])) - 16)
+        subject = cut(safe_line(d.get("subject") or ""), room) or "(no subject)"
+        parts: list = [(f" #{d['id']} ", "bold reverse $text-accent"), " ", inert(subject, "bold"), "\n "]
         name = self.detail.get("customer_name") or ""
         parts += [inert(name, "bold") if name else "", (" <" if name else ""), inert(d["customer"]),
                   (">" if name else "")]
@@ -506,7 +512,11 @@ class TicketScreen(Screen):
                   + ("  sent by us" if m["direction"] == "out" else ""), m.get("text") or "")
                  for n, m in enumerate(messages, 1)]
         start = self._cut[0] if self._cut else len(messages) - 1
-        title = f"#{self.ticket_id} {self.detail.get('subject') or '(no subject)'}"
+        subject = self.detail.get("subject") or "(no subject)"
+        title = f"#{self.ticket_id} {subject}"
+        if len(subject) > 200:  # the title row cuts it: the whole subject comes first
+            pages.insert(0, ("Subject", subject))
+            start += 1
         self.app.push_screen(ReaderScreen(title, pages, start=start))
 
     def action_reply(self) -> None:
