@@ -23,7 +23,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static, TextArea
+from textual.widgets import DataTable, Input, Label, ProgressBar, Static, TextArea
 
 from mail.ack import (
     AckError,
@@ -46,7 +46,7 @@ from storage.db import DatabaseUnreachable
 from mail.untrusted import safe_line
 from storage.deadlines import format_deadline_short
 from tui.dialogs import ConfirmDialog
-from tui.widgets import inert, inert_block
+from tui.widgets import KeyFooter, inert, inert_block
 
 SETTLED = ("sent", "failed", "unknown", "cancelled")
 
@@ -198,7 +198,7 @@ class AckReviewScreen(Screen[None]):
         yield Static("", id="ack-tone")
         yield ProgressBar(id="ack-progress", show_eta=False)
         yield Static("", id="ack-status")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#ack-eligible", DataTable).loading = True

@@ -33,7 +33,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
+from textual.widgets import Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from mail.compose import (
@@ -53,6 +53,7 @@ from mail.untrusted import safe_line, safe_text
 from storage.db import DatabaseUnreachable, Store
 from storage.lifecycle import ALLOWED, STATUS_LABELS, LifecycleError, Status
 from storage.tickets import events_of, ticket_row
+from tui.widgets import KeyFooter
 
 __all__ = ["ComposeScreen", "ReviewScreen", "NextStateDialog", "SavedReplyPicker", "reply_screen",
            "start_outbox_drain", "unsent_drafts", "OUTBOX_GROUP"]
@@ -152,7 +153,7 @@ class ComposeScreen(Screen[int | None]):
         yield Static("", id="compose-head", markup=False)
         yield TextArea("", id="compose-text", soft_wrap=True, tab_behavior="focus")
         yield Static("", id="compose-status", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         try:
