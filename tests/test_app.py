@@ -649,6 +649,35 @@ async def test_help_lists_every_binding(store, ids):
 
 
 @pilot_test
+async def test_help_fits_the_screen_and_scrolls_with_j_and_k(store, ids):
+    # The help dialog grew past the bottom of the screen (its "esc close" line was below row 24 at
+    # 80x24, and below row 44 at 120x44), and only the arrow keys scrolled it.
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        body = app.screen.query_one("#help-body")
+        closing = app.screen.query(".dialog-keys").last()
+        assert closing.region.bottom <= 24 and "esc close" in screen_text(app)
+        assert body.max_scroll_y > 0
+        await pilot.press("j", "j")
+        await pilot.pause()
+        assert body.scroll_y == 2
+        await pilot.press("k")
+        await pilot.pause()
+        assert body.scroll_y == 1
+        await pilot.press("G")
+        await pilot.pause()
+        assert body.scroll_y == body.max_scroll_y and "red when broken" in screen_text(app)
+        await pilot.press("g")
+        await pilot.pause()
+        assert body.scroll_y == 0
+        await pilot.press("escape")
+        assert isinstance(app.screen, QueueScreen)
+
+
+@pilot_test
 async def test_q_quits_but_asks_first_while_mail_is_being_sent(store, ids):
     with store.write_conn() as conn:
         conn.execute(insert(Outbox.__table__).values(
