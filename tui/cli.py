@@ -536,8 +536,9 @@ def cmd_release(args: argparse.Namespace) -> int:
     from storage.tickets import set_holder
 
     cfg = config_from(args)
-    set_holder(open_store(cfg), args.id, None, reason=args.reason, actor=cfg.agent, now=utcnow())
-    out(f"released #{args.id}")
+    change = set_holder(open_store(cfg), args.id, None, reason=args.reason, actor=cfg.agent, now=utcnow())
+    # Anyone may release a ticket, with a reason (a colleague who went home): say whose it was.
+    out(f"released #{args.id}" + (f" (held by {safe_line(change.old)})" if change.old and change.old != cfg.agent else ""))
     return 0
 
 
@@ -636,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("priority")
     s.add_argument("--reason", required=True)
 
-    s = sub.add_parser("release", help="let go of a ticket you hold, with a reason")
+    s = sub.add_parser("release", help="let go of a ticket you hold (or a colleague holds), with a reason")
     s.add_argument("id", type=ticket_number, metavar="ID")
     s.add_argument("--reason", required=True)
 
