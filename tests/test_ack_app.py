@@ -303,3 +303,42 @@ async def test_the_queue_shows_each_promise_on_the_desks_clock(tmp_path, smtp_se
             assert f"by {day} {hour}" in screen_text(app), (reason, screen_text(app))
     finally:
         store.close()
+
+
+@run_async
+async def test_on_80_columns_a_long_subject_ends_in_an_ellipsis_not_at_the_screen_edge(tmp_path, smtp_server):
+    # The subject came last and the table scrolled sideways for it: at 80 columns the screen's
+    # edge cut "Password reset mail never arrives" to "Password reset mail ne".
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port)
+    store = Store(cfg.database)
+    subject = "Password reset mail never arrives, not even in the spam folder"
+    add_ticket(store, subject, "bob@cust.example", "Nothing arrives.", from_name="Bob Ray")
+    add_ticket(store, "Short one", "cy@cust.example", "Cannot add.", from_name="Cy")
+    app = make_app(cfg, store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_review(pilot, app)
+        await pilot.pause()
+        await pilot.pause()
+        table = app.screen.query_one("#ack-eligible")
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= table.scrollable_content_region.width
+        row = next(line for line in _screen_lines(app) if "Bob Ray" in line)
+        assert "Password reset" in row and row.rstrip().endswith("…") and subject not in row, row
+        assert any("Short one" in line for line in _screen_lines(app))
+        await pilot.resize_terminal(160, 24)
+        await pilot.pause()
+        await pilot.pause()
+        assert any(subject in line for line in _screen_lines(app))  # the whole of it where it fits
+        await pilot.press("q")
+    store.close()
+
+
+def _screen_lines(app) -> list[str]:
+    import html as _html
+
+    """The screen's text, one string per terminal row."""
+    svg = app.export_screenshot()
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg, flags=re.S):
+        text = _html.unescape(re.sub(r"<[^>]+>", "", m.group(3))).replace("\xa0", " ")
+        rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), text))
+    return ["".join(t for _x, t in sorted(rows[y])) for y in sorted(rows)]

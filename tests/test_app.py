@@ -649,6 +649,35 @@ async def test_help_lists_every_binding(store, ids):
 
 
 @pilot_test
+async def test_help_fits_the_screen_and_scrolls_with_j_and_k(store, ids):
+    # The help dialog grew past the bottom of the screen (its "esc close" line was below row 24 at
+    # 80x24, and below row 44 at 120x44), and only the arrow keys scrolled it.
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        body = app.screen.query_one("#help-body")
+        closing = app.screen.query(".dialog-keys").last()
+        assert closing.region.bottom <= 24 and "esc close" in screen_text(app)
+        assert body.max_scroll_y > 0
+        await pilot.press("j", "j")
+        await pilot.pause()
+        assert body.scroll_y == 2
+        await pilot.press("k")
+        await pilot.pause()
+        assert body.scroll_y == 1
+        await pilot.press("G")
+        await pilot.pause()
+        assert body.scroll_y == body.max_scroll_y and "red when broken" in screen_text(app)
+        await pilot.press("g")
+        await pilot.pause()
+        assert body.scroll_y == 0
+        await pilot.press("escape")
+        assert isinstance(app.screen, QueueScreen)
+
+
+@pilot_test
 async def test_q_quits_but_asks_first_while_mail_is_being_sent(store, ids):
     with store.write_conn() as conn:
         conn.execute(insert(Outbox.__table__).values(
@@ -677,6 +706,43 @@ async def test_q_quits_at_once_when_nothing_is_being_sent(store, ids):
         await pilot.press("q")
         await pilot.pause()
     assert app.return_code == 0 and not app.is_running
+
+
+def footer_keys(app: HeardApp) -> list[str]:
+    """The footer's keys as drawn, each checked to be whole: none reaches under the palette's key."""
+    from textual.widgets._footer import FooterKey
+
+    keys = list(app.screen.query(FooterKey))
+    palette = [k for k in keys if k.has_class("-command-palette")]
+    shown = [k for k in keys if not k.has_class("-command-palette")]
+    edge = palette[0].region.x if palette else app.size.width
+    for k in shown:
+        assert k.region.right <= edge, f"{k.key_display} {k.description} is cut"
+    return [f"{k.key_display} {k.description}" for k in shown]
+
+
+@pilot_test
+async def test_the_footer_shows_whole_keys_and_always_help_and_take_next(store, ids):
+    # At 80-120 columns the footer cut its last keys mid-word under the palette's key ("t Timel",
+    # "n Take nex") and left help (?), the way to every other key, out of sight.
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for width in (80, 100, 120, 160):
+            await pilot.resize_terminal(width, 24)
+            await settle(pilot)
+            queue_keys = footer_keys(app)
+            assert {"? Keys", "n Take next", "⏎ Open", "s Solve"} <= set(queue_keys), (width, queue_keys)
+        assert len(queue_keys) == 9  # wide enough for every key
+        await pilot.resize_terminal(80, 24)
+        await pilot.press("enter")
+        await settle(pilot)
+        for width in (80, 100, 120, 160):
+            await pilot.resize_terminal(width, 24)
+            await settle(pilot)
+            ticket_keys = footer_keys(app)
+            assert {"? Keys", "n Take next", "esc Back", "r Reply"} <= set(ticket_keys), (width, ticket_keys)
+        assert "c Their tickets" in ticket_keys
 
 
 # -- scale: the queue is a window, not a table of every row --------------------------------

@@ -340,3 +340,116 @@ async def test_a_ticket_another_agent_solved_while_the_reply_was_written_says_wh
         t = ticket_detail(s.connection(), tid)
     assert t["status"] == "open" and len([e for e in t["events"] if e["kind"] == "reply"]) == 1
     assert [(e["old"], e["new"]) for e in t["events"] if e["kind"] == "status"][-1] == ("solved", "open")
+
+
+async def _app_in_composer(pilot, app, tid):
+    await pilot.pause()
+    app.open_ticket(tid)
+    await pilot.pause()
+    await pilot.press("r")
+    await pilot.pause()
+    assert isinstance(app.screen, ComposeScreen)
+
+
+@sync
+async def test_a_screen_closing_over_the_composer_leaves_single_keys_as_commands(env):
+    # After escape (done typing) the hint says "q cancel"; help (?) opened and closed over the
+    # composer gave the focus back to the text area, so q, s and e went into the customer's reply.
+    from tui import compose
+    from tui.app import HeardApp
+    from tui.dialogs import HelpScreen
+
+    cfg, store, tid = env
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _app_in_composer(pilot, app, tid)
+        await type_text(pilot, "Try the new export.")
+        await pilot.press("escape", "question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ComposeScreen) and app.screen.focused is None
+        await pilot.press("q")
+        await pilot.pause()
+        assert not isinstance(app.screen, ComposeScreen)
+    kept = compose._DRAFTS.pop(tid)[0]
+    assert "Try the new export." in kept and "q" not in kept.split("Try the new export.")[1].split("\n")[0]
+
+
+@sync
+async def test_take_next_is_not_a_key_in_the_composer(env):
+    # n in the composer (not typing) took the next ticket and opened it over the reply being written,
+    # the one ticket screen twice on the stack: escape led back into the half-written reply.
+    from tui import compose
+    from tui.app import HeardApp
+
+    cfg, store, tid = env
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _app_in_composer(pilot, app, tid)
+        await pilot.press("escape", "n")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, ComposeScreen)
+        assert "app.take_next" not in {b.binding.id for b in app.screen.active_bindings.values()}
+        assert ticket_detail_of(store, tid)["holder"] is None
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("n")  # on the ticket screen it takes as before
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert ticket_detail_of(store, tid)["holder"] is not None
+    compose._DRAFTS.pop(tid, None)
+
+
+def ticket_detail_of(store, tid):
+    with store.read() as s:
+        return ticket_detail(s.connection(), tid)
+
+
+@sync
+async def test_quitting_with_an_unsent_reply_asks_first(env):
+    # A draft is kept only in memory ("kept until you quit"): q quit at once and lost it.
+    from tui import compose
+    from tui.app import HeardApp
+    from tui.dialogs import ConfirmDialog
+
+    cfg, store, tid = env
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _app_in_composer(pilot, app, tid)
+        await type_text(pilot, "The export is fixed.")
+        await pilot.press("ctrl+q")  # with the composer still open
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        assert f"Your unsent reply to #{tid} will be lost. Quit anyway?" in texts(app.screen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, ComposeScreen) and "The export is fixed." in app.screen.draft
+        await pilot.press("escape", "q", "escape")  # the draft kept, back in the queue
+        await pilot.pause()
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog) and f"#{tid}" in texts(app.screen)
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.return_code == 0
+    compose._DRAFTS.pop(tid, None)
+
+
+@sync
+async def test_quitting_after_a_reply_left_untouched_asks_nothing(env):
+    from tui import compose
+    from tui.app import HeardApp
+
+    cfg, store, tid = env
+    app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=False, tz=timezone.utc)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _app_in_composer(pilot, app, tid)
+        await pilot.press("escape", "q", "escape")
+        await pilot.pause()
+        assert tid not in compose._DRAFTS
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.return_code == 0

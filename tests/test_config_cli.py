@@ -299,8 +299,10 @@ def test_tickets_on_a_terminal_is_one_line_per_ticket_cut_to_its_width():
     "argv,message",
     [
         (["ack", "--bogus"], "heard ack: unrecognized arguments: --bogus (see `heard ack --help`)"),
-        (["show"], "heard show: the following arguments are required: id (see `heard show --help`)"),
-        (["show", "twelve"], "heard show: argument id: invalid int value: 'twelve' (see `heard show --help`)"),
+        (["show"], "heard show: the following arguments are required: ID (see `heard show --help`)"),
+        (["show", "twelve"],
+         "heard show: argument ID: 'twelve' is not a ticket number: write 12 or '#12' (see `heard show --help`)"),
+        (["take", "#"], "heard take: argument ID: '#' is not a ticket number: write 12 or '#12' (see `heard take --help`)"),
         (["outbox", "cancel", "x"],
          "heard outbox cancel: argument id: invalid int value: 'x' (see `heard outbox cancel --help`)"),
         (["tikets"], "heard: no command 'tikets': `heard --help` lists them"),
@@ -313,6 +315,20 @@ def test_a_wrong_flag_or_argument_is_one_line_naming_the_command(capsys, argv, m
     assert exc.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == message + "\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["show", "#12"], ["show", "12"], ["take", "#12"], ["status", "#12", "solved", "--reason", "x"],
+    ["priority", "#12", "high", "--reason", "x"], ["release", "#12", "--reason", "x"],
+    ["assign", "#12", "Ben", "--reason", "x"], ["reply", "#12", "--body-file", "-"],
+    ["update", "#12", "--until", "4h", "--reason", "x"],
+])
+def test_a_ticket_number_is_taken_as_heard_writes_it(argv):
+    # Every listing writes "#12"; `heard show '#12'` was "argument id: invalid int value: '#12'".
+    from tui.cli import build_parser
+
+    assert build_parser().parse_args(argv).id == 12
+    assert build_parser().parse_args(["ack", "--dry-run", "--skip", "#12", "--skip", "3"]).skip == [12, 3]
 
 
 def test_heard_keys_lists_every_binding_id_with_the_users_keys(tmp_path, capsys):

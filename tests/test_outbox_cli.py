@@ -175,6 +175,9 @@ def test_release_and_assign_refusals_say_what_is_wrong(capsys, env):  # noqa: F8
     assert run(capsys, cfg, "assign", str(tid), "Bo", "--reason", "Bo knows billing")[0] == 0
     code, out, err = run(capsys, cfg, "assign", str(tid), "Bo", "--reason", "again")
     assert code == 1 and err == "heard: Bo already holds the ticket\n"
+    # Releasing a colleague's ticket is allowed, with a reason; it said only "released #1".
+    code, out, err = run(capsys, cfg, "release", str(tid), "--reason", "Bo went home")
+    assert (code, out) == (0, f"released #{tid} (held by Bo)\n") and detail(store, tid)["holder"] is None
 
 
 def test_taking_the_ticket_you_hold_again_says_you_hold_it(capsys, env):  # noqa: F811

@@ -23,7 +23,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static, TextArea
+from textual.widgets import DataTable, Input, Label, ProgressBar, Static, TextArea
 
 from mail.ack import (
     AckError,
@@ -46,7 +46,7 @@ from storage.db import DatabaseUnreachable
 from mail.untrusted import safe_line
 from storage.deadlines import format_deadline_short
 from tui.dialogs import ConfirmDialog
-from tui.widgets import inert, inert_block
+from tui.widgets import KeyFooter, inert, inert_block
 
 SETTLED = ("sent", "failed", "unknown", "cancelled")
 
@@ -186,7 +186,7 @@ class AckReviewScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static("Acknowledge waiting customers", id="ack-title", markup=False)
         table = DataTable(id="ack-eligible", cursor_type="row", zebra_stripes=True)
-        # The promise before the subject: a long subject is cut at the screen's edge, never the deadline.
+        # The promise before the subject: a long subject is cut (with an ellipsis), never the deadline.
         table.add_columns("", "#", "Customer", "Promise (as the customer reads it)", "Subject")
         yield table
         yield Static("", id="ack-skipped-title", markup=False)
@@ -198,7 +198,7 @@ class AckReviewScreen(Screen[None]):
         yield Static("", id="ack-tone")
         yield ProgressBar(id="ack-progress", show_eta=False)
         yield Static("", id="ack-status")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#ack-eligible", DataTable).loading = True
@@ -228,6 +228,7 @@ class AckReviewScreen(Screen[None]):
         table.clear()
         for c in plan.candidates:
             table.add_row(*self._row(c), key=str(c.ticket_id))
+        self.call_after_refresh(self._fit_subjects)  # once the table has measured its rows
         skipped = self.query_one("#ack-skipped", DataTable)
         skipped.clear()
         limit = 30 if self.app.size.width >= 100 else 24  # 80 columns: "one mail per customer: #17 in this batch"
@@ -248,6 +249,26 @@ class AckReviewScreen(Screen[None]):
         self._status()
         self._preview()
         table.focus()
+
+    def _fit_subjects(self) -> None:
+        """The subject, last, takes the width the other columns leave, cut with an ellipsis: the
+        screen's edge cut it mid-word (the table scrolled sideways for the rest of it)."""
+        table = self.query_one("#ack-eligible", DataTable)
+        *before, subject = table.columns.values()
+        others = sum(c.get_render_width(table) for c in before)
+        room = table.scrollable_content_region.width - others - 2 * table.cell_padding
+        if room < 6 or subject.content_width <= room:
+            width, auto = subject.content_width, True  # it fits, or a screen too narrow: scroll for it
+        else:
+            width, auto = room, False
+        if (subject.width, subject.auto_width) != (width, auto):
+            subject.width, subject.auto_width = width, auto
+            table._require_update_dimensions = True
+            table.refresh()
+
+    def on_resize(self) -> None:
+        if self.plan is not None:
+            self.call_after_refresh(self._fit_subjects)
 
     def _row(self, c) -> tuple:
         mark = Text("✓", style="bold green") if c.include else Text("–", style="dim")

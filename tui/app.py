@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -427,8 +428,19 @@ class HeardApp(App[int]):
         ]
 
     # -- take next, take ---------------------------------------------------------------
+    def can_take_next(self, screen: Screen | None = None) -> bool:
+        """Take next opens a ticket: from the queue and a ticket, not from over a reply being
+        written, the acknowledgement review or the reader, which it would leave half done."""
+        return isinstance(screen or self.screen, (QueueScreen, TicketScreen))
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "take_next" and not self.can_take_next():
+            return False
+        return True
+
     def action_take_next(self) -> None:
-        self.take(None)
+        if self.can_take_next():
+            self.take(None)
 
     @work(thread=True, group="write", exit_on_error=False)
     def take(self, ticket_id: int | None) -> None:
@@ -543,9 +555,13 @@ class HeardApp(App[int]):
 
     # -- quitting ----------------------------------------------------------------------
     async def action_quit(self) -> None:
+        if isinstance(self.screen, ConfirmDialog) and getattr(self.screen, "quitting", False):
+            return  # ctrl+q on the question itself: y or n answers it
         with self.db() as conn:
             sending = tickets.outbox_in_flight(conn)
-        if not sending:
+        compose = sys.modules.get("tui.compose")  # replies are written only once it is loaded
+        drafts = compose.unsent_drafts(self) if compose is not None else []
+        if not sending and not drafts:
             self._stop_sync.set()
             self.exit(0)
             return
@@ -555,14 +571,26 @@ class HeardApp(App[int]):
                 self._stop_sync.set()
                 self.exit(0)
 
-        self.push_screen(ConfirmDialog(
-            f"{sending} message{'s are' if sending != 1 else ' is'} still waiting to be sent. Quit anyway?",
-            "They stay in the outbox and go out the next time heard runs.",
-        ), answered)
+        if drafts:  # written here and nowhere else: quitting loses them
+            which = ", ".join(f"#{tid}" for tid in drafts)
+            question = (f"Your unsent repl{'ies' if len(drafts) != 1 else 'y'} to {which} will be lost. "
+                        "Quit anyway?")
+            detail = "n goes back: open the ticket and press r to send or finish it."
+            if sending:
+                detail += (f" {sending} message{'s' if sending != 1 else ''} waiting in the outbox "
+                           "go out the next time heard runs.")
+        else:
+            question = f"{sending} message{'s are' if sending != 1 else ' is'} still waiting to be sent. Quit anyway?"
+            detail = "They stay in the outbox and go out the next time heard runs."
+        dialog = ConfirmDialog(question, detail)
+        dialog.quitting = True
+        self.push_screen(dialog, answered)
 
     # -- the command palette -----------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield SystemCommand("Take next", "Claim the most urgent ticket nobody holds and open it", self.action_take_next)
+        if self.can_take_next(screen):
+            yield SystemCommand("Take next", "Claim the most urgent ticket nobody holds and open it",
+                                self.action_take_next)
         yield SystemCommand("Keys", "Every key binding", self.action_help)
         if isinstance(screen, QueueScreen):
             for n, (view, label) in enumerate(VIEWS, 1):

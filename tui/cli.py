@@ -25,7 +25,7 @@ from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
 from storage.records import OpeningStore, StoreError, utcnow
-from tui.words import cut, fit, shown_query
+from tui.words import cut, fit, shown_query, ticket_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from storage.db import Store
@@ -536,8 +536,9 @@ def cmd_release(args: argparse.Namespace) -> int:
     from storage.tickets import set_holder
 
     cfg = config_from(args)
-    set_holder(open_store(cfg), args.id, None, reason=args.reason, actor=cfg.agent, now=utcnow())
-    out(f"released #{args.id}")
+    change = set_holder(open_store(cfg), args.id, None, reason=args.reason, actor=cfg.agent, now=utcnow())
+    # Anyone may release a ticket, with a reason (a colleague who went home): say whose it was.
+    out(f"released #{args.id}" + (f" (held by {safe_line(change.old)})" if change.old and change.old != cfg.agent else ""))
     return 0
 
 
@@ -613,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("show", help="one ticket with its messages and timeline")
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=ticket_number, metavar="ID")
     s.add_argument("--json", action="store_true")
 
     sub.add_parser("export", help="every ticket as JSON Lines on stdout")
@@ -623,25 +624,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the new database: postgresql://user@host/db, or a SQLite file path")
 
     s = sub.add_parser("take", help="claim a ticket (the most urgent free one without ID)")
-    s.add_argument("id", type=int, nargs="?")
+    s.add_argument("id", type=ticket_number, metavar="ID", nargs="?")
     s.add_argument("--reason")
 
     s = sub.add_parser("status", help="change a ticket's status, with a reason")
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=ticket_number, metavar="ID")
     s.add_argument("state")
     s.add_argument("--reason", required=True)
 
     s = sub.add_parser("priority", help="change a ticket's priority, with a reason")
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=ticket_number, metavar="ID")
     s.add_argument("priority")
     s.add_argument("--reason", required=True)
 
-    s = sub.add_parser("release", help="let go of a ticket you hold, with a reason")
-    s.add_argument("id", type=int)
+    s = sub.add_parser("release", help="let go of a ticket you hold (or a colleague holds), with a reason")
+    s.add_argument("id", type=ticket_number, metavar="ID")
     s.add_argument("--reason", required=True)
 
     s = sub.add_parser("assign", help="hand a ticket to another agent, with a reason")
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=ticket_number, metavar="ID")
     s.add_argument("agent")
     s.add_argument("--reason", required=True)
 

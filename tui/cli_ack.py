@@ -27,7 +27,7 @@ from mail.untrusted import safe_line, safe_text
 from storage.db import utcnow
 from storage.deadlines import format_deadline_short
 from tui.cli import EXTENSIONS, CliError, command, config_from, err, open_store, out
-from tui.words import cut, fit
+from tui.words import cut, fit, ticket_number
 
 
 def _one_line_errors(fn):
@@ -219,11 +219,11 @@ def _add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="print each recipient, the deadline, and the rule for every skipped ticket; send nothing")
     s.add_argument("--show", action="store_true", help="with --dry-run: also print the first message in full")
     s.add_argument("--yes", "-y", action="store_true", help="send without asking")
-    s.add_argument("--skip", type=int, action="append", metavar="ID", help="leave this ticket out (repeatable)")
+    s.add_argument("--skip", type=ticket_number, action="append", metavar="ID", help="leave this ticket out (repeatable)")
     s.add_argument("--no-send", action="store_true", help="only queue; a running app or `heard outbox send` sends")
 
     s = sub.add_parser("update", help="tell the customer of an at-risk ticket you need until a new deadline, and why")
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=ticket_number, metavar="ID")
     s.add_argument("--until", required=True, help='"thu 14:00", "2026-11-26 14:00", "2026-11-26" or "1d" (business time)')
     s.add_argument("--reason", required=True, help="why you need more time; it goes to the customer (\"because ...\")")
     s.add_argument("--force", action="store_true", help="send a second update, or one for a promise not yet at risk")

@@ -14,6 +14,7 @@ from storage.lifecycle import ALLOWED, STATUS_LABELS, Status, parse_status
 from storage.outbox import OPEN_STATES, OutboxError
 from storage.tickets import REPLY_REASON
 from tui.cli import EXTENSIONS, CliError, command, config_from, err, open_store, out
+from tui.words import ticket_number
 from mail.untrusted import safe_line
 
 
@@ -205,7 +206,7 @@ def cmd_saved_replies(args: argparse.Namespace) -> int:
 
 def _add_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("reply", help="reply to a ticket's customer (tone checks printed; --body-file - reads stdin)")
-    s.add_argument("id", type=int)
+    s.add_argument("id", type=ticket_number, metavar="ID")
     s.add_argument("--body-file", required=True, help="the reply text, UTF-8; - for stdin")
     s.add_argument("--status", help="the ticket's next state (default: pending, waiting on the customer)")
     s.add_argument("--reason", help="why the ticket moves to that state (needed with --status)")

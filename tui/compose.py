@@ -33,7 +33,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
+from textual.widgets import Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from mail.compose import (
@@ -53,9 +53,10 @@ from mail.untrusted import safe_line, safe_text
 from storage.db import DatabaseUnreachable, Store
 from storage.lifecycle import ALLOWED, STATUS_LABELS, LifecycleError, Status
 from storage.tickets import events_of, ticket_row
+from tui.widgets import KeyFooter
 
 __all__ = ["ComposeScreen", "ReviewScreen", "NextStateDialog", "SavedReplyPicker", "reply_screen",
-           "start_outbox_drain", "OUTBOX_GROUP"]
+           "start_outbox_drain", "unsent_drafts", "OUTBOX_GROUP"]
 
 Clock = Callable[[], datetime]
 OUTBOX_GROUP = "outbox"
@@ -68,6 +69,16 @@ _DRAFTS: dict[int, tuple[str, list[str]]] = {}
 def reply_screen(app, ticket_id: int) -> "ComposeScreen":
     """The app's seam: ``r`` on a ticket."""
     return ComposeScreen(app.store, app.cfg, ticket_id, app.clock)
+
+
+def unsent_drafts(app: App) -> list[int]:
+    """The tickets with a reply written and not sent in this session: drafts kept by cancelling,
+    and composers still open with words of the agent's own in them. Quitting loses them."""
+    ids = set(_DRAFTS)
+    for screen in app.screen_stack:
+        if isinstance(screen, ComposeScreen) and screen.has_own_words():
+            ids.add(screen.ticket_id)
+    return sorted(ids)
 
 
 def start_outbox_drain(app: App, store: Store, cfg: Config, *, quiet: bool = False) -> None:
@@ -134,11 +145,15 @@ class ComposeScreen(Screen[int | None]):
     # layout
     vague = False  # the ticket's first mail was flagged vague and we have not answered yet
 
+    # The text area gets the focus when the agent types (``i``, on opening), never by itself: a screen
+    # closing over the composer (help, a saved reply picker) leaves single keys as commands if they were.
+    AUTO_FOCUS = ""
+
     def compose(self) -> ComposeResult:
         yield Static("", id="compose-head", markup=False)
         yield TextArea("", id="compose-text", soft_wrap=True, tab_behavior="focus")
         yield Static("", id="compose-status", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         try:
@@ -183,6 +198,12 @@ class ComposeScreen(Screen[int | None]):
     def draft(self) -> str:
         return self.query_one(TextArea).text
 
+    def has_own_words(self) -> bool:
+        """Whether the draft says anything besides the greeting, the signature and the quote."""
+        if self.ctx is None or not self.is_mounted:
+            return False
+        return has_own_words(self.draft, self.ctx, agent_name=self.cfg.agent_name, signature=self.cfg.signature)
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # Single letters are commands only when the text area does not have the keys.
         if action in ("edit", "cancel") and isinstance(self.focused, TextArea):
@@ -202,8 +223,12 @@ class ComposeScreen(Screen[int | None]):
         self._hint()
 
     def action_cancel(self) -> None:
-        _DRAFTS[self.ticket_id] = (self.draft, list(self.saved_replies))
-        self.notify("reply not sent; the draft is kept until you quit", markup=False)
+        if self.has_own_words():
+            _DRAFTS[self.ticket_id] = (self.draft, list(self.saved_replies))
+            self.notify("reply not sent; the draft is kept until you quit", markup=False)
+        else:  # nothing written: nothing to keep, the next r starts afresh
+            _DRAFTS.pop(self.ticket_id, None)
+            self.notify("reply not sent", markup=False)
         self.dismiss(None)
 
     def action_external_editor(self) -> None:

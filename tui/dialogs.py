@@ -146,7 +146,13 @@ class ConfirmDialog(ModalScreen[bool]):
 class HelpScreen(ModalScreen[None]):
     """Every binding, with the keys the user actually has (after their keymap)."""
 
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
+    BINDINGS = [
+        Binding("escape,q,question_mark", "close", "Close", id="help.close"),
+        Binding("j", "scroll(1)", "Down", show=False, id="help.down"),
+        Binding("k", "scroll(-1)", "Up", show=False, id="help.up"),
+        Binding("g", "scroll_home", "Top", show=False, id="help.top"),
+        Binding("G", "scroll_end", "Bottom", show=False, id="help.bottom"),
+    ]
 
     def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]], legend: list[tuple[str, str]]) -> None:
         super().__init__()
@@ -168,10 +174,20 @@ class HelpScreen(ModalScreen[None]):
                                 yield Static(Content.styled("Marks in the queue", "bold $text-accent"),
                                              classes="help-section")
                                 yield Static(_key_table(self.legend), classes="help-keys")
-            yield Static(Content.from_markup("[b]esc[/b] close"), classes="dialog-keys")
+            yield Static(Content.from_markup("[b]j[/b]/[b]k[/b] [b]↓[/b]/[b]↑[/b] scroll  [b]esc[/b] close"),
+                         classes="dialog-keys")
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one("#help-body", VerticalScroll).scroll_relative(y=lines, animate=False)
+
+    def action_scroll_home(self) -> None:
+        self.query_one("#help-body", VerticalScroll).scroll_home(animate=False)
+
+    def action_scroll_end(self) -> None:
+        self.query_one("#help-body", VerticalScroll).scroll_end(animate=False)
 
 
 def _key_table(rows: list[tuple[str, str]]) -> Content:

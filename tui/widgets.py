@@ -13,9 +13,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
+from rich.cells import cell_len
+from textual.app import ComposeResult
 from textual.content import Content
+from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer, Static
+from textual.widgets._footer import FooterKey
 
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import Status
@@ -265,15 +269,62 @@ class StatusHeader(Static):
         return Content.assemble(*parts)
 
 
+# When the footer is too short for every key it leaves whole keys out (never half a word): first
+# these, which the screen shows another way or every user knows (the filter bar lists 1-6), then
+# from the end of the line. Help, which lists every key, and take next stay.
+FOOTER_SPARE = ("queue.mark", "queue.next_view", "queue.quit", "compose.escape")
+FOOTER_KEEP = ("app.help", "app.take_next")
+
+
+def _footer_key_width(key: FooterKey, compact: bool) -> int:
+    desc = cell_len(key.description)
+    if key.has_class("-command-palette"):  # always compact, after a one-cell border, padded on the right
+        return 1 + cell_len(key.key_display) + (1 + desc if desc else 0) + (0 if compact else 1)
+    if compact:
+        return cell_len(key.key_display) + (1 + desc if desc else 0) + 1
+    return cell_len(key.key_display) + 2 + (desc + 1 if desc else 0)
+
+
 class KeyFooter(Footer):
-    """The footer, rebuilt only when the keys it shows change.
+    """The footer, rebuilt only when the keys it shows change, and only with keys that fit.
 
     Textual's footer recomposes (one widget per key, each restyled) on every
     focus or binding change; opening a ticket fires several, which cost more
-    than drawing the ticket itself.
+    than drawing the ticket itself. It also draws every key and lets the line
+    cut the last ones, mid-word, under the command palette's key: at 80
+    columns help (?) was out of sight.
     """
 
     _shown: tuple | None = None
+    _width = 0
+
+    def compose(self) -> ComposeResult:
+        widgets = list(super().compose())
+        keys = [w for w in widgets if isinstance(w, FooterKey) and not w.has_class("-command-palette")]
+        if len(keys) + sum(isinstance(w, FooterKey) and w.has_class("-command-palette") for w in widgets) \
+                != len(widgets):  # binding groups: laid out by Textual as they are
+            yield from widgets
+            return
+        self._width = width = self.app.size.width
+        room = width - sum(_footer_key_width(w, self.compact) for w in widgets if w not in keys)
+        ids = {(b.key, b.action): b.id for _node, b, _enabled, _tip in self.screen.active_bindings.values()}
+        key_id = {w: ids.get((w.key, w.action)) for w in keys}
+        used = sum(_footer_key_width(w, self.compact) for w in keys)
+        spare = sorted((w for w in keys if key_id[w] in FOOTER_SPARE), key=lambda w: FOOTER_SPARE.index(key_id[w]))
+        spare += [w for w in reversed(keys) if key_id[w] not in FOOTER_SPARE and key_id[w] not in FOOTER_KEEP]
+        left_out: set[FooterKey] = set()
+        for w in spare:
+            if used <= room:
+                break
+            left_out.add(w)
+            used -= _footer_key_width(w, self.compact)
+        yield from (w for w in widgets if w not in left_out)
+
+    def on_resize(self, event: Resize) -> None:
+        if self._width and self.app.size.width != self._width:
+            self._width = self.app.size.width
+            self._shown = None
+            self.call_after_refresh(self.recompose)
 
     def bindings_changed(self, screen: Screen) -> None:
         if self.is_attached and screen is self.screen and screen.app.app_focus:

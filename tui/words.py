@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+
 from mail.untrusted import safe_line
 from storage.lifecycle import STATUS_LABELS, Status
 
@@ -87,3 +90,14 @@ def cut_query(query: str) -> str:
 def shown_query(query: str) -> str:
     """``cut_query``, quoted, for a sentence."""
     return repr(cut_query(query))
+
+
+_TICKET_NUMBER = re.compile(r"\s*#?(\d{1,12})\s*")
+
+
+def ticket_number(value: str) -> int:
+    """A ticket number on the command line, as heard writes it (``#12``) or bare (``12``)."""
+    found = _TICKET_NUMBER.fullmatch(value)
+    if not found:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a ticket number: write 12 or '#12'")
+    return int(found.group(1))
