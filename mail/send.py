@@ -225,7 +225,11 @@ def connect_smtp(cfg: ServerConfig, *, timeout: float = 60.0) -> smtplib.SMTP:
     except smtplib.SMTPConnectError as exc:
         raise MailServerError(f"{cfg.host}:{cfg.port} turned us away ({_reply_text(exc.smtp_code, exc.smtp_error)}): "
                               "check [smtp] host and port") from None
-    except smtplib.SMTPServerDisconnected:
+    except smtplib.SMTPServerDisconnected as exc:
+        if _timed_out(exc):  # it took the connection and then said nothing: not a closed connection
+            raise MailServerError(
+                f"{cfg.host}:{cfg.port} took the connection but did not answer within {timeout:.0f} s: check [smtp] "
+                "host and port, or try again later (what is queued stays queued)") from None
         raise MailServerError(f"{cfg.host}:{cfg.port} closed the connection at once: check [smtp] port and security "
                               "(tls, starttls or none)") from None
     except (OSError, ssl.SSLError) as exc:
@@ -256,6 +260,11 @@ def connect_smtp(cfg: ServerConfig, *, timeout: float = 60.0) -> smtplib.SMTP:
             _quit(client)
             raise MailServerError(f"login to {cfg.host}:{cfg.port} failed ({exc}): check [smtp] username") from None
     return client
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A socket timeout, also behind smtplib's "Connection unexpectedly closed: timed out"."""
+    return isinstance(exc, (TimeoutError, socket.timeout)) or isinstance(exc.__context__, (TimeoutError, socket.timeout))
 
 
 def _xoauth2_login(client: smtplib.SMTP, cfg: ServerConfig) -> None:
@@ -336,7 +345,11 @@ def _send_one(smtp, mail_from: str, recipients: list[str], raw: bytes) -> _Outco
             return _Outcome("sent", _reply_text(code, resp), refused=refused + temporary)
         return _refusal(smtp, code, resp, refused)
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
-        what = f"the connection broke ({type(exc).__name__}: {exc})".replace(": )", ")")
+        if _timed_out(exc):
+            wait = getattr(smtp, "timeout", None)
+            what = f"no answer within {wait:.0f} s" if isinstance(wait, (int, float)) else "no answer in time"
+        else:
+            what = f"the connection broke ({type(exc).__name__}: {exc})".replace(": )", ")")
         if handed_over:
             return _Outcome("unknown", what, connection_lost=True)
         return _Outcome("deferred", what, connection_lost=True)
@@ -637,7 +650,9 @@ def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: d
             result.errors.append(f"outbox #{oid} (ticket #{row['ticket_id']}) failed: {err}")
         else:
             wait = ob.backoff(row["attempts"])
-            err = f"{host} said {out.reply}: trying again at {(now + wait):%H:%M} UTC"
+            said = f"{host}: {out.reply};" if out.connection_lost and not out.reply[:1].isdigit() else \
+                f"{host} said {out.reply}:"
+            err = f"{said} trying again at {(now + wait):%H:%M} UTC"
             ledger.deferred(oid, error=err, next_attempt_at=now + wait)
             result.deferred.append(oid)
     else:
