@@ -727,7 +727,7 @@ class _LazyImap:
         if self.cfg.smtp and self.cfg.smtp.sent_folder:
             return self.cfg.smtp.sent_folder
         if self._sent_folder is None:
-            from imapclient import SENT
+            from imapclient.imapclient import SENT
 
             try:
                 self._sent_folder = self.get().find_special_folder(SENT) or ""

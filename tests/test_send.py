@@ -359,6 +359,23 @@ def test_kill_between_data_and_commit_becomes_unknown_then_reconciles(tmp_path, 
     store.close()
 
 
+def test_without_a_sent_folder_set_an_unknown_send_is_found_in_the_servers_own_sent_folder(tmp_path, smtp, imap):
+    # Gmail and Microsoft 365 file their own copy, so the README says to leave [smtp] sent_folder empty: the
+    # look for the server's Sent folder then failed on "cannot import name 'SENT' from 'imapclient'", every
+    # unknown send stayed unknown, and every drain said so.
+    cfg = make_config(tmp_path, smtp_port=smtp.port, imap_port=imap.port, sent_folder="")
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
+    oid = reply(store, cfg, tid)
+    smtp.fail_next(DROP)
+    assert drain_outbox(store, cfg, now=NOW).unknown == [oid]
+    imap.append(smtp.received[0].data, folder="Sent")  # the provider's own copy
+    res = drain_outbox(store, cfg, now=NOW + timedelta(hours=1))
+    assert res.errors == [] and res.reconciled == [oid]
+    assert one_row(store, oid)["state"] == "sent" and len(smtp.received) == 1
+    store.close()
+
+
 def test_agent_retry_sends_an_unknown_message_again(store, cfg, smtp):
     tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
     oid = reply(store, cfg, tid)
