@@ -40,6 +40,7 @@ from mail.autoreply import OWN_ADDRESS, OWN_MESSAGE_ID, RATE_WINDOW_REASON, auto
 from mail.compose import ComposeError, first_name, require_no_placeholders
 from mail.config import Config, ConfigError, config_duration as _duration, local_timezone, tier_specs
 from mail.send import queue_message
+from mail.threads import FREEMAIL_DOMAINS
 from mail.tone import ToneWarning, check_tone
 from mail.untrusted import safe_line
 from storage import ledger
@@ -420,6 +421,43 @@ def window_rule(last: datetime, settings: AckSettings) -> str:
             f"{_span(settings.window)}: {RATE_WINDOW_REASON})")
 
 
+# The mail-loop guard: an auto-responder that answers from a new address each time (agent1@, agent2@ ... at
+# one domain) is a new customer each time, so the per-customer window never stops it. Mail from another
+# address at a domain that had automatic mail from us, written within LOOP_GAP after it, gets none.
+LOOP_GAP = timedelta(minutes=30)
+LOOP_SKEW = timedelta(minutes=2)  # the other server's clock may be a little behind ours
+LOOP_GUARD_REASON = "mail loop guard"
+
+
+def attach_domain_mail(conn, rows: list[dict]) -> None:
+    """Give each waiting row ``domain_mail``: the automatic mail its customer's domain had around the time
+    the ticket's mail was written (what :func:`loop_guard_rule` reads). In the caller's transaction."""
+    written = [r["created_at"] for r in rows if r.get("created_at") is not None]
+    if not written:
+        return
+    by_domain = ledger.automatic_mail_to_domains(conn, since=min(written) - LOOP_GAP)
+    for r in rows:
+        r["domain_mail"] = by_domain.get((r.get("customer") or "").rpartition("@")[2].lower(), [])
+
+
+def loop_guard_rule(row: dict, settings: AckSettings) -> str | None:
+    """Why this ticket looks like an auto-responder's answer to our automatic mail to a colleague's address, or
+    None. Pure: reads ``domain_mail`` (see :func:`attach_domain_mail`), ``customer`` and ``created_at``."""
+    address = (row.get("customer") or "").lower()
+    domain = address.rpartition("@")[2]
+    written = row.get("created_at")
+    if not domain or domain in FREEMAIL_DOMAINS or written is None:
+        return None
+    near = [at for addr, at in row.get("domain_mail") or () if addr != address and at is not None
+            and at - LOOP_SKEW <= written <= at + LOOP_GAP]
+    if not near:
+        return None
+    at = max(near)
+    minutes = max(int((written - at).total_seconds() // 60), 0)
+    return (f"{domain} had automatic mail {format_deadline_short(at, settings.hours.tz)}, this came "
+            f"{minutes} min later from another address ({LOOP_GUARD_REASON}: answer it yourself if a person wrote)")
+
+
 def skip_rule(row: dict, cfg: Config, settings: AckSettings, *, now: datetime) -> str | None:
     """Why this waiting ticket gets no automatic mail now, or None. Pure."""
     if row.get("automated_reason"):
@@ -432,7 +470,7 @@ def skip_rule(row: dict, cfg: Config, settings: AckSettings, *, now: datetime) -
     last = row.get("last_automatic_at")
     if not automatic_mail_allowed(last, now, settings.window):
         return window_rule(last, settings)
-    return None
+    return loop_guard_rule(row, settings)
 
 
 def quick_reply_rule(settings: AckSettings) -> str:
@@ -471,6 +509,7 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         order = queue_ids(conn, view="open", now=now, at_risk_margin=settings.risk_window(now))
         waits = ledger.queue_flags(conn)  # every ticket ahead counts, the ones asked about are read whole
         rows = {r["id"]: r for r in ledger.waiting_rows(conn, wanted)}
+        attach_domain_mail(conn, list(rows.values()))
         model = handling_model(conn, settings, now=now)
         since = now - timedelta(days=14)
         jumpers = jumper_rates(ledger.tier_arrivals(conn, since=since), now=now, hours=settings.hours)
@@ -609,6 +648,7 @@ def send_acknowledgements(
                            "is already past: pick a later one")
         with store.write_conn() as conn:
             rows = ledger.waiting_rows(conn, [c.ticket_id])
+            attach_domain_mail(conn, rows)  # with the acknowledgements this batch has queued so far
             row = rows[0] if rows else None
             rule = None
             if row is None:
@@ -960,7 +1000,7 @@ def _record_window_holds(store: Store, skipped: list[Skipped], now: datetime) ->
     """A ticket ``[ack] auto`` does not acknowledge because its customer had automatic mail within
     ``[ack] window`` (what stops an auto-reply loop: a robot answering each mail with a new one) says
     so on its timeline, once: `heard show` tells why that customer got nothing."""
-    held = {s.ticket_id: s.rule for s in skipped if RATE_WINDOW_REASON in s.rule}
+    held = {s.ticket_id: s.rule for s in skipped if RATE_WINDOW_REASON in s.rule or LOOP_GUARD_REASON in s.rule}
     if not held:
         return
     with store.write_conn() as conn:

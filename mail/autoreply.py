@@ -87,8 +87,7 @@ _SENDER_EXACT = {
 }
 _NOREPLY = re.compile(r"^(?:no|do[-_.]?not)[-_.]?reply(?:$|[-_.0-9])")
 
-_OOO_SUBJECT = re.compile(
-    r"^\s*[\[(]?\s*(?:"
+_OOO_PHRASES = (
     r"out of (?:the )?office|"
     r"auto(?:matic)?[ -]?(?:reply|response)|"
     r"autosvar|"
@@ -98,7 +97,14 @@ _OOO_SUBJECT = re.compile(
     r"respuesta autom[áa]tica|"
     r"risposta automatica|"
     r"automatisch antwoord"
-    r")\b",
+)
+_OOO_SUBJECT = re.compile(r"^\s*[\[(]?\s*(?:" + _OOO_PHRASES + r")\b", re.I)
+# The same phrase behind reply or forward prefixes ("Re: Re: Out of office", "AW: Abwesenheitsnotiz: x"): an
+# auto-responder answering our own automatic mail. Only the bare phrase counts here (then nothing, ":" and
+# the rest, or a bracket closing it), so a person's "Re: Out of Office reply loops" is still a person's.
+_OOO_BEHIND_PREFIX = re.compile(
+    r"^\s*(?:(?:re|aw|sv|vs|antw|wg|fw|fwd|tr|rv|ref)\s*(?:\[\d+\])?\s*:\s*)+"
+    r"(?:[\[(]\s*(?:" + _OOO_PHRASES + r")\s*[\])]|(?:" + _OOO_PHRASES + r")\s*[.!]?\s*(?::|$))",
     re.I,
 )
 
@@ -276,8 +282,10 @@ def automated_reason(
 
     # 11. Secondary: out-of-office subjects from responders that set no header.
     subject = h.get("subject", "")
-    if subject and _OOO_SUBJECT.search(_decoded_subject(subject)):
-        return OUT_OF_OFFICE_SUBJECT
+    if subject:
+        decoded = _decoded_subject(subject)
+        if _OOO_SUBJECT.search(decoded) or _OOO_BEHIND_PREFIX.search(decoded):
+            return OUT_OF_OFFICE_SUBJECT
 
     return None
 

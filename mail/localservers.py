@@ -76,6 +76,7 @@ __all__ = [
 
 HOST = "127.0.0.1"
 DROP = "DROP"  # an SmtpServer fault: close the connection after DATA, reply nothing
+HANG = "HANG"  # an SmtpServer fault: never answer that command (until release_hangs() or stop())
 
 
 class ServerStartError(RuntimeError):
@@ -1022,7 +1023,7 @@ class _Handler:
         self.server = server
 
     async def handle_MAIL(self, smtp, session, envelope, address, mail_options):
-        fault = self.server._next_fault("MAIL")
+        fault = await self.server._fault("MAIL")
         if fault:
             return fault
         envelope.mail_from = address
@@ -1033,7 +1034,7 @@ class _Handler:
         refusal = self.server._refusal(address)
         if refusal:
             return refusal
-        fault = self.server._next_fault("RCPT")
+        fault = await self.server._fault("RCPT")
         if fault:
             return fault
         envelope.rcpt_tos.append(address)
@@ -1043,7 +1044,7 @@ class _Handler:
     async def handle_DATA(self, smtp, session, envelope):
         srv = self.server
         data = bytes(envelope.original_content or b"")
-        fault = srv._next_fault("DATA")
+        fault = await srv._fault("DATA")
         response = fault or "250 OK"
         if not fault and srv.deliver is not None:
             import asyncio
@@ -1208,6 +1209,8 @@ class SmtpServer:
             k: collections.deque() for k in ("MAIL", "RCPT", "DATA")
         }
         self._refusals: dict[str, str] = {}
+        self._released = threading.Event()
+        self.hanging = 0  # commands that got HANG so far
         self._controller = None
 
     # scripting ------------------------------------------------------------
@@ -1215,17 +1218,40 @@ class SmtpServer:
         """Queue answers for the next transactions at *stage* (MAIL, RCPT or
         DATA): "421 4.3.2 try later", "451 4.3.0 temporary", "550 5.1.1 no
         such user", or DROP (DATA only: receive, then cut the connection
-        without a reply). After the queue runs dry, answers are normal."""
+        without a reply), or HANG (take the command, then never answer it: a
+        server that stopped responding; release_hangs() or stop() lets go).
+        After the queue runs dry, answers are normal."""
         stage = stage.upper()
         if stage not in self._faults:
             raise ValueError(f"stage must be MAIL, RCPT or DATA, not {stage!r}")
         for r in responses:
-            if r != DROP and not re.match(r"^[245]\d\d[ -]", r + " "):
+            if r not in (DROP, HANG) and not re.match(r"^[245]\d\d[ -]", r + " "):
                 raise ValueError(f"not an SMTP reply: {r!r}")
             if r == DROP and stage != "DATA":
                 raise ValueError("DROP is only for DATA")
         with self._lock:
             self._faults[stage].extend(responses)
+
+    def hang(self, stage: str = "DATA", count: int = 1) -> None:
+        """The next *count* transactions get no answer at *stage* (after the data, for DATA)."""
+        self.fail_next(*([HANG] * count), stage=stage)
+
+    def release_hangs(self) -> None:
+        """Commands left hanging get "421 4.4.2 timeout" now."""
+        self._released.set()
+
+    async def _fault(self, stage: str) -> str | None:
+        fault = self._next_fault(stage)
+        if fault != HANG:
+            return fault
+        import asyncio
+
+        with self._lock:
+            self.hanging += 1
+            self._lock.notify_all()
+        while not self._released.is_set():
+            await asyncio.sleep(0.05)
+        return "421 4.4.2 timeout"
 
     def drop_after_data(self, count: int = 1) -> None:
         """The next *count* messages are received but never acknowledged."""
@@ -1301,6 +1327,7 @@ class SmtpServer:
     def start(self):
         if self._controller is not None:
             return self
+        self._released.clear()
         from aiosmtpd.controller import Controller
 
         auth = {}
@@ -1340,6 +1367,7 @@ class SmtpServer:
 
     def stop(self) -> None:
         controller, self._controller = self._controller, None
+        self._released.set()
         if controller is not None:
             try:
                 controller.stop()
@@ -1354,3 +1382,61 @@ class SmtpServer:
 
     def __repr__(self) -> str:
         return f"<SmtpServer {self.host}:{self.port} {'running' if self.running else 'stopped'}>"
+
+
+class SilentServer:
+    """A TCP port on loopback that takes connections and never says a word: an IMAP or SMTP server that
+    hangs before its greeting (a firewall black hole, a wedged daemon). ``accepted`` counts connections.
+
+    >>> with SilentServer() as silent:                 # doctest: +SKIP
+    ...     connect_smtp(ServerConfig(host=silent.host, port=silent.port, ...))   # must time out
+    """
+
+    def __init__(self) -> None:
+        self.host = HOST
+        self.port = 0
+        self.accepted = 0
+        self._sock: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "SilentServer":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        sock.listen(16)
+        sock.settimeout(0.2)
+        self._sock, self.port = sock, sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, name="heard-silent-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        while self._sock is not None:
+            try:
+                conn, _ = self._sock.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            self._conns.append(conn)
+            self.accepted += 1
+
+    def stop(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self._conns.clear()
+        if self._thread is not None:
+            self._thread.join(2)
+
+    def __enter__(self) -> "SilentServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

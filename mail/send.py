@@ -44,7 +44,16 @@ from mail.compose import (
     require_no_placeholders,
 )
 from mail.config import Config, ConfigError, ServerConfig, desk_timezone
-from mail.imap import MailServerError, connect_imap, network_error, oauth2_refused, tls_context, xoauth2_responder
+from mail.imap import (
+    MailServerError,
+    connect_imap,
+    network_error,
+    oauth2_refused,
+    tls_context,
+    track_connection,
+    was_cut,
+    xoauth2_responder,
+)
 from mail.tone import strip_quoted
 from storage import outbox as ob
 from storage.db import Store, utcnow
@@ -207,14 +216,28 @@ def queue_reply(
 
 
 # -- SMTP --------------------------------------------------------------------------------
+class _SMTP(smtplib.SMTP):
+    def _get_socket(self, host, port, timeout):  # tracked from before the greeting: a silent server can be cut
+        sock = super()._get_socket(host, port, timeout)
+        track_connection(sock)
+        return sock
+
+
+class _SMTP_SSL(smtplib.SMTP_SSL):  # noqa: N801 - smtplib's naming
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        track_connection(sock)
+        return sock
+
+
 def connect_smtp(cfg: ServerConfig, *, timeout: float = 60.0) -> smtplib.SMTP:
     """A connected (and, with a username, logged-in) SMTP client; failures as one line naming [smtp]."""
     helo = socket.gethostname() or "localhost"
     try:
         if cfg.security == "tls":
-            client = smtplib.SMTP_SSL(cfg.host, cfg.port, local_hostname=helo, timeout=timeout, context=tls_context())
+            client = _SMTP_SSL(cfg.host, cfg.port, local_hostname=helo, timeout=timeout, context=tls_context())
         else:
-            client = smtplib.SMTP(cfg.host, cfg.port, local_hostname=helo, timeout=timeout)
+            client = _SMTP(cfg.host, cfg.port, local_hostname=helo, timeout=timeout)
             if cfg.security == "starttls":
                 client.ehlo()
                 if not client.has_extn("starttls"):
@@ -224,13 +247,18 @@ def connect_smtp(cfg: ServerConfig, *, timeout: float = 60.0) -> smtplib.SMTP:
                         "(tls is usually port 465, starttls 587)"
                     )
                 client.starttls(context=tls_context())
+                track_connection(client.sock)  # the TLS socket that replaced the plain one
         client.ehlo_or_helo_if_needed()
     except MailServerError:
         raise
     except smtplib.SMTPConnectError as exc:
         raise MailServerError(f"{cfg.host}:{cfg.port} turned us away ({_reply_text(exc.smtp_code, exc.smtp_error)}): "
                               "check [smtp] host and port") from None
-    except smtplib.SMTPServerDisconnected:
+    except smtplib.SMTPServerDisconnected as exc:
+        if _timed_out(exc):  # it took the connection and then said nothing: not a closed connection
+            raise MailServerError(
+                f"{cfg.host}:{cfg.port} took the connection but did not answer within {timeout:.0f} s: check [smtp] "
+                "host and port, or try again later (what is queued stays queued)") from None
         raise MailServerError(f"{cfg.host}:{cfg.port} closed the connection at once: check [smtp] port and security "
                               "(tls, starttls or none)") from None
     except (OSError, ssl.SSLError) as exc:
@@ -263,6 +291,11 @@ def connect_smtp(cfg: ServerConfig, *, timeout: float = 60.0) -> smtplib.SMTP:
     return client
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """A socket timeout, also behind smtplib's "Connection unexpectedly closed: timed out"."""
+    return isinstance(exc, (TimeoutError, socket.timeout)) or isinstance(exc.__context__, (TimeoutError, socket.timeout))
+
+
 def _xoauth2_login(client: smtplib.SMTP, cfg: ServerConfig) -> None:
     """AUTH XOAUTH2 with the token ``oauth2_command`` prints (Gmail, Microsoft 365)."""
     token = cfg.oauth2_token()
@@ -287,6 +320,13 @@ def _quit(client) -> None:
             pass
 
 
+def _close(client) -> None:
+    try:
+        client.close()
+    except Exception:
+        pass
+
+
 def _reply_text(code: int, resp: bytes | str | None) -> str:
     if isinstance(resp, bytes):
         resp = resp.decode("utf-8", "replace")
@@ -299,6 +339,7 @@ class _Outcome:
     reply: str = ""
     refused: list[str] = field(default_factory=list)
     connection_lost: bool = False  # stop using this connection
+    interrupted: bool = False  # ctrl+c (or SIGTERM, as the command line takes it) in the middle of it
 
 
 _DOT = re.compile(rb"(?m)^\.")
@@ -340,8 +381,15 @@ def _send_one(smtp, mail_from: str, recipients: list[str], raw: bytes) -> _Outco
         if code == 250:
             return _Outcome("sent", _reply_text(code, resp), refused=refused + temporary)
         return _refusal(smtp, code, resp, refused)
+    except KeyboardInterrupt:  # settled like a dropped connection (then the interrupt goes on)
+        return _Outcome("unknown" if handed_over else "deferred", "heard was interrupted", connection_lost=True,
+                        interrupted=True)
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
-        what = f"the connection broke ({type(exc).__name__}: {exc})".replace(": )", ")")
+        if _timed_out(exc):
+            wait = getattr(smtp, "timeout", None)
+            what = f"no answer within {wait:.0f} s" if isinstance(wait, (int, float)) else "no answer in time"
+        else:
+            what = f"the connection broke ({type(exc).__name__}: {exc})".replace(": )", ")")
         if handed_over:
             return _Outcome("unknown", what, connection_lost=True)
         return _Outcome("deferred", what, connection_lost=True)
@@ -546,12 +594,17 @@ def _send_due(store: Store, cfg: Config, factory: SmtpFactory, clock, result: Dr
                 if not claimed:
                     continue  # sent or cancelled meanwhile, or another drain has it
                 row["attempts"] += 1
+                sock = smtp.sock
                 try:
                     outcome = _send_one(smtp, row["mail_from"], row["recipients"].split(), row["raw"])
                 except Exception as exc:  # a bug or an odd server: settle the row before anything else
                     outcome = _Outcome("unknown", f"sending stopped unexpectedly ({type(exc).__name__}: {exc})",
                                        connection_lost=True)
+                if outcome.connection_lost and was_cut(sock):  # heard is closing (the app quit), not a server fault
+                    outcome.reply = "heard was closed while waiting for the server's answer"
                 settle = (row, outcome)
+                if outcome.interrupted:
+                    raise KeyboardInterrupt  # after the finally below has settled the row
                 if outcome.connection_lost:
                     if outcome.state in ("deferred", "unknown"):
                         result.errors.append(f"[smtp] {cfg.smtp.host}: {outcome.reply}; the rest of the queue waits")
@@ -563,7 +616,10 @@ def _send_due(store: Store, cfg: Config, factory: SmtpFactory, clock, result: Dr
                     _settle(ledger, cfg, *settle, clock(), result)
         finally:
             ledger.close()
-            _quit(smtp)
+            if settle is not None and settle[1].interrupted:
+                _close(smtp)  # no QUIT: a server that stopped answering would keep us waiting for its reply
+            else:
+                _quit(smtp)
 
 
 def business_tz(cfg: Config) -> tzinfo:
@@ -638,8 +694,12 @@ def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: d
             result.failed.append(oid)
             result.errors.append(f"outbox #{oid} (ticket #{row['ticket_id']}) failed: {err}")
         else:
-            wait = ob.backoff(row["attempts"])
-            err = f"{host} said {out.reply}: trying again at {(now + wait):%H:%M} UTC"
+            wait = timedelta(0) if out.interrupted else ob.backoff(row["attempts"])  # nothing went out: due now
+            said = f"{host}: {out.reply};" if out.connection_lost and not out.reply[:1].isdigit() else \
+                f"{host} said {out.reply}:"
+            err = f"{said} trying again at {(now + wait):%H:%M} UTC"
+            if out.interrupted:
+                err = f"{out.reply} before the message went out: it goes with the next send (`heard outbox send`)"
             ledger.deferred(oid, error=err, next_attempt_at=now + wait)
             result.deferred.append(oid)
     else:
@@ -669,7 +729,7 @@ class _LazyImap:
         if self.cfg.smtp and self.cfg.smtp.sent_folder:
             return self.cfg.smtp.sent_folder
         if self._sent_folder is None:
-            from imapclient import SENT
+            from imapclient.imapclient import SENT
 
             try:
                 self._sent_folder = self.get().find_special_folder(SENT) or ""

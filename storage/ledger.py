@@ -415,6 +415,24 @@ def waiting_rows(conn: Connection, ticket_ids: Iterable[int] | None = None) -> l
     return rows
 
 
+def automatic_mail_to_domains(conn: Connection, *, since: datetime) -> dict[str, list[tuple[str, datetime]]]:
+    """Automatic mail (acknowledgements, updates, check-ins, closing notices) that went or is going out since
+    ``since``, by the recipient's mail domain: ``{domain: [(address, when), ...]}``, ``when`` the time it
+    was sent (or queued, while not sent yet). What the mail-loop guard looks at: an auto-responder that
+    answers from a new address each time is one domain."""
+    q = (
+        select(O.c.recipients, O.c.sent_at, O.c.created_at)
+        .where(O.c.kind.in_(AUTOMATIC_KINDS), O.c.state.not_in(("cancelled", "failed")), O.c.created_at >= since)
+    )
+    out: dict[str, list[tuple[str, datetime]]] = {}
+    for recipients, sent_at, created_at in conn.execute(q):
+        for addr in (recipients or "").split():
+            domain = addr.rpartition("@")[2].lower()
+            if domain:
+                out.setdefault(domain, []).append((addr.lower(), as_utc(sent_at or created_at)))
+    return out
+
+
 def _attach_last_customer_message(conn: Connection, rows: list[dict]) -> None:
     ids = [r["id"] for r in rows]
     last: dict[int, dict] = {}

@@ -619,6 +619,67 @@ def test_an_autoresponder_that_answers_everything_gets_one_mail_and_the_loop_sto
     store.close()
 
 
+def test_an_autoresponder_answering_from_a_new_address_each_time_gets_one_mail_and_the_loop_stops(
+        pymap_server, smtp_server, tmp_path):
+    # A robot at one domain that answers every mail from another address (agent1@, agent2@, ...), with a new
+    # Message-ID, no In-Reply-To, no Auto-Submitted and a subject of its own each time: every answer was a
+    # new customer, outside the per-customer window, so [ack] auto acknowledged each, for ever.
+    now = datetime.now(timezone.utc)
+    closed_today = {"days": [("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(now.weekday() + 3) % 7]]}
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port, imap_port=pymap_server.port, ack={"auto": True},
+                      hours=closed_today)
+    store = Store(cfg.database)
+    answered = []
+    subjects = ["Thanks for your email", "Re: Your message", "We received your request", "Automatic notice"]
+
+    def robot(mail_from, rcpts, data):
+        for rcpt in rcpts:
+            n = len(answered)
+            answered.append(rcpt)
+            pymap_server.append(customer_mail(100 + n, f"agent{n + 1}@robot.example", subjects[n % 4],
+                                              body="We got your mail.", date=days_ago(0)))
+
+    smtp_server.deliver = robot
+    pymap_server.deliver_maildir(SUPPORT, [
+        customer_mail(1, "agent0@robot.example", "Help please", name="Rob", date=days_ago(0.01)),
+        customer_mail(2, "ann@cust.example", "Invoice missing", name="Ann", date=days_ago(0.01)),
+    ])
+    from mail.ack import housekeeping
+
+    for _round in range(4):
+        sync_once(store, cfg)
+        housekeeping(store, cfg, datetime.now(timezone.utc))
+        drain_outbox(store, cfg)
+        time.sleep(0.2)
+    assert sorted(answered) == ["agent0@robot.example", "ann@cust.example"]  # one mail to the robot, and it stopped
+    with store.read() as s:
+        robot_tickets = [r[0] for r in s.connection().exec_driver_sql(
+            "SELECT t.id FROM tickets t JOIN customers c ON c.id = t.customer_id "
+            "WHERE c.address = 'agent1@robot.example'").all()]
+    assert len(robot_tickets) == 1
+    with store.read() as s:
+        held = [e for e in events_of(s.connection(), robot_tickets[0]) if e["kind"] == "ack_held"]
+    assert len(held) == 1 and "robot.example had automatic mail" in held[0]["reason"]
+    assert "mail loop guard" in held[0]["reason"]
+    store.close()
+
+
+def test_the_mail_loop_guard_leaves_colleagues_and_public_providers_alone(tmp_path):
+    from mail.ack import loop_guard_rule
+
+    settings = ack_settings(make_config(tmp_path), now=NOW)
+    sent = NOW - 10 * timedelta(minutes=1)
+    row = {"customer": "bob@bigco.example", "domain_mail": [("ann@bigco.example", sent)]}
+    assert "mail loop guard" in loop_guard_rule({**row, "created_at": sent + timedelta(seconds=20)}, settings)
+    # A colleague who wrote before our mail to Ann, or an hour after it: a person, acknowledged as usual.
+    assert loop_guard_rule({**row, "created_at": sent - timedelta(minutes=5)}, settings) is None
+    assert loop_guard_rule({**row, "created_at": sent + timedelta(hours=1)}, settings) is None
+    # Ann's own next mail is the per-customer window's business; gmail.com is not one organisation.
+    assert loop_guard_rule({**row, "customer": "ann@bigco.example", "created_at": sent}, settings) is None
+    assert loop_guard_rule({"customer": "bob@gmail.com", "created_at": sent,
+                            "domain_mail": [("ann@gmail.com", sent)]}, settings) is None
+
+
 def test_the_clarifying_questions_for_vague_mail_are_a_saved_reply(store, cfg, capsys):
     from mail.templates import DEFAULT_SAVED_REPLIES
     from mail.vague import CLARIFYING_REPLY, CLARIFYING_REPLY_NAME

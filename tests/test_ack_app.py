@@ -219,6 +219,29 @@ async def test_a_refusal_while_acknowledging_is_shown_without_the_servers_escape
         assert not any("\x1b" in m or "\x07" in m for m in shown), shown
 
 
+@run_async
+async def test_send_all_with_the_smtp_server_down_says_the_batch_waits_and_why(setup, smtp_server):
+    # The review said "sending 3…" for as long as the server stayed down: the error was a toast for ten
+    # seconds, then the screen went on claiming the mail was on its way.
+    cfg, store, ids = setup
+    smtp_server.stop()
+    app = make_app(cfg, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_review(pilot, app)
+        screen = app.screen
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not screen.sending)
+        status = _text(screen.query_one("#ack-status"))
+        assert status.startswith(f"0 sent, 3 waiting: 127.0.0.1:{cfg.smtp.port} refused the connection: check [smtp] "
+                                 "host and port"), status
+        assert "heard keeps trying in the background (`heard outbox`)" in status and "sending" not in status
+        await pilot.press("q")
+        await pilot.pause()
+        assert not isinstance(app.screen, AckReviewScreen)
+    with store.read() as s:  # queued, promises made: they go out when the server is back
+        assert s.connection().exec_driver_sql("SELECT count(*) FROM outbox WHERE state = 'queued'").scalar() == 3
+
+
 def _screen_text(app) -> str:
     import html
 

@@ -743,6 +743,138 @@ async def test_the_footer_shows_whole_keys_and_always_help_and_take_next(store, 
             ticket_keys = footer_keys(app)
             assert {"? Keys", "n Take next", "esc Back", "r Reply"} <= set(ticket_keys), (width, ticket_keys)
         assert "c Their tickets" in ticket_keys
+@pytest.mark.slow
+def test_quitting_while_the_smtp_server_hangs_after_the_data_leaves_at_once_and_the_send_is_unknown(
+        store, ids, smtp_server):
+    # The outbox worker waited out the server's silence (60 s) before the process could end: the terminal
+    # was given back, and then nothing happened for a minute; and the row was left for that minute in sending.
+    from mail.send import queue_reply
+    from storage.outbox import outbox_row
+
+    smtp_server.hang("DATA")
+    app = make_app(store, smtp=smtp_server.port)
+    oid = queue_reply(store, app.cfg, ids[0], "Hi Jane,\n\nThe export works again.\n", agent=AGENT, now=NOW,
+                      reason="answered")
+    left_at = []
+
+    async def run() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            app.run_outbox()
+            assert await _wait_for(pilot, lambda: smtp_server.hanging == 1)
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmDialog)
+            assert "1 message is still waiting to be sent" in screen_text(app)
+            left_at.append(time.monotonic())
+            await pilot.press("y")
+
+    asyncio.run(run())  # returns once every worker thread has finished
+    assert time.monotonic() - left_at[0] < 10
+    with store.read() as s:
+        row = outbox_row(s.connection(), oid)
+    assert row["state"] == "unknown"  # the server had the data: never sent again without the agent
+    assert "heard was closed while waiting for the server's answer" in row["last_error"]
+    assert f"heard outbox retry {oid}" in row["last_error"]
+
+
+@pytest.mark.slow
+def test_quitting_while_the_imap_server_says_nothing_leaves_at_once(store, ids):
+    # An IMAP server that takes the connection and never greets held the quit for the 30 s read timeout.
+    from mail.localservers import SilentServer
+
+    with SilentServer() as silent:
+        imap = {"host": silent.host, "port": silent.port, "security": "none", "username": "support",
+                "password_command": "printf x"}
+        cfg = make_config(store.url.removeprefix("sqlite:///"), imap=imap)
+        app = HeardApp(cfg, store=store, clock=lambda: NOW, start_sync=True, tz=timezone.utc)
+        left_at = []
+
+        async def run() -> None:
+            async with app.run_test(size=SIZE) as pilot:
+                assert await _wait_for(pilot, lambda: silent.accepted == 1)
+                await pilot.pause(0.3)
+                left_at.append(time.monotonic())
+                await pilot.press("q")
+
+        asyncio.run(run())
+        assert time.monotonic() - left_at[0] < 10 and app.return_code == 0
+
+
+@pytest.mark.slow
+def test_sigterm_quits_the_app_as_q_does_and_gives_the_terminal_back(tmp_path, smtp_server):
+    # SIGTERM ended the process on the spot: the terminal stayed in the app's screen with mouse reporting
+    # on (typing printed escape codes), and a send in flight was left to the next run to find.
+    import os
+    import pty
+    import select
+    import signal
+    import sys
+
+    from mail.config import write_config
+
+    smtp_server.hang("DATA")
+    path = tmp_path / "config.toml"
+    write_config(path, {
+        "account": {"address": "support@example.com"},
+        "imap": {"host": "127.0.0.1", "port": 1, "security": "none", "username": "s", "password_command": "printf x"},
+        "smtp": {"host": "127.0.0.1", "port": smtp_server.port, "security": "none", "username": "",
+                 "password_command": "printf x", "sent_folder": ""},
+        "storage": {"database": str(tmp_path / "heard.db")},
+        "agent": {"name": AGENT},
+    })
+    store = Store(str(tmp_path / "heard.db"))
+    tid = seed(store, BACKLOG[:1])[0]
+    from mail.config import load_config
+    from mail.send import queue_reply
+    from storage.outbox import outbox_row
+
+    oid = queue_reply(store, load_config(path), tid, "Hi Jane,\n\nFixed.\n", agent=AGENT, now=NOW, reason="answered")
+    env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the app on a terminal of its own
+        os.execve(sys.executable, [sys.executable, "-m", "tui.cli", "--config", str(path)], env)
+    screen = b""
+
+    def read_for(seconds: float) -> None:
+        nonlocal screen
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(fd, 65536)
+                except OSError:
+                    return
+
+    try:
+        deadline = time.monotonic() + 30
+        while smtp_server.hanging < 1 and time.monotonic() < deadline:
+            read_for(0.2)
+        assert smtp_server.hanging == 1
+        os.kill(pid, signal.SIGTERM)
+        stopped = time.monotonic()
+        status = None
+        while time.monotonic() - stopped < 15:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            read_for(0.2)
+        else:
+            raise AssertionError("the app was still running 15 s after SIGTERM")
+        read_for(0.2)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert screen.rfind(b"\x1b[?1049l") > screen.rfind(b"\x1b[?1049h") >= 0  # back from the app's screen
+    with store.read() as s:
+        row = outbox_row(s.connection(), oid)
+    assert row["state"] == "unknown" and "heard was closed" in row["last_error"]
+    store.close()
 
 
 # -- scale: the queue is a window, not a table of every row --------------------------------

@@ -94,6 +94,12 @@ FIRES = [
     ("reponse automatique", {"subject": "Réponse automatique : Facture"}, {}, "out-of-office subject"),
     ("reponse automatique 2047", {"subject": "=?utf-8?q?R=C3=A9ponse_automatique_=3A_Facture?="}, {}, "out-of-office subject"),
     ("bracketed auto reply", {"subject": "[Auto-Reply] Re: order"}, {}, "out-of-office subject"),
+    # An auto-responder answering our acknowledgement, or another responder: the phrase behind prefixes.
+    ("ooo behind re re", {"subject": "Re: Re: Out of office"}, {}, "out-of-office subject"),
+    ("ooo behind RE then rest", {"subject": "RE: Automatic reply: Export fails [#12]"}, {}, "out-of-office subject"),
+    ("ooo behind AW", {"subject": "AW: Abwesenheitsnotiz"}, {}, "out-of-office subject"),
+    ("ooo behind SV", {"subject": "SV: Autosvar: Hej"}, {}, "out-of-office subject"),
+    ("ooo behind Re bracketed", {"subject": "Re: [Auto-Reply] order"}, {}, "out-of-office subject"),
 ]
 
 # Human messages that look a little like the above but must pass.
@@ -122,6 +128,7 @@ DOES_NOT_FIRE = [
     ("abusive name", {}, {"from_addr": "abuser@shop.example"}),
     ("postmaster in domain", {}, {"from_addr": "jane@postmaster.example"}),
     ("human ooo mention", {"subject": "Re: Out of Office reply loops"}, {}),
+    ("human reply about automatic replies", {"subject": "Re: Automatic replies are annoying"}, {}),
     ("human mentions automatic reply", {"subject": "Your automatic reply said 3 days"}, {}),
     ("subject about office", {"subject": "Office 365 login fails"}, {}),
     ("x-mailer only", {"x-mailer": "Apple Mail"}, {}),
@@ -241,4 +248,5 @@ def test_encoded_subjects_decode_the_same_every_time():
         assert reason({"subject": "=?utf-8?q?out_of?=office"}) == "out-of-office subject"
         assert reason({"subject": "=?utf-8?b?QXV0b21hdGljIHJlcGx5?= Re: x"}) == "out-of-office subject"
         assert reason({"subject": "=?x-unknown?q?Out_of_office?="}) is None
-        assert reason({"subject": "Re: =?utf-8?q?Out_of_office?="}) is None
+        assert reason({"subject": "Re: =?utf-8?q?Out_of_office?="}) == "out-of-office subject"
+        assert reason({"subject": "Re: =?utf-8?q?Out_of_office_reply_loops?="}) is None

@@ -289,3 +289,48 @@ def test_a_send_killed_halfway_is_listed_unknown_and_can_be_cancelled(tmp_path, 
     events = [(e["kind"], e["old"], e["new"]) for e in detail(store, tid)["events"]]
     assert ("outbox", "sending", "unknown") in events and ("outbox", "unknown", "cancelled") in events
     assert len(delivered) == 1
+
+
+@pytest.mark.parametrize("stage, state", [("MAIL", "queued"), ("DATA", "unknown")])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_in_the_middle_of_a_send_settles_the_message(tmp_path, capsys, env, smtp, stage, state, sig):  # noqa: F811
+    # A send interrupted while the server was silent was left in `sending`, so the next run called it
+    # unknown ("may or may not have gone out") even when the server had not yet been given the message;
+    # SIGTERM did the same without a word.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg, store, tid = env
+    run(capsys, cfg, "reply", str(tid), "--body-file", body_file(tmp_path, "Hello Ann."), "--no-send")
+    smtp.hang(stage)
+    child = subprocess.Popen([sys.executable, "-m", "tui.cli", "--config", str(cfg.path), "outbox", "send"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while smtp.hanging < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert smtp.hanging == 1
+        child.send_signal(getattr(signal, sig))
+        _, err = child.communicate(timeout=10)  # at once, not after the server's 60 s
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130
+    assert err == ("heard: interrupted: what was not sent stays in the outbox (`heard outbox` lists it, and says "
+                   "whether the message in flight may have gone out)\n")
+    code, out, _ = run(capsys, cfg, "outbox")
+    assert out.split()[3] == state
+    smtp.release_hangs()
+    if state == "queued":  # the server never had it: the next send sends it, once
+        assert "heard was interrupted before the message went out: it goes with the next send" in out
+        code, out, err = run(capsys, cfg, "outbox", "send")
+        assert code == 0 and out.strip() == "1 sent", err
+        assert len(smtp.messages) == 1
+    else:  # it may have gone out: never again without the agent
+        assert "127.0.0.1: heard was interrupted after the message was handed over" in out
+        assert "heard outbox retry 1" in out
+        code, out, err = run(capsys, cfg, "outbox", "send")
+        assert out.strip() == "0 sent", err
+        assert smtp.messages == []

@@ -245,6 +245,53 @@ def test_server_down_keeps_the_queue_and_says_so(tmp_path, store, cfg, smtp):
     assert row["state"] == "queued" and row["attempts"] == 0 and "[smtp]" in row["last_error"]
 
 
+def _quick(timeout: float = 1.0):
+    """connect_smtp with a short timeout: a hanging server costs the test a second, not a minute."""
+    from mail.send import connect_smtp
+
+    return lambda c: connect_smtp(c, timeout=timeout)
+
+
+def test_a_server_that_takes_the_connection_and_never_answers_is_named_and_the_reply_stays_queued(tmp_path, database):
+    # A wedged server (the connection taken, no greeting ever) was reported as "closed the connection at
+    # once: check [smtp] port and security": the wrong advice, after a minute's wait.
+    from mail.localservers import SilentServer
+
+    with SilentServer() as silent:
+        cfg = make_config(tmp_path, smtp_port=silent.port, database=database)
+        store = Store(cfg.database)
+        tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
+        oid = reply(store, cfg, tid)
+        res = drain_outbox(store, cfg, now=NOW, smtp_factory=_quick())
+        assert silent.accepted == 1
+        assert res.errors == [f"127.0.0.1:{silent.port} took the connection but did not answer within 1 s: check "
+                              "[smtp] host and port, or try again later (what is queued stays queued)"]
+        row = one_row(store, oid)
+        assert row["state"] == "queued" and row["attempts"] == 0 and row["last_error"] == res.errors[0]
+        store.close()
+
+
+@pytest.mark.parametrize("stage, state", [("MAIL", "queued"), ("DATA", "unknown")])
+def test_a_server_that_stops_answering_mid_send_is_a_timeout_and_unknown_only_after_the_data(
+        store, cfg, smtp, stage, state):
+    tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
+    oid = reply(store, cfg, tid)
+    smtp.hang(stage)
+    res = drain_outbox(store, cfg, now=NOW, smtp_factory=_quick())
+    row = one_row(store, oid)
+    assert row["state"] == state and smtp.hanging == 1
+    if state == "queued":  # nothing was handed over: sent again later, by itself
+        assert row["last_error"].startswith("127.0.0.1: no answer within 1 s; trying again at ")
+        smtp.release_hangs()
+        assert drain_outbox(store, cfg, now=NOW + timedelta(minutes=5)).sent == [oid]
+    else:  # the server has the message, maybe: never sent again without the agent
+        assert row["last_error"].startswith("127.0.0.1: no answer within 1 s after the message was handed over")
+        assert "heard outbox retry" in row["last_error"]
+        smtp.release_hangs()
+        assert drain_outbox(store, cfg, now=NOW + timedelta(minutes=5)).attempted == 0
+    assert res.errors == [f"[smtp] 127.0.0.1: no answer within 1 s; the rest of the queue waits"]
+
+
 # -- crashes: never resent blindly -----------------------------------------------------------
 def test_connection_lost_after_data_becomes_unknown_and_is_not_resent(store, cfg, smtp):
     tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
@@ -309,6 +356,23 @@ def test_kill_between_data_and_commit_becomes_unknown_then_reconciles(tmp_path, 
     row = one_row(store, oid)
     assert res.reconciled == [oid] and row["state"] == "sent" and row["sent_copy"]
     assert len(delivered) == 1
+    store.close()
+
+
+def test_without_a_sent_folder_set_an_unknown_send_is_found_in_the_servers_own_sent_folder(tmp_path, smtp, imap):
+    # Gmail and Microsoft 365 file their own copy, so the README says to leave [smtp] sent_folder empty: the
+    # look for the server's Sent folder then failed on "cannot import name 'SENT' from 'imapclient'", every
+    # unknown send stayed unknown, and every drain said so.
+    cfg = make_config(tmp_path, smtp_port=smtp.port, imap_port=imap.port, sent_folder="")
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
+    oid = reply(store, cfg, tid)
+    smtp.fail_next(DROP)
+    assert drain_outbox(store, cfg, now=NOW).unknown == [oid]
+    imap.append(smtp.received[0].data, folder="Sent")  # the provider's own copy
+    res = drain_outbox(store, cfg, now=NOW + timedelta(hours=1))
+    assert res.errors == [] and res.reconciled == [oid]
+    assert one_row(store, oid)["state"] == "sent" and len(smtp.received) == 1
     store.close()
 
 

@@ -181,6 +181,7 @@ class AckReviewScreen(Screen[None]):
         self.sending = False
         self.sent_done = False
         self._batch: list[int] = []
+        self._drained_once = False  # the batch's own drain has run: what is still queued waits on the server
 
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -426,7 +427,8 @@ class AckReviewScreen(Screen[None]):
                 from storage.models import Outbox
 
                 O = Outbox.__table__
-                states = [r[0] for r in s.connection().execute(select(O.c.state).where(O.c.id.in_(self._batch)))]
+                rows = s.connection().execute(select(O.c.state, O.c.last_error).where(O.c.id.in_(self._batch))).all()
+            states = [r[0] for r in rows]
         except DatabaseUnreachable as exc:  # the bar waits; the next tick asks again
             unreachable = getattr(self.app, "database_unreachable", None)
             if unreachable is not None:
@@ -434,6 +436,15 @@ class AckReviewScreen(Screen[None]):
             return
         done = sum(1 for st in states if st in SETTLED)
         self.query_one("#ack-progress", ProgressBar).update(progress=done)
+        waiting = [err for st, err in rows if st == "queued"]
+        if done < len(self._batch) and self._drained_once and waiting and "sending" not in states:
+            # The server is down or deferring: say so, rather than "sending…" for as long as it takes.
+            sent = states.count("sent")
+            why = next((e for e in waiting if e), "")
+            self.sending = False
+            self._status(f"{sent} sent, {len(waiting)} waiting" + (f": {why}" if why else "")
+                         + "  ·  heard keeps trying in the background (`heard outbox`)  ·  q back")
+            return
         if done >= len(self._batch):
             self._poll.stop()
             sent = states.count("sent")
@@ -445,6 +456,7 @@ class AckReviewScreen(Screen[None]):
                 self.app.data_changed()
 
     def _drained(self, result) -> None:
+        self._drained_once = True
         for line in result.errors:
             self.app.toast(line, severity="error", timeout=10)
         self._follow_outbox()

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import importlib
 import re
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -200,8 +202,13 @@ class HeardApp(App[int]):
                 self.run_outbox()
 
     def on_unmount(self) -> None:
+        from mail.imap import abort_connections
+
         self._stop_sync.set()
         self._outbox_wake.set()
+        # A mail server that stopped answering must not hold the quit: the workers' reads fail now, and
+        # what they were doing settles as after a dropped connection (a send cut after its data is unknown).
+        abort_connections()
 
     @work(thread=True, exclusive=True, group="outbox", exit_on_error=False)
     def run_outbox(self) -> None:
@@ -742,10 +749,41 @@ def _hook(module: str, name: str):
     return getattr(mod, name, None)
 
 
+# SIGTERM (`kill`, a service manager), and SIGHUP when the terminal window closes: quit as `q` does.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def run_until_stopped(app: App) -> int:
+    """Run the app; SIGTERM or SIGHUP quit it the way `q` does (the terminal is given back as it was, the
+    workers' mail connections are cut and what they were sending settles), instead of ending the process
+    on the spot with the terminal left in the app's modes.
+
+    An exception raised by a signal handler inside Textual's event loop would be drawn as a traceback over
+    the screen, so the handler asks the app to exit from another thread instead."""
+
+    def ask_to_quit() -> None:
+        for _ in range(100):  # the app may still be starting
+            try:
+                app.call_from_thread(app.exit)
+                return
+            except RuntimeError:
+                time.sleep(0.1)
+
+    def on_signal(signum, frame) -> None:
+        threading.Thread(target=ask_to_quit, name="heard-quit", daemon=True).start()
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
+    try:
+        return int(app.run() or 0)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def run_app(cfg: Config) -> int:
-    app = HeardApp(cfg)
-    result = app.run()
-    return int(result or 0)
+    return run_until_stopped(HeardApp(cfg))
 
 
 __all__ = ["HeardApp", "run_app", "SyncStatusChanged", "TicketJumpProvider", "utc_now", "Path"]

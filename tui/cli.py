@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -669,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     name = args.command or "app"
+    previous = _sigterm_as_interrupt()
     try:
         return COMMANDS[name](args)
     except (ConfigError, MailServerError, StoreError, LifecycleError, CliError) as exc:
@@ -678,6 +680,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+INTERRUPTED_SEND = ("interrupted: what was not sent stays in the outbox (`heard outbox` lists it, and says whether "
+                    "the message in flight may have gone out)")
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (`kill`, a service manager stopping `heard sync --watch`) ends a command the way ctrl+c does:
+    through its cleanup, so a send in flight is settled (queued again, or unknown once its data went out)
+    instead of being left to the next run to find. The app and the demo put their own handler in place."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _command_name(argv: list[str]) -> str | None:

@@ -26,7 +26,7 @@ from mail.compose import ComposeError
 from mail.untrusted import safe_line, safe_text
 from storage.db import utcnow
 from storage.deadlines import format_deadline_short
-from tui.cli import EXTENSIONS, CliError, command, config_from, err, open_store, out
+from tui.cli import EXTENSIONS, INTERRUPTED_SEND, CliError, command, config_from, err, open_store, out
 from tui.words import cut, fit, ticket_number
 
 
@@ -44,7 +44,11 @@ def _one_line_errors(fn):
 def _drain(store, cfg) -> int:
     from mail.send import drain_outbox
 
-    res = drain_outbox(store, cfg)
+    try:
+        res = drain_outbox(store, cfg)
+    except KeyboardInterrupt:
+        err(f"heard: {INTERRUPTED_SEND}")
+        return 130
     for line in res.errors:
         err(f"heard: {safe_line(line)}")
     out(res.line())

@@ -13,7 +13,6 @@ import signal
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from mail.demo import CUSTOMER_PASSWORD, SUPPORT_PASSWORD, DemoTiming, DemoWorld
@@ -76,30 +75,10 @@ def _restore(handlers: dict) -> None:
 
 
 def _run_app(app) -> int:
-    """Run the app (as `tui.app.run_app` does); SIGTERM or SIGHUP quit it the way `q` does.
+    """Run the app as `tui.app.run_app` does: SIGTERM or SIGHUP quit it the way `q` does."""
+    from tui.app import run_until_stopped
 
-    An exception raised by a signal handler inside Textual's event loop would
-    be drawn as a traceback over the screen, so the handler asks the app to
-    exit from another thread instead."""
-
-    def ask_to_quit() -> None:
-        for _ in range(100):  # the app may still be starting
-            try:
-                app.call_from_thread(app.exit)
-                return
-            except RuntimeError:
-                time.sleep(0.1)
-
-    def on_signal(signum, frame) -> None:
-        threading.Thread(target=ask_to_quit, name="heard-demo-quit", daemon=True).start()
-
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        handlers = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
-    try:
-        return int(app.run() or 0)
-    finally:
-        _restore(handlers)
+    return run_until_stopped(app)
 
 
 @command("demo")

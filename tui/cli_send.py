@@ -13,7 +13,7 @@ from storage.db import utcnow
 from storage.lifecycle import ALLOWED, STATUS_LABELS, Status, parse_status
 from storage.outbox import OPEN_STATES, OutboxError
 from storage.tickets import REPLY_REASON
-from tui.cli import EXTENSIONS, CliError, command, config_from, err, open_store, out
+from tui.cli import EXTENSIONS, INTERRUPTED_SEND, CliError, command, config_from, err, open_store, out
 from tui.words import ticket_number
 from mail.untrusted import safe_line
 
@@ -49,7 +49,11 @@ def _read_body(path: str) -> str:
 def _drain_and_report(store, cfg) -> int:
     from mail.send import drain_outbox
 
-    res = drain_outbox(store, cfg)
+    try:
+        res = drain_outbox(store, cfg)
+    except KeyboardInterrupt:
+        err(f"heard: {INTERRUPTED_SEND}")
+        return 130
     for line in res.errors:
         err(f"heard: {safe_line(line)}")
     out(res.line())
