@@ -49,6 +49,7 @@ from storage.deadlines import (
     WEEKDAYS,
     BusinessHours,
     HandlingModel,
+    Jumpers,
     TierSpec,
     PROMISE_HORIZON_DAYS,
     answered_within,
@@ -498,6 +499,62 @@ def quick_reply_window(created_at: datetime | None, settings: AckSettings, *, no
     return settings.minimum - max(now - created_at, timedelta(0))
 
 
+class _WorkOrder:
+    """The tickets waiting for an agent, in work order, as a plan sees them: read whole (their places in
+    the work order, the rate of queue-jumpers) only once a ticket is to be promised, since a plan whose
+    tickets are all skipped by a rule needs none of it."""
+
+    def __init__(self, store: Store, settings: AckSettings, *, now: datetime) -> None:
+        self.store, self.settings, self.now = store, settings, now
+        self.margin = settings.risk_window(now)
+        self.ids: list[int] = []
+        self.promised: dict[int, datetime] = {}  # promises made in this plan
+        self._ahead: list[Ahead] = []  # Ahead of ids[:len(_ahead)]
+        self._rows: dict[int, dict] | None = None
+        self._jumpers: Jumpers | None = None
+        self.memo: dict = {}  # waits computed once for the whole plan
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def jumpers(self) -> Jumpers:
+        if self._jumpers is None:
+            since, hours = self.now - timedelta(days=14), self.settings.hours
+            with self.store.read() as s:
+                conn = s.connection()
+                rates = jumper_rates(ledger.tier_arrivals(conn, since=since), now=self.now, hours=hours)
+                self._jumpers = surge_jumpers(rates, ledger.arrivals(conn, since=since), now=self.now, hours=hours)
+        return self._jumpers
+
+    def key(self, tid: int, deadline: datetime | None = None) -> tuple:
+        row = self._rows.get(tid, {"id": tid}) if self._rows is not None else {"id": tid}
+        deadline = deadline or self.promised.get(tid)
+        return work_order_key(row if deadline is None else {**row, "promise_deadline": deadline},
+                              now=self.now, at_risk_margin=self.margin)
+
+    def ahead(self) -> list[Ahead]:
+        """Every ticket in the order so far, as :func:`slotted_deadline` takes them."""
+        if self._rows is None:
+            with self.store.read() as s:
+                self._rows = ledger.work_order_rows(s.connection())
+        jumpers = self.jumpers()
+        for tid in self.ids[len(self._ahead):]:
+            row = self._rows.get(tid, {})
+            self._ahead.append(Ahead(self.key(tid), self.promised.get(tid) or row.get("promise_deadline"),
+                                     0.0 if row.get("tier") else jumpers))
+        return self._ahead
+
+    def append(self, tid: int) -> None:
+        self.ids.append(tid)
+
+    def insert(self, place: int, tid: int, deadline: datetime) -> None:
+        """A promise made: the ticket takes its place (after :meth:`ahead`, which it was slotted into)."""
+        self.promised[tid] = deadline
+        self.ids.insert(place, tid)
+        tier = (self._rows or {}).get(tid, {}).get("tier")
+        self._ahead.insert(place, Ahead(self.key(tid), deadline, 0.0 if tier else self.jumpers()))
+
+
 def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings: AckSettings | None = None,
                           ticket_ids: list[int] | None = None) -> AckPlan:
     """Every waiting ticket whose customer had no acknowledgement and no reply yet: the deadline each
@@ -511,54 +568,32 @@ def plan_acknowledgements(store: Store, cfg: Config, *, now: datetime, settings:
         rows = {r["id"]: r for r in ledger.waiting_rows(conn, wanted)}
         attach_domain_mail(conn, list(rows.values()))
         model = handling_model(conn, settings, now=now)
-        since = now - timedelta(days=14)
-        jumpers = jumper_rates(ledger.tier_arrivals(conn, since=since), now=now, hours=settings.hours)
-        jumpers = surge_jumpers(jumpers, ledger.arrivals(conn, since=since), now=now, hours=settings.hours)
         in_progress = [max(settings.hours.business_time_between(t, now), timedelta(0))
                        for t in ledger.in_progress_since(conn)]
-        # What a place in the work order depends on, for every queue ticket: read only when a promise is to be made.
-        maybe = any(r["acknowledged_at"] is None and r["last_reply_at"] is None for r in rows.values())
-        keyed = ledger.work_order_rows(conn) if maybe else {}
-    margin = settings.risk_window(now)
-
-    def key(tid: int, deadline: datetime | None = None) -> tuple:
-        row = keyed.get(tid, {"id": tid})
-        return work_order_key(row if deadline is None else {**row, "promise_deadline": deadline},
-                              now=now, at_risk_margin=margin)
-
-    def ahead_entry(tid: int, deadline: datetime | None = None) -> Ahead:
-        row = keyed.get(tid, {})
-        return Ahead(key(tid, deadline), deadline or row.get("promise_deadline"),
-                     0.0 if row.get("tier") else jumpers)
-
     candidates: list[AckCandidate] = []
     skipped: list[Skipped] = []
     seen_customers: dict[int, int] = {}
-    ahead: list[Ahead] = []  # the tickets waiting for an agent ahead in the work order, as it is now
-    memo: dict = {}  # waits computed once for the whole batch
+    queue = _WorkOrder(store, settings, now=now)
     for tid in order:
-        here = len(ahead)
         counts = bool(waits.get(tid))
         r = rows.get(tid)
-        if r is None or r["acknowledged_at"] is not None or r["last_reply_at"] is not None:
-            if counts:
-                ahead.append(ahead_entry(tid))
-            continue
-        promised = _plan_one(tid, r, here, ahead, key, candidates, skipped, seen_customers, cfg, settings,
-                             now=now, model=model, jumpers=jumpers, in_progress=in_progress, memo=memo)
+        promised = None
+        if r is not None and r["acknowledged_at"] is None and r["last_reply_at"] is None:
+            promised = _plan_one(tid, r, queue, candidates, skipped, seen_customers, cfg, settings,
+                                 now=now, model=model, in_progress=in_progress)
         if counts:
             if promised is None:
-                ahead.append(ahead_entry(tid))
+                queue.append(tid)
             else:  # the promise is a place in the work order: later tickets wait behind it
-                deadline, landed = promised
-                ahead.insert(landed, ahead_entry(tid, deadline))
+                queue.insert(promised[1], tid, promised[0])
     return AckPlan(candidates=candidates, skipped=skipped, handling=model, now=now)
 
 
-def _plan_one(tid, r, here, ahead, key, candidates, skipped, seen_customers, cfg, settings, *, now, model,
-              jumpers, in_progress, memo) -> tuple[datetime, int] | None:
+def _plan_one(tid, r, queue: _WorkOrder, candidates, skipped, seen_customers, cfg, settings, *, now, model,
+              in_progress) -> tuple[datetime, int] | None:
     """One waiting ticket of :func:`plan_acknowledgements`: a candidate with its deadline (returned with
     the place it takes in the work order), or skipped with its rule (None)."""
+    here = len(queue)
     subject = their_subject(r["last_subject"] or r["subject"])
     rule = skip_rule(r, cfg, settings, now=now)
     if rule is None and r["holder"]:
@@ -577,14 +612,14 @@ def _plan_one(tid, r, here, ahead, key, candidates, skipped, seen_customers, cfg
         skipped.append(Skipped(tid, r["customer"], subject, horizon_rule(here)))
         return None
     work = dict(agents=settings.agents, handling=model, hours=settings.hours,
-                jumpers_per_hour=0.0 if spec else jumpers, in_progress=in_progress)
+                jumpers_per_hour=0.0 if spec else queue.jumpers(), in_progress=in_progress)
     within = quick_reply_window(r["created_at"], settings, now=now)
     if within > timedelta(0) and answered_within(now=now, within=within, position=here, **work):
         skipped.append(Skipped(tid, r["customer"], subject, quick_reply_rule(settings)))
         return None
     seen_customers[r["customer_id"]] = tid
-    deadline, landed = slotted_deadline(now=now, ahead=ahead, key_for=lambda d: key(tid, d),
-                                        minimum=settings.minimum, memo=memo,
+    deadline, landed = slotted_deadline(now=now, ahead=queue.ahead(), key_for=lambda d: queue.key(tid, d),
+                                        minimum=settings.minimum, memo=queue.memo,
                                         tier_max=spec.max_response if spec else None, **work)
     if settings.hours.business_time_between(now, deadline) > PROMISE_HORIZON_DAYS * settings.hours.day_length:
         skipped.append(Skipped(tid, r["customer"], subject, horizon_rule(here)))  # the queue-jumpers did it
