@@ -665,6 +665,17 @@ def _note_connection_error(store: Store, ids: list[int], line: str) -> None:
         conn.execute(update(ob.O).where(ob.O.c.id.in_(ids), ob.O.c.state == "queued").values(last_error=line))
 
 
+def _send_again(row: dict) -> str:
+    """What to run after a refusal for good. An acknowledgement or update that failed made no promise (its
+    deadline is withdrawn), so it is not retried but made afresh."""
+    oid, cancel = row["id"], f"`heard outbox cancel {row['id']}` clears it"
+    if row.get("kind") == "ack":
+        return f"acknowledge the ticket again for a fresh deadline (a in the queue, or `heard ack`); {cancel}"
+    if row.get("kind") == "update":
+        return f"send a new update (u on the ticket, or `heard update {row['ticket_id']}`); {cancel}"
+    return f"`heard outbox retry {oid}`, or `heard outbox cancel {oid}`"
+
+
 def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: datetime, result: DrainResult) -> None:
     oid = row["id"]
     refused = "; ".join(out.refused)
@@ -676,8 +687,7 @@ def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: d
         if refused:
             result.errors.append(f"outbox #{oid} went out, but {host} refused {refused}")
     elif out.state == "failed":
-        err = (f"{host} refused it ({out.reply}): fix the cause, then `heard outbox retry {oid}`, "
-               f"or `heard outbox cancel {oid}`")
+        err = f"{host} refused it ({out.reply}): fix the cause, then {_send_again(row)}"
         if refused:
             err += f"; refused: {refused}"
         ledger.failed(oid, error=err, refused=refused)
@@ -687,7 +697,7 @@ def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: d
         created = _as_utc(row["created_at"]) or now
         if now - created > GIVE_UP_AFTER:
             err = (f"gave up after {row['attempts']} attempts over {GIVE_UP_AFTER.days} days of temporary "
-                   f"errors (last: {out.reply}): `heard outbox retry {oid}` tries again")
+                   f"errors (last: {out.reply}): {_send_again(row)}")
             ledger.failed(oid, error=err, refused=refused)
             result.failed.append(oid)
             result.errors.append(f"outbox #{oid} (ticket #{row['ticket_id']}) failed: {err}")
