@@ -539,13 +539,20 @@ def _drain(store: Store, cfg: Config, *, now, smtp_factory, imap_factory) -> Dra
     imap = _LazyImap(cfg, imap_factory)
     try:
         try:
-            _reconcile_unknown(store, cfg, imap, clock, result)
+            # The unknown rows to look for in the Sent folder are those of before this drain; they are looked
+            # for after sending, so an IMAP server that is slow or silent never holds up the mail that is due.
+            with store.read() as s:
+                to_check = ob.unknown_to_check(s.connection(), now=clock())
             if cfg.smtp is None:
+                _reconcile_unknown(store, cfg, imap, clock, result, to_check)
                 with store.read() as s:
                     if ob.due_ids(s.connection(), now=clock(), limit=1):
                         result.errors.append("no [smtp] section in the config: add one to send mail (see README)")
                 return result
-            _send_due(store, cfg, smtp_factory or connect_smtp, clock, result)
+            try:
+                _send_due(store, cfg, smtp_factory or connect_smtp, clock, result)
+            finally:
+                _reconcile_unknown(store, cfg, imap, clock, result, to_check)
         finally:
             _record_outcomes(store, cfg, result, clock())
         if cfg.smtp.sent_folder:
@@ -737,11 +744,13 @@ class _LazyImap:
         if self.cfg.smtp and self.cfg.smtp.sent_folder:
             return self.cfg.smtp.sent_folder
         if self._sent_folder is None:
+            from imapclient.exceptions import IMAPClientError
             from imapclient.imapclient import SENT
 
+            client = self.get()  # a server that cannot be reached says so (the caller reports it)
             try:
-                self._sent_folder = self.get().find_special_folder(SENT) or ""
-            except Exception:
+                self._sent_folder = client.find_special_folder(SENT) or ""
+            except IMAPClientError:  # the server would not list its folders: no Sent folder to look in
                 self._sent_folder = ""
         return self._sent_folder or None
 
@@ -754,9 +763,8 @@ class _LazyImap:
             self.client = None
 
 
-def _reconcile_unknown(store: Store, cfg: Config, imap: _LazyImap, clock, result: DrainResult) -> None:
-    with store.read() as s:
-        rows = ob.unknown_to_check(s.connection(), now=clock())
+def _reconcile_unknown(store: Store, cfg: Config, imap: _LazyImap, clock, result: DrainResult,
+                       rows: list[dict]) -> None:
     if not rows:
         return
     try:
@@ -770,6 +778,7 @@ def _reconcile_unknown(store: Store, cfg: Config, imap: _LazyImap, clock, result
     except Exception as exc:
         line = str(exc) if isinstance(exc, (MailServerError, ConfigError)) else str(network_error(cfg.imap, exc))
         result.errors.append(f"cannot check the Sent folder for unsure sends: {line}")
+        _check_again_later(store, [r["id"] for r in rows], clock() + RECHECK_UNKNOWN)  # not at every drain
         return
     now = clock()
     with store.write_conn() as conn:
@@ -785,6 +794,13 @@ def _reconcile_unknown(store: Store, cfg: Config, imap: _LazyImap, clock, result
                 error=(f"the send was interrupted and the message is {where} (checked {now:%H:%M} UTC): "
                        f"`heard outbox retry {oid}` sends it again, `heard outbox cancel {oid}` drops it"),
             )
+
+
+def _check_again_later(store: Store, ids: list[int], at: datetime) -> None:
+    from sqlalchemy import update
+
+    with store.write_conn() as conn:
+        conn.execute(update(ob.O).where(ob.O.c.id.in_(ids), ob.O.c.state == "unknown").values(next_attempt_at=at))
 
 
 def _append_copies(store: Store, cfg: Config, imap: _LazyImap, clock, result: DrainResult) -> None:
