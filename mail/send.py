@@ -544,13 +544,20 @@ def _drain(store: Store, cfg: Config, *, now, smtp_factory, imap_factory) -> Dra
     imap = _LazyImap(cfg, imap_factory)
     try:
         try:
-            _reconcile_unknown(store, cfg, imap, clock, result)
+            # The unknown rows to look for in the Sent folder are those of before this drain; they are looked
+            # for after sending, so an IMAP server that is slow or silent never holds up the mail that is due.
+            with store.read() as s:
+                to_check = ob.unknown_to_check(s.connection(), now=clock())
             if cfg.smtp is None:
+                _reconcile_unknown(store, cfg, imap, clock, result, to_check)
                 with store.read() as s:
                     if ob.due_ids(s.connection(), now=clock(), limit=1):
                         result.errors.append("no [smtp] section in the config: add one to send mail (see README)")
                 return result
-            _send_due(store, cfg, smtp_factory or connect_smtp, clock, result)
+            try:
+                _send_due(store, cfg, smtp_factory or connect_smtp, clock, result)
+            finally:
+                _reconcile_unknown(store, cfg, imap, clock, result, to_check)
         finally:
             _record_outcomes(store, cfg, result, clock())
         if cfg.smtp.sent_folder:
@@ -667,6 +674,17 @@ def _note_connection_error(store: Store, ids: list[int], line: str) -> None:
         conn.execute(update(ob.O).where(ob.O.c.id.in_(ids), ob.O.c.state == "queued").values(last_error=line))
 
 
+def _send_again(row: dict) -> str:
+    """What to run after a refusal for good. An acknowledgement or update that failed made no promise (its
+    deadline is withdrawn), so it is not retried but made afresh."""
+    oid, cancel = row["id"], f"`heard outbox cancel {row['id']}` clears it"
+    if row.get("kind") == "ack":
+        return f"acknowledge the ticket again for a fresh deadline (a in the queue, or `heard ack`); {cancel}"
+    if row.get("kind") == "update":
+        return f"send a new update (u on the ticket, or `heard update {row['ticket_id']}`); {cancel}"
+    return f"`heard outbox retry {oid}`, or `heard outbox cancel {oid}`"
+
+
 def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: datetime, result: DrainResult) -> None:
     oid = row["id"]
     refused = "; ".join(out.refused)
@@ -678,8 +696,7 @@ def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: d
         if refused:
             result.errors.append(f"outbox #{oid} went out, but {host} refused {refused}")
     elif out.state == "failed":
-        err = (f"{host} refused it ({out.reply}): fix the cause, then `heard outbox retry {oid}`, "
-               f"or `heard outbox cancel {oid}`")
+        err = f"{host} refused it ({out.reply}): fix the cause, then {_send_again(row)}"
         if refused:
             err += f"; refused: {refused}"
         ledger.failed(oid, error=err, refused=refused)
@@ -689,7 +706,7 @@ def _settle(ledger: ob.SendLedger, cfg: Config, row: dict, out: _Outcome, now: d
         created = _as_utc(row["created_at"]) or now
         if now - created > GIVE_UP_AFTER:
             err = (f"gave up after {row['attempts']} attempts over {GIVE_UP_AFTER.days} days of temporary "
-                   f"errors (last: {out.reply}): `heard outbox retry {oid}` tries again")
+                   f"errors (last: {out.reply}): {_send_again(row)}")
             ledger.failed(oid, error=err, refused=refused)
             result.failed.append(oid)
             result.errors.append(f"outbox #{oid} (ticket #{row['ticket_id']}) failed: {err}")
@@ -729,11 +746,13 @@ class _LazyImap:
         if self.cfg.smtp and self.cfg.smtp.sent_folder:
             return self.cfg.smtp.sent_folder
         if self._sent_folder is None:
+            from imapclient.exceptions import IMAPClientError
             from imapclient.imapclient import SENT
 
+            client = self.get()  # a server that cannot be reached says so (the caller reports it)
             try:
-                self._sent_folder = self.get().find_special_folder(SENT) or ""
-            except Exception:
+                self._sent_folder = client.find_special_folder(SENT) or ""
+            except IMAPClientError:  # the server would not list its folders: no Sent folder to look in
                 self._sent_folder = ""
         return self._sent_folder or None
 
@@ -746,9 +765,8 @@ class _LazyImap:
             self.client = None
 
 
-def _reconcile_unknown(store: Store, cfg: Config, imap: _LazyImap, clock, result: DrainResult) -> None:
-    with store.read() as s:
-        rows = ob.unknown_to_check(s.connection(), now=clock())
+def _reconcile_unknown(store: Store, cfg: Config, imap: _LazyImap, clock, result: DrainResult,
+                       rows: list[dict]) -> None:
     if not rows:
         return
     try:
@@ -762,6 +780,7 @@ def _reconcile_unknown(store: Store, cfg: Config, imap: _LazyImap, clock, result
     except Exception as exc:
         line = str(exc) if isinstance(exc, (MailServerError, ConfigError)) else str(network_error(cfg.imap, exc))
         result.errors.append(f"cannot check the Sent folder for unsure sends: {line}")
+        _check_again_later(store, [r["id"] for r in rows], clock() + RECHECK_UNKNOWN)  # not at every drain
         return
     now = clock()
     with store.write_conn() as conn:
@@ -777,6 +796,13 @@ def _reconcile_unknown(store: Store, cfg: Config, imap: _LazyImap, clock, result
                 error=(f"the send was interrupted and the message is {where} (checked {now:%H:%M} UTC): "
                        f"`heard outbox retry {oid}` sends it again, `heard outbox cancel {oid}` drops it"),
             )
+
+
+def _check_again_later(store: Store, ids: list[int], at: datetime) -> None:
+    from sqlalchemy import update
+
+    with store.write_conn() as conn:
+        conn.execute(update(ob.O).where(ob.O.c.id.in_(ids), ob.O.c.state == "unknown").values(next_attempt_at=at))
 
 
 def _append_copies(store: Store, cfg: Config, imap: _LazyImap, clock, result: DrainResult) -> None:

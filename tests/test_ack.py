@@ -731,6 +731,27 @@ def test_update_report_and_housekeeping_from_the_command_line(store, cfg, capsys
     assert code == 0 and "0 check-ins queued, 0 closed after no reply" in out
 
 
+def test_an_acknowledgement_the_server_refuses_says_what_works_next(tmp_path, smtp_server, capsys):
+    # The refusal said "fix the cause, then `heard outbox retry 1`", and that command then refused: a failed
+    # acknowledgement made no promise, its deadline is stale. The line now gives the way that works.
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port)
+    store = Store(cfg.database)
+    tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", from_name="Ann", date=YESTERDAY())
+    smtp_server.fail_next("554 5.7.1 relaying denied")
+    code, out, err = heard(cfg, "ack", "--yes", capsys=capsys)
+    assert code == 1 and "0 sent, 1 failed" in out
+    assert ("fix the cause, then acknowledge the ticket again for a fresh deadline (a in the queue, or `heard ack`); "
+            "`heard outbox cancel 1` clears it") in err
+    code, out, _ = heard(cfg, "outbox", capsys=capsys)
+    assert "554 5.7.1 relaying denied" in out and "heard outbox retry" not in out
+    code, out, err = heard(cfg, "ack", "--yes", capsys=capsys)  # what the line says: a fresh acknowledgement
+    assert code == 0 and "1 sent" in out, err
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("ann@cust.example",)]
+    code, out, err = heard(cfg, "outbox", "cancel", "1", capsys=capsys)
+    assert code == 0 and "cancelled" in out, err
+    store.close()
+
+
 def test_show_prints_the_timeline_as_the_app_words_it(store, cfg, capsys):
     tid = add_ticket(store, "Export", "ann@cust.example", "It stops.", date=YESTERDAY())
     assert heard(cfg, "ack", "--yes", "--no-send", capsys=capsys)[0] == 0

@@ -376,6 +376,35 @@ def test_without_a_sent_folder_set_an_unknown_send_is_found_in_the_servers_own_s
     store.close()
 
 
+def test_an_imap_server_that_says_nothing_never_holds_up_the_mail_that_is_due(tmp_path, smtp):
+    # Each drain first looked for the unknown sends in the Sent folder: with the IMAP server silent, every
+    # reply waited out its 30 s timeout before going, at every drain, and the unknown row was then marked
+    # "no Sent folder to look in" as if none existed.
+    from mail.imap import connect_imap
+    from mail.localservers import SilentServer
+
+    with SilentServer() as silent:
+        cfg = make_config(tmp_path, smtp_port=smtp.port, imap_port=silent.port)
+        store = Store(cfg.database)
+        tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
+        unsure = reply(store, cfg, tid)
+        smtp.fail_next(DROP)
+        assert drain_outbox(store, cfg, now=NOW).unknown == [unsure]
+        before = one_row(store, unsure)["last_error"]
+        imap_asked_when_sent = []
+        smtp.deliver = lambda mail_from, rcpts, data: imap_asked_when_sent.append(silent.accepted)
+        second = reply(store, cfg, tid, body="Hi Ann,\n\nOne more thing.\n")
+        quick_imap = lambda c: connect_imap(c.imap, timeout=1)  # noqa: E731
+        res = drain_outbox(store, cfg, now=NOW + timedelta(minutes=20), imap_factory=quick_imap)
+        assert res.sent == [second] and imap_asked_when_sent == [0]  # sent before the Sent folder was looked at
+        assert res.errors == [f"cannot check the Sent folder for unsure sends: 127.0.0.1:{silent.port} did not "
+                              "answer in time: check [imap] host and port, and your network"]
+        assert one_row(store, unsure)["state"] == "unknown" and one_row(store, unsure)["last_error"] == before
+        drain_outbox(store, cfg, now=NOW + timedelta(minutes=21), imap_factory=quick_imap)
+        assert silent.accepted == 1  # looked again later, not at every drain
+        store.close()
+
+
 def test_agent_retry_sends_an_unknown_message_again(store, cfg, smtp):
     tid = add_ticket(store, "Help", "ann@cust.example", "It fails.")
     oid = reply(store, cfg, tid)
