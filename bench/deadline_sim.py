@@ -535,10 +535,11 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(f"{name} ({ack})")
         if policy == "heard" and (r["kept"] < 0.97 or r["ratio_mail"] > 1.4):
             failed_mail.append(f"{name} ({ack})")
-    print(f"\ntargets for heard: >= 97.0% kept, median promised/real <= 1.40"
-          f" -- {'met in every scenario' if not failed else 'missed in: ' + '; '.join(failed)}")
-    print(f"the same, the ratio counted from the customer's mail"
+    print(f"\ntargets for heard: >= 97.0% kept, median promised/real <= 1.40, the wait counted from the customer's mail"
           f" -- {'met in every scenario' if not failed_mail else 'missed in: ' + '; '.join(failed_mail)}")
+    print(f"the same, the wait counted from the acknowledgement"
+          f" -- {'met in every scenario' if not failed else 'missed in: ' + '; '.join(failed)}"
+          + (" (a batch at 15:00 promises tomorrow morning what is often answered today)" if failed else ""))
     print(f"({_time.perf_counter() - t0:.1f} s)")
     if argv[:1] == ["--seeds"]:
         robustness(int(argv[1]))
