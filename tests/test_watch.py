@@ -214,3 +214,56 @@ def _quietly(query) -> int:
         return query()
     except Exception:  # the server is down
         return -1
+
+
+@pytest.mark.slow
+def test_a_silent_smtp_server_holds_up_neither_the_watch_nor_the_mail_it_brings(dovecot_server, tmp_path):
+    # With [ack] auto the watcher sent after each sync, in its own loop: an SMTP server that takes the
+    # connection and never answers held every new mail back for the minute of its timeout.
+    from mail.localservers import SilentServer
+    from tests.test_ack import customer_mail, days_ago
+
+    silent = SilentServer().start()
+    cfg_path = write_config(tmp_path, dovecot_server)
+    cfg_path.write_text(cfg_path.read_text() + f"""
+[smtp]
+host = "{silent.host}"
+port = {silent.port}
+security = "none"
+username = ""
+password_command = "echo unused"
+[ack]
+auto = true
+[hours]
+timezone = "UTC"
+""")
+    dovecot_server.append([customer_mail(1, "ann@cust.example", "Export stops", date=days_ago(1))])
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "--config", str(cfg_path), "sync", "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "heard.db"
+
+    def tickets() -> int:
+        try:
+            return sqlite3.connect(db, timeout=2).execute("SELECT count(*) FROM tickets").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    try:
+        assert wait_until(lambda: tickets() == 1 and silent.accepted >= 1, timeout=30)
+        dovecot_server.append([customer_mail(2, "bob@cust.example", "Invoice blank", date=days_ago(1))])
+        assert wait_until(lambda: tickets() == 2, timeout=10), "the second mail waited for the SMTP server"
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        silent.stop()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert took < 10
+    assert "check [smtp]" not in err and "stays in the outbox" in err, err  # ctrl+c cut it, not the server
+    # The acknowledgement cut before the server said a word is queued again, never left "sending".
+    states = [r[0] for r in sqlite3.connect(db).execute("SELECT state FROM outbox WHERE kind = 'ack'")]
+    assert states and "sending" not in states, states

@@ -8,6 +8,7 @@ exit; never a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -258,21 +259,67 @@ class ProgressBar:
         self.stream.flush()
 
 
-def after_sync(store: Store, cfg: Config) -> None:
-    """What follows every sync when heard can send mail: check-ins, auto-close, [ack] auto."""
+def after_sync(store: Store, cfg: Config, *, send: Callable[[], None] | None = None) -> None:
+    """What follows every sync when heard can send mail: check-ins, auto-close, [ack] auto. What they
+    queue is sent here, or by ``send`` (`heard sync --watch`: its sender thread, woken)."""
     if cfg.smtp is None:
         return
     from mail.ack import housekeeping
-    from mail.send import drain_outbox
 
     hk = housekeeping(store, cfg, utcnow())
     if hk.checkins or hk.closed or hk.acknowledged:
         out(hk.line())
     if hk.outbox_ids:
-        res = drain_outbox(store, cfg)
+        (send or functools.partial(_send_and_report, store, cfg))()
+
+
+def _send_and_report(store: Store, cfg: Config, stopped: threading.Event | None = None) -> None:
+    from mail.send import drain_outbox
+
+    res = drain_outbox(store, cfg)
+    if stopped is not None and stopped.is_set():  # cut by ctrl+c: the errors are ours, not the server's
+        if res.errors or res.unknown or res.deferred:
+            print(f"heard: {INTERRUPTED_SEND}", file=sys.stderr, flush=True)
+        return
+    if not res.busy:
         out(res.line())
-        for line in res.errors:
-            print(f"heard: {safe_line(line)}", file=sys.stderr)
+    for line in res.errors:
+        print(f"heard: {safe_line(line)}", file=sys.stderr)
+    sys.stdout.flush()
+
+
+class _Sender:
+    """`heard sync --watch` sends on a thread of its own: a mail server that is slow or silent (up to a
+    minute per try) holds up neither the next sync nor the mail it brings."""
+
+    def __init__(self, store: Store, cfg: Config) -> None:
+        self.store, self.cfg = store, cfg
+        self.wake, self.stop = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, name="heard-sender", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.wake.wait()
+            self.wake.clear()
+            if self.stop.is_set():
+                return
+            try:
+                _send_and_report(self.store, self.cfg, self.stop)
+            except Exception as exc:  # noqa: BLE001 (one line, and the watch goes on)
+                print(f"heard: sending failed: {safe_line(str(exc))}: the mail stays in the outbox "
+                      "(heard outbox)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Stop; a send in flight is cut and settles like a dropped connection (queued again before its
+        data, unknown after)."""
+        from mail.imap import abort_connections
+
+        self.stop.set()
+        self.wake.set()
+        if self.thread.is_alive() and self.thread.ident is not None:
+            abort_connections([self.thread.ident])
+        self.thread.join(timeout=10)
 
 
 @command("sync")
@@ -291,6 +338,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return 0
     store = open_store(cfg)
     stop = threading.Event()
+    sender = _Sender(store, cfg) if cfg.smtp is not None else None
 
     def on_status(st) -> None:
         if st.error:
@@ -298,7 +346,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         elif st.summary and (st.summary.new_messages or st.summary.uidvalidity_changed):
             out(f"[{st.mode}] {st.summary.line()}")
         if st.summary is not None:
-            after_sync(store, cfg)
+            after_sync(store, cfg, send=sender.wake.set if sender else None)
         sys.stdout.flush()
 
     out(f"watching {cfg.imap.folder} on {cfg.imap.host} (ctrl+c to stop)")
@@ -307,6 +355,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         watch(store, cfg, stop=stop, on_status=on_status, progress=bar)
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        if sender is not None:
+            sender.close()
     return 0
 
 
