@@ -1326,3 +1326,52 @@ async def test_on_a_friday_afternoon_a_promise_due_monday_morning_is_at_risk(sto
         await settle(pilot)
         assert "1 at risk" in screen_text(app)
         assert queue(app).ids[0] == ids[2]  # at risk first, as take next would choose
+
+
+@pilot_test
+async def test_the_timeline_pane_follows_the_terminal_width_until_t_chooses(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, TicketScreen)
+        conversation, timeline = screen.query_one("#conversation"), screen.query_one("#timeline")
+        assert timeline.display and "joined: new ticket" in screen_text(app)
+        # Shrunk to 80 columns: the conversation gets the whole width, not 36 columns beside the timeline.
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.1)
+        assert not timeline.display and conversation.size.width >= 78, conversation.size
+        # Wide again: the timeline is back.
+        await pilot.resize_terminal(160, 36)
+        await pilot.pause(0.1)
+        assert timeline.display
+        # `t` hides it: a resize does not bring it back, and `t` again shows it at 80 columns too.
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.resize_terminal(150, 36)
+        await pilot.pause(0.1)
+        assert not timeline.display
+        await pilot.press("t")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.1)
+        assert timeline.display
+
+
+@pilot_test
+async def test_a_ticket_opened_again_after_a_resize_fits_the_new_width(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        timeline = app.screen.query_one("#timeline")
+        assert timeline.display
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.resize_terminal(80, 24)  # while the queue is on screen
+        await pilot.pause(0.1)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen) and not timeline.display
