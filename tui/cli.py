@@ -277,9 +277,13 @@ def after_sync(store: Store, cfg: Config) -> None:
 
 @command("sync")
 def cmd_sync(args: argparse.Namespace) -> int:
+    from mail.settings import ack_settings
     from mail.sync import sync_once, watch
 
     cfg = config_from(args)
+    # A bad [hours], [ack], [tiers] or [pending] is one line naming the key, before any mail is fetched
+    # (as the app does), not after the sync it was meant to follow. (mail.settings needs no database layer.)
+    ack_settings(cfg, now=utcnow())
     bar = ProgressBar()
     if not args.watch:
         # The store opens on a thread while the sync connects, forks its parsing process and fetches.
