@@ -669,7 +669,7 @@ async def test_help_fits_the_screen_and_scrolls_with_j_and_k(store, ids):
         assert body.scroll_y == 1
         await pilot.press("G")
         await pilot.pause()
-        assert body.scroll_y == body.max_scroll_y and "red when broken" in screen_text(app)
+        assert body.scroll_y == body.max_scroll_y and "yellow when at risk" in screen_text(app)
         await pilot.press("g")
         await pilot.pause()
         assert body.scroll_y == 0
@@ -1375,3 +1375,34 @@ async def test_a_ticket_opened_again_after_a_resize_fits_the_new_width(store, id
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, TicketScreen) and not timeline.display
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)])
+@pilot_test
+async def test_help_lists_the_queue_marks_as_a_table_across_the_dialog(store, ids, size):
+    # The marks legend sat in half the dialog under the right-hand column, every mark padded to the
+    # width of "by Tue 14:00", and its sentences wrapped back under the marks ("marked with / space: the
+    # next change applies / to every marked ticket").
+    app = make_app(store)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        await pilot.pause()
+        screen = app.screen
+        body = screen.query_one("#help-body")
+        legend = screen.query_one(".help-keys.-legend")
+        marks, sentences = list(legend.query(".help-key")), list(legend.query(".help-what"))
+        assert [str(m.render()) for m in marks] == ["●", "!", "?", "auto:", "by Tue 14:00"]
+        # Under both columns, the width of the dialog.
+        assert legend.region.width >= body.scrollable_content_region.width - 2, (legend.region, body.region)
+        # Every sentence starts in one column, right of the widest mark, wrapped lines included.
+        assert len({s.region.x for s in sentences}) == 1
+        assert sentences[0].region.x > max(m.region.right for m in marks)
+        if size == (160, 45):
+            # Each on one line, and the whole help (marks and "esc close") without scrolling.
+            assert all(s.region.height == 1 for s in sentences), [s.region for s in sentences]
+            assert body.max_scroll_y == 0
+            assert "promised deadline; yellow when at risk, red when broken" in screen_text(app)
+        else:
+            assert all(s.region.height <= 2 for s in sentences), [s.region for s in sentences]
