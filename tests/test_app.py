@@ -1406,3 +1406,37 @@ async def test_help_lists_the_queue_marks_as_a_table_across_the_dialog(store, id
             assert "promised deadline; yellow when at risk, red when broken" in screen_text(app)
         else:
             assert all(s.region.height <= 2 for s in sentences), [s.region for s in sentences]
+
+
+def footer_line(app: HeardApp) -> str:
+    return screen_text(app).rstrip("\n").splitlines()[-1]
+
+
+@pilot_test
+async def test_the_footer_under_a_dialog_keeps_the_keys_of_the_screen_it_belongs_to(store, ids):
+    # Opening the reason dialog or help made "n Take next" vanish from the footer underneath (and come
+    # back on closing), as if the queue no longer offered it.
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        before = footer_line(app)
+        assert "n Take next" in before, before
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ReasonDialog)
+        assert footer_line(app) == before
+        await pilot.press("escape", "question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and footer_line(app) == before
+        await pilot.press("n")  # over a dialog, take next still does nothing
+        await settle(pilot)
+        assert isinstance(app.screen, HelpScreen)
+        assert all(ticket(store, i)["holder"] is None for i in ids)
+        await pilot.press("escape", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen)
+        on_ticket = footer_line(app)
+        assert "n Take next" in on_ticket, on_ticket
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and footer_line(app) == on_ticket
