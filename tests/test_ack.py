@@ -970,3 +970,26 @@ def test_an_acknowledgement_that_never_goes_out_makes_no_promise(pymap_server, s
     code, out, _ = heard(cfg, "report", "--json", capsys=capsys)
     assert json.loads(out)["made"] == 3
     store.close()
+
+
+@pytest.mark.parametrize("section,value,message", [
+    ("hours", {"hours": "9-5"}, "heard: [hours] hours = '9-5': write opening and closing time, e.g. \"09:00-17:00\""),
+    ("ack", {"agents": 0}, "heard: [ack] agents = 0: must be a whole number, at least 1"),
+    ("tiers", {"premium": {"max_response": "soon", "members": ["bigco.example"]}}, "heard: [tiers.premium] max_response"),
+])
+def test_heard_sync_names_a_bad_setting_before_it_fetches_any_mail(pymap_server, tmp_path, capsys, section, value,
+                                                                   message):
+    cfg = make_config(tmp_path, imap_port=pymap_server.port, **{section: value})
+    pymap_server.deliver_maildir(SUPPORT, [customer_mail(1, "ann@cust.example", "Export fails", date=days_ago(1))])
+    code, out, err = heard(cfg, "sync", capsys=capsys)
+    assert code == 1 and out == "", out  # no "1 new message" summary first
+    assert err.startswith(message) and err.count("\n") == 1, err
+    store = Store(cfg.database)
+    try:
+        with store.read() as s:
+            assert s.connection().exec_driver_sql("SELECT count(*) FROM tickets").scalar() == 0  # nothing synced
+    finally:
+        store.close()
+    # `heard sync --watch` says so too, instead of watching.
+    code, out, err = heard(cfg, "sync", "--watch", capsys=capsys)
+    assert code == 1 and out == "" and err.startswith(message), (out, err)

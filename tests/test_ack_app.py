@@ -365,3 +365,39 @@ def _screen_lines(app) -> list[str]:
         text = _html.unescape(re.sub(r"<[^>]+>", "", m.group(3))).replace("\xa0", " ")
         rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), text))
     return ["".join(t for _x, t in sorted(rows[y])) for y in sorted(rows)]
+
+
+@run_async
+async def test_on_80_columns_an_edited_promise_shows_whole_and_the_subject_gives_way(tmp_path, smtp_server):
+    # "(edited)" made the promise wider than its column: it was cut ("Thursday 26 November, 15:00 UT")
+    # and the columns after it no longer lined up with the header.
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port)
+    store = Store(cfg.database)
+    subject = "Password reset mail never arrives, not even in the spam folder"
+    add_ticket(store, subject, "bob@cust.example", "Nothing arrives.", from_name="Bob Ray")
+    add_ticket(store, "Short one", "cy@cust.example", "Cannot add.", from_name="Cy")
+    app = make_app(cfg, store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_review(pilot, app)
+        await pilot.pause()
+        screen = app.screen
+        first = screen._current()
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, DeadlineDialog))
+        await pilot.press(*"thu 15:00", "enter")
+        await wait_until(pilot, lambda: app.screen is screen)
+        await pilot.pause()
+        await pilot.pause()
+        table = screen.query_one("#ack-eligible")
+        promise = str(table.get_row_at(0)[3])
+        assert promise.endswith("(edited)"), promise
+        lines = _screen_lines(app)
+        row = next(line for line in lines if (first.customer_name or first.customer) in line)
+        assert promise in row, (promise, row)  # the whole promise, not cut by its column
+        assert row.rstrip().endswith("…") and "Password reset" in row, row  # the subject gives way, with an ellipsis
+        columns = list(table.columns.values())
+        assert columns[3].get_render_width(table) >= len(promise) + 2 * table.cell_padding
+        assert sum(c.get_render_width(table) for c in columns) <= table.scrollable_content_region.width
+        assert any("Short one" in line for line in lines)
+        await pilot.press("q")
+    store.close()

@@ -669,7 +669,7 @@ async def test_help_fits_the_screen_and_scrolls_with_j_and_k(store, ids):
         assert body.scroll_y == 1
         await pilot.press("G")
         await pilot.pause()
-        assert body.scroll_y == body.max_scroll_y and "red when broken" in screen_text(app)
+        assert body.scroll_y == body.max_scroll_y and "yellow when at risk" in screen_text(app)
         await pilot.press("g")
         await pilot.pause()
         assert body.scroll_y == 0
@@ -1326,3 +1326,117 @@ async def test_on_a_friday_afternoon_a_promise_due_monday_morning_is_at_risk(sto
         await settle(pilot)
         assert "1 at risk" in screen_text(app)
         assert queue(app).ids[0] == ids[2]  # at risk first, as take next would choose
+
+
+@pilot_test
+async def test_the_timeline_pane_follows_the_terminal_width_until_t_chooses(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, TicketScreen)
+        conversation, timeline = screen.query_one("#conversation"), screen.query_one("#timeline")
+        assert timeline.display and "joined: new ticket" in screen_text(app)
+        # Shrunk to 80 columns: the conversation gets the whole width, not 36 columns beside the timeline.
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.1)
+        assert not timeline.display and conversation.size.width >= 78, conversation.size
+        # Wide again: the timeline is back.
+        await pilot.resize_terminal(160, 36)
+        await pilot.pause(0.1)
+        assert timeline.display
+        # `t` hides it: a resize does not bring it back, and `t` again shows it at 80 columns too.
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.resize_terminal(150, 36)
+        await pilot.pause(0.1)
+        assert not timeline.display
+        await pilot.press("t")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.1)
+        assert timeline.display
+
+
+@pilot_test
+async def test_a_ticket_opened_again_after_a_resize_fits_the_new_width(store, ids):
+    app = make_app(store)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        timeline = app.screen.query_one("#timeline")
+        assert timeline.display
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.resize_terminal(80, 24)  # while the queue is on screen
+        await pilot.pause(0.1)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen) and not timeline.display
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)])
+@pilot_test
+async def test_help_lists_the_queue_marks_as_a_table_across_the_dialog(store, ids, size):
+    # The marks legend sat in half the dialog under the right-hand column, every mark padded to the
+    # width of "by Tue 14:00", and its sentences wrapped back under the marks ("marked with / space: the
+    # next change applies / to every marked ticket").
+    app = make_app(store)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        await pilot.pause()
+        screen = app.screen
+        body = screen.query_one("#help-body")
+        legend = screen.query_one(".help-keys.-legend")
+        marks, sentences = list(legend.query(".help-key")), list(legend.query(".help-what"))
+        assert [str(m.render()) for m in marks] == ["●", "!", "?", "auto:", "by Tue 14:00"]
+        # Under both columns, the width of the dialog.
+        assert legend.region.width >= body.scrollable_content_region.width - 2, (legend.region, body.region)
+        # Every sentence starts in one column, right of the widest mark, wrapped lines included.
+        assert len({s.region.x for s in sentences}) == 1
+        assert sentences[0].region.x > max(m.region.right for m in marks)
+        if size == (160, 45):
+            # Each on one line, and the whole help (marks and "esc close") without scrolling.
+            assert all(s.region.height == 1 for s in sentences), [s.region for s in sentences]
+            assert body.max_scroll_y == 0
+            assert "promised deadline; yellow when at risk, red when broken" in screen_text(app)
+        else:
+            assert all(s.region.height <= 2 for s in sentences), [s.region for s in sentences]
+
+
+def footer_line(app: HeardApp) -> str:
+    return screen_text(app).rstrip("\n").splitlines()[-1]
+
+
+@pilot_test
+async def test_the_footer_under_a_dialog_keeps_the_keys_of_the_screen_it_belongs_to(store, ids):
+    # Opening the reason dialog or help made "n Take next" vanish from the footer underneath (and come
+    # back on closing), as if the queue no longer offered it.
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        before = footer_line(app)
+        assert "n Take next" in before, before
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ReasonDialog)
+        assert footer_line(app) == before
+        await pilot.press("escape", "question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and footer_line(app) == before
+        await pilot.press("n")  # over a dialog, take next still does nothing
+        await settle(pilot)
+        assert isinstance(app.screen, HelpScreen)
+        assert all(ticket(store, i)["holder"] is None for i in ids)
+        await pilot.press("escape", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TicketScreen)
+        on_ticket = footer_line(app)
+        assert "n Take next" in on_ticket, on_ticket
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and footer_line(app) == on_ticket

@@ -357,6 +357,7 @@ async def test_a_screen_closing_over_the_composer_leaves_single_keys_as_commands
     # composer gave the focus back to the text area, so q, s and e went into the customer's reply.
     from tui import compose
     from tui.app import HeardApp
+    from test_app import footer_line
     from tui.dialogs import HelpScreen
 
     cfg, store, tid = env
@@ -364,9 +365,15 @@ async def test_a_screen_closing_over_the_composer_leaves_single_keys_as_commands
     async with app.run_test(size=(120, 40)) as pilot:
         await _app_in_composer(pilot, app, tid)
         await type_text(pilot, "Try the new export.")
-        await pilot.press("escape", "question_mark")
+        await pilot.press("escape")
+        await pilot.pause()
+        footer = footer_line(app)
+        await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
+        # The composer's footer underneath is as it was: take next, refused while a reply is being
+        # written, does not appear because a dialog is open over it.
+        assert "Take next" not in footer_line(app) and footer_line(app) == footer
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, ComposeScreen) and app.screen.focused is None

@@ -112,6 +112,42 @@ def test_init_asks_again_after_a_wrong_or_missing_answer(tmp_path):
         "heard: --imap-security = 'ssl' is not one of tls, starttls, none")
 
 
+def test_init_asked_for_an_smtp_relay_that_takes_no_login_writes_none(tmp_path):
+    # "-" (or "none") at the SMTP username: no username, and the IMAP password is not copied to [smtp].
+    for answer in ("-", "none"):
+        path = tmp_path / f"relay{len(answer)}.toml"
+        res = init_interactively(path, "help@shop.example\nmail.shop.example\n\n\n\n\npass show shop\n"
+                                       f"relay.shop.example\nnone\n\n{answer}\n\nAna\n\n")
+        assert res.returncode == 0, res.stderr
+        assert "SMTP username ('-' for a relay that takes no login)" in res.stdout
+        cfg = load_config(path)
+        assert (cfg.smtp.host, cfg.smtp.port, cfg.smtp.security, cfg.smtp.username) == ("relay.shop.example", 25,
+                                                                                          "none", "")
+        assert not (cfg.smtp.password_command or cfg.smtp.keyring or cfg.smtp.oauth2_command)
+        assert "[smtp]" in path.read_text() and path.read_text().count("pass show shop") == 1
+    # Any other answer is the account to log in as, with the IMAP login's password source.
+    path = tmp_path / "login.toml"
+    res = init_interactively(path, "help@shop.example\nmail.shop.example\n\n\n\n\npass show shop\n"
+                                   "smtp.shop.example\nstarttls\n\nsender@shop.example\n\nAna\n\n")
+    assert res.returncode == 0, res.stderr
+    cfg = load_config(path)
+    assert (cfg.smtp.username, cfg.smtp.password_command) == ("sender@shop.example", "pass show shop")
+
+
+def test_init_by_flags_for_an_smtp_relay_that_takes_no_login(tmp_path, capsys):
+    flags = ["init", "--yes", "--address", "s@shop.example", "--imap-host", "imap.shop.example",
+             "--password-command", "pass show shop", "--agent-name", "Ana", "--smtp-host", "relay.lan",
+             "--smtp-security", "none"]
+    code, out, err = run(capsys, "--config", str(tmp_path / "a.toml"), *flags, "--smtp-no-login")
+    assert code == 0, err
+    cfg = load_config(tmp_path / "a.toml")
+    assert (cfg.smtp.host, cfg.smtp.port, cfg.smtp.username, cfg.smtp.password_command) == ("relay.lan", 25, "", None)
+    code, out, err = run(capsys, "--config", str(tmp_path / "b.toml"), *flags, "--smtp-no-login",
+                         "--smtp-username", "s@shop.example")
+    assert code == 1 and not (tmp_path / "b.toml").exists()
+    assert err == "heard: --smtp-no-login and --smtp-username: pass one (no login, or the account to log in as)\n"
+
+
 BASE = """
 [account]
 address = "support@example.com"

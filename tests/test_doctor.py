@@ -73,3 +73,22 @@ def test_a_customer_mail_with_the_doctor_header_is_still_a_ticket_to_answer(pyma
     main(["--config", str(cfg), "tickets", "--json"])
     (ticket,) = json.loads(capsys.readouterr().out)
     assert ticket["subject"] == "Please help" and ticket["status"] == "new"
+
+
+def test_doctor_sends_through_a_relay_that_takes_no_login_as_heard_init_wrote_it(pymap_server, delivering_smtp,
+                                                                                tmp_path, capsys):
+    # The test SMTP server offers no AUTH: a login attempt would fail the check.
+    path = tmp_path / "relay.toml"
+    code = main(["--config", str(path), "init", "--yes", "--address", SUPPORT, "--imap-host", pymap_server.host,
+                 "--imap-port", str(pymap_server.port), "--imap-security", "none",
+                 "--imap-username", pymap_server.username,
+                 "--password-command", f"printf '%s' '{pymap_server.password}'", "--agent-name", "Ana",
+                 "--smtp-host", "127.0.0.1", "--smtp-port", str(delivering_smtp.port), "--smtp-security", "none",
+                 "--smtp-no-login", "--database", str(tmp_path / "heard.db")])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    code = main(["--config", str(path), "doctor", "--timeout", "20"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0, out
+    assert out[1] == f"ok   smtp: 127.0.0.1:{delivering_smtp.port} (none, no login) accepted us"
+    assert out[2].startswith(f"ok   round trip: a message to {SUPPORT} reached INBOX")

@@ -255,6 +255,9 @@ class AckReviewScreen(Screen[None]):
         """The subject, last, takes the width the other columns leave, cut with an ellipsis: the
         screen's edge cut it mid-word (the table scrolled sideways for the rest of it)."""
         table = self.query_one("#ack-eligible", DataTable)
+        if table._updated_cells:  # the table measures updated cells when idle: fit the subject after that
+            self.call_after_refresh(self._fit_subjects)
+            return
         *before, subject = table.columns.values()
         others = sum(c.get_render_width(table) for c in before)
         room = table.scrollable_content_region.width - others - 2 * table.cell_padding
@@ -265,6 +268,7 @@ class AckReviewScreen(Screen[None]):
         if (subject.width, subject.auto_width) != (width, auto):
             subject.width, subject.auto_width = width, auto
             table._require_update_dimensions = True
+            table._clear_caches()  # rows drawn at the old width are cached: "(edited)" on one left it uncut
             table.refresh()
 
     def on_resize(self) -> None:
@@ -294,7 +298,9 @@ class AckReviewScreen(Screen[None]):
     def _refresh_row(self, c) -> None:
         table = self.query_one("#ack-eligible", DataTable)
         for col, value in zip(table.columns, self._row(c)):
-            table.update_cell(str(c.ticket_id), col, value)
+            # A promise now reading "... (edited)" is wider: its column grows, and the subject gives way.
+            table.update_cell(str(c.ticket_id), col, value, update_width=True)
+        self.call_after_refresh(self._fit_subjects)
 
     def _status(self, extra: str = "") -> None:
         if not self.plan:

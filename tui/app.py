@@ -36,7 +36,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from mail.config import Config, ConfigError
@@ -441,9 +441,19 @@ class HeardApp(App[int]):
         return isinstance(screen or self.screen, (QueueScreen, TicketScreen))
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action == "take_next" and not self.can_take_next():
+        # The footer of the screen under a dialog asks too: it shows what that screen offers, unchanged
+        # while the dialog is open (the dialog lists its own keys). Pressed over a dialog, take next
+        # still does nothing (action_take_next asks about the dialog itself).
+        if action == "take_next" and not self.can_take_next(self._under_dialogs()):
             return False
         return True
+
+    def _under_dialogs(self) -> Screen:
+        """The screen being worked in: the current one, or the one under the dialogs open over it."""
+        for screen in reversed(self.screen_stack):
+            if not isinstance(screen, ModalScreen):
+                return screen
+        return self.screen
 
     def action_take_next(self) -> None:
         if self.can_take_next():

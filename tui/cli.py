@@ -91,6 +91,8 @@ KNOWN_SMTP = {
     "smtp-mail.outlook.com": ("smtp-mail.outlook.com", "starttls"),
 }
 OAUTH2_HOSTS = frozenset(KNOWN_SMTP)
+# What `heard init` takes, at the SMTP username question, for a server that takes mail without a login.
+NO_LOGIN_ANSWERS = ("-", "none")
 
 
 def _ask(prompt: str, default: str | None = None) -> str:
@@ -203,23 +205,33 @@ def cmd_init(args: argparse.Namespace) -> int:
             "password_command", "Command that prints the password (e.g. pass show mail/support)"
         )
     sections: dict[str, dict] = {"account": {"address": address}, "imap": imap}
+    if args.smtp_no_login and args.smtp_username not in (None, ""):
+        raise CliError("--smtp-no-login and --smtp-username: pass one (no login, or the account to log in as)")
     if args.smtp_host or interactive:
         known = KNOWN_SMTP.get(imap["host"].lower(), ("", "tls"))
         smtp_host = value("smtp_host", "SMTP host (empty to skip sending for now)", known[0] if interactive else "")
         if smtp_host:
             smtp_sec = value("smtp_security", "SMTP security (tls, starttls, none)",
                              KNOWN_SMTP.get(smtp_host.lower(), known)[1], check=is_security)
+            smtp_port = port("smtp_port", "SMTP port", {"tls": "465", "starttls": "587"}.get(smtp_sec, "25"))
+            if args.smtp_no_login:
+                username = ""
+            else:
+                username = value("smtp_username", f"SMTP username ({NO_LOGIN_ANSWERS[0]!r} for a relay that takes "
+                                                  "no login)", imap["username"])
+                if username.strip().lower() in NO_LOGIN_ANSWERS:
+                    username = ""
             smtp = {
                 "host": smtp_host,
-                "port": port("smtp_port", "SMTP port", {"tls": "465", "starttls": "587"}.get(smtp_sec, "25")),
+                "port": smtp_port,
                 "security": smtp_sec,
-                "username": value("smtp_username", "SMTP username", imap["username"]),
+                "username": username,  # "": heard sends without logging in (a local relay)
                 # Gmail and Microsoft 365 file their own copy of what is sent: don't add a second.
                 "sent_folder": value("sent_folder", "IMAP folder for sent copies (empty for Gmail/365)",
                                      "" if smtp_host.lower() in OAUTH2_HOSTS else "Sent"),
             }
             for key in ("oauth2_command", "keyring", "password_command"):  # the IMAP login's source
-                if key in imap:
+                if key in imap and username:
                     smtp[key] = imap[key]
                     break
             sections["smtp"] = smtp
@@ -324,9 +336,13 @@ class _Sender:
 
 @command("sync")
 def cmd_sync(args: argparse.Namespace) -> int:
+    from mail.settings import ack_settings
     from mail.sync import sync_once, watch
 
     cfg = config_from(args)
+    # A bad [hours], [ack], [tiers] or [pending] is one line naming the key, before any mail is fetched
+    # (as the app does), not after the sync it was meant to follow. (mail.settings needs no database layer.)
+    ack_settings(cfg, now=utcnow())
     bar = ProgressBar()
     if not args.watch:
         # The store opens on a thread while the sync connects, forks its parsing process and fetches.
@@ -645,6 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{flag}")
     s.add_argument("--timezone", help="the business hours' time zone (default: this machine's), e.g. Europe/Berlin")
     s.add_argument("--keyring", action="store_true", help="get passwords from the system keyring")
+    s.add_argument("--smtp-no-login", action="store_true",
+                   help="the SMTP server takes mail without a login (a local relay): no username, no password")
     s.add_argument("--force", action="store_true", help="overwrite an existing config")
     s.add_argument("--yes", "-y", action="store_true", help="never ask; fail when a needed flag is missing")
 

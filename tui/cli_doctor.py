@@ -63,7 +63,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     try:
         smtp = connect_smtp(cfg.smtp, timeout=30)
-        how = ", OAuth2" if cfg.smtp.oauth2_command else ""
+        how = ", OAuth2" if cfg.smtp.oauth2_command else "" if cfg.smtp.username else ", no login"
         _line(True, "smtp", f"{cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.security}{how}) accepted us")
     except (MailServerError, ConfigError) as exc:
         _line(False, "smtp", str(exc))

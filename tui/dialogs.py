@@ -9,7 +9,7 @@ from datetime import datetime, tzinfo
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
@@ -165,15 +165,16 @@ class HelpScreen(ModalScreen[None]):
                          id="help-title")
             with VerticalScroll(id="help-body"):
                 with Horizontal(id="help-columns"):
-                    for n, column in enumerate((self.sections[:2], self.sections[2:])):
+                    for column in (self.sections[:2], self.sections[2:]):
                         with Vertical(classes="help-column"):
                             for title, rows in column:
                                 yield Static(Content.styled(title, "bold $text-accent"), classes="help-section")
-                                yield Static(_key_table(rows), classes="help-keys")
-                            if n == 1 and self.legend:
-                                yield Static(Content.styled("Marks in the queue", "bold $text-accent"),
-                                             classes="help-section")
-                                yield Static(_key_table(self.legend), classes="help-keys")
+                                yield from _key_rows(rows)
+                if self.legend:
+                    # Across the dialog, under both columns: each mark's sentence on one line where it fits,
+                    # and a longer one wraps beside its mark, not under it.
+                    yield Static(Content.styled("Marks in the queue", "bold $text-accent"), classes="help-section")
+                    yield from _key_rows(self.legend, legend=True)
             yield Static(Content.from_markup("[b]j[/b]/[b]k[/b] [b]↓[/b]/[b]↑[/b] scroll  [b]esc[/b] close"),
                          classes="dialog-keys")
 
@@ -190,11 +191,12 @@ class HelpScreen(ModalScreen[None]):
         self.query_one("#help-body", VerticalScroll).scroll_end(animate=False)
 
 
-def _key_table(rows: list[tuple[str, str]]) -> Content:
-    width = max((len(k) for k, _ in rows), default=0) + 1
-    return Content("\n").join(
-        Content.assemble((k.rjust(width), "bold $text-warning"), "  ", d) for k, d in rows
-    )
+def _key_rows(rows: list[tuple[str, str]], *, legend: bool = False) -> ComposeResult:
+    """Keys (or marks) and what they do, two columns: a description that wraps stays in its column."""
+    with Grid(classes="help-keys -legend" if legend else "help-keys"):  # inside HelpScreen.compose
+        for key, what in rows:
+            yield Static(Content.styled(key, "bold $text-warning"), classes="help-key")
+            yield Static(Content(what), classes="help-what")
 
 
 class CustomerTicketsScreen(ModalScreen[int | None]):

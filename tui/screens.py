@@ -270,6 +270,7 @@ class QueueScreen(Screen):
 
 
 SUBJECT_ROWS = 2  # rows the ticket screen's header gives the subject at most
+TIMELINE_MIN_WIDTH = 110  # narrower than this, the timeline pane is hidden unless `t` asked for it
 
 
 class TicketScreen(Screen):
@@ -299,6 +300,7 @@ class TicketScreen(Screen):
         self.detail: dict = {}
         self._composed = False
         self._cut: list[int] = []  # the messages too long to show here whole (v reads them)
+        self._timeline_choice: bool | None = None  # `t`'s choice; None: the pane follows the width
 
     @property
     def heard(self) -> HeardApp:
@@ -316,10 +318,24 @@ class TicketScreen(Screen):
     def on_mount(self) -> None:
         # One instance serves every ticket (installed on the app): opening a ticket redraws it.
         self._composed = True
-        if self.app.size.width < 110:
-            self.query_one("#timeline").display = False
+        self._fit_timeline()
         if self.ticket_id is not None:
             self.show_ticket(self.ticket_id, self.detail or None)  # read by whoever opened it
+
+    def on_resize(self) -> None:
+        self._fit_timeline()
+
+    def on_screen_resume(self) -> None:
+        self._fit_timeline()  # the terminal may have changed size while another screen was on top
+
+    def _fit_timeline(self) -> None:
+        """The timeline beside the conversation when the terminal has room for both, or as `t` chose."""
+        show = self._timeline_choice
+        if show is None:
+            show = self.app.size.width >= TIMELINE_MIN_WIDTH
+        panel = self.query_one("#timeline")
+        if panel.display != show:
+            panel.display = show
 
     def show_ticket(self, ticket_id: int, detail: dict | None = None) -> None:
         self.ticket_id = ticket_id
@@ -494,7 +510,8 @@ class TicketScreen(Screen):
 
     def action_toggle_timeline(self) -> None:
         panel = self.query_one("#timeline")
-        panel.display = not panel.display
+        self._timeline_choice = not panel.display
+        panel.display = self._timeline_choice
 
     def action_customer(self) -> None:
         self.heard.show_customer_tickets(self.detail["customer"], self.ticket_id)
