@@ -252,6 +252,9 @@ timezone = "UTC"
         assert wait_until(lambda: tickets() == 1 and silent.accepted >= 1, timeout=30)
         dovecot_server.append([customer_mail(2, "bob@cust.example", "Invoice blank", date=days_ago(1))])
         assert wait_until(lambda: tickets() == 2, timeout=10), "the second mail waited for the SMTP server"
+        acks = "SELECT count(*) FROM outbox WHERE kind = 'ack'"
+        assert wait_until(lambda: sqlite3.connect(db, timeout=2).execute(acks).fetchone()[0] == 2)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         started = time.monotonic()
         out, err = proc.communicate(timeout=30)

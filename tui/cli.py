@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -329,9 +330,10 @@ class _Sender:
 
         self.stop.set()
         self.wake.set()
-        if self.thread.is_alive() and self.thread.ident is not None:
-            abort_connections([self.thread.ident])
-        self.thread.join(timeout=10)
+        deadline = time.monotonic() + 10
+        while self.thread.is_alive() and self.thread.ident is not None and time.monotonic() < deadline:
+            abort_connections([self.thread.ident])  # again for each connection the drain goes on to open
+            self.thread.join(timeout=0.2)
 
 
 @command("sync")
