@@ -329,10 +329,12 @@ def _walk(
         return None, False
 
     if ctype.startswith("multipart/"):
+        boundary = params.get("boundary", "")
         if depth >= MAX_DEPTH:
             st.defects.append("multipart nested too deep")
-            return None, False
-        boundary = params.get("boundary", "")
+            if not boundary:
+                return None, False
+            return _walk_deep(st, ctype, boundary.encode("utf-8", "replace"), buf, start, end)
         if not boundary:
             guessed = _guess_boundary(buf, start, end)
             if guessed is None:
@@ -374,6 +376,90 @@ def _walk(
     st.attachments.append(Attachment(fname or _unnamed(ctype, buf[start : min(end, start + 65536)]), ctype,
                                      _encoded_size(h, buf, start, end)))
     return None, False
+
+
+def _walk_deep(st: _State, ctype: str, boundary: bytes, buf: bytes, start: int, end: int) -> tuple:
+    """The readable text of a multipart nested deeper than MAX_DEPTH, read in one forward pass.
+
+    No recursion and no splitting of whole multiparts (each level of the recursive walk scans its whole
+    body: hundreds of levels over a big part would be quadratic). Each multipart's first delimiter is
+    looked for from where the reading is, each leaf ends at its parent's next delimiter, and the reading
+    only moves forward. The structure is lost (every text leaf is kept, in order, the plain ones
+    preferred to the HTML ones): the mail is flagged, and its raw bytes are kept.
+    """
+    stack = [(boundary, ctype)]  # the open multiparts, innermost last
+    pos = start
+    plain: list[str] = []
+    html: list = []
+    while stack:
+        delim = b"--" + stack[-1][0]
+        i = _next_delimiter(buf, pos, end, delim)
+        if i == -1:  # unterminated: what is left was read as the last leaf
+            break
+        i += len(delim)
+        if buf[i : i + 2] == b"--":  # closing delimiter: back to the parent
+            stack.pop()
+            pos = i + 2
+            continue
+        eol = buf.find(b"\n", i, end)
+        if eol == -1:
+            break
+        st.parts += 1
+        if st.parts > MAX_PARTS:
+            if not st.stopped:
+                st.stopped = True
+                st.defects.append(f"more than {MAX_PARTS} MIME parts, rest ignored")
+            break
+        pstart = eol + 1
+        # A part's head is looked for in a bounded window: its end is not known yet.
+        ph_bytes, pbody = _split_head_at(buf, pstart, min(end, pstart + 65536))
+        ph = _part_headers(ph_bytes, st.defects) if ph_bytes else {}
+        default = "message/rfc822" if stack[-1][1] == "multipart/digest" else "text/plain"
+        pct, pparams = _content_type(ph.get("content-type"), default, st.defects)
+        if pct.startswith("multipart/") and pparams.get("boundary"):
+            stack.append((pparams["boundary"].encode("utf-8", "replace"), pct))
+            pos = pbody
+            continue
+        nxt = _next_delimiter(buf, pbody, end, delim)
+        pend = end if nxt == -1 else max(nxt - 1, pbody)
+        if pend > pbody and buf[pend - 1 : pend] == b"\r":
+            pend -= 1
+        disp, dparams = _disposition(ph.get("content-disposition"))
+        fname = dparams.get("filename") or pparams.get("name") or ""
+        if pct in _TEXT_TYPES and disp != "attachment" and (not fname or disp == "inline"):
+            text, is_html = _leaf_text(st, pct, pparams, ph, buf, pbody, pend)
+            (html if is_html else plain).append(text)
+        elif not pct.startswith("multipart/"):
+            if fname:
+                fname = _decode_words(fname, st.defects)
+            st.attachments.append(Attachment(fname or _unnamed(pct, buf[pbody : min(pend, pbody + 65536)]), pct,
+                                             _encoded_size(ph, buf, pbody, pend)))
+        if nxt == -1:
+            break
+        pos = nxt
+    if len(plain) == 1:
+        return plain[0], False
+    if plain:
+        return "\n".join(t.rstrip("\n") for t in plain), False
+    if html:
+        return (lambda: "\n".join(t() for t in html)), True
+    return None, False
+
+
+def _next_delimiter(buf: bytes, pos: int, end: int, delim: bytes) -> int:
+    """Where the next line that is the delimiter ``delim`` (``--boundary``) starts, from ``pos`` on; -1 if none."""
+    dlen = len(delim)
+    while True:
+        if (pos == 0 or buf[pos - 1 : pos] == b"\n") and buf.startswith(delim, pos, end):
+            i = pos
+        else:
+            j = buf.find(b"\n" + delim, pos, end)
+            if j == -1:
+                return -1
+            i = j + 1
+        if buf[i + dlen : min(i + dlen + 1, end)] in (b"", b"\n", b"-", b" ", b"\t", b"\r"):
+            return i
+        pos = i + 1  # the boundary is only a prefix of this line
 
 
 # The part of a delivery report that carries the reported mail (or its headers).

@@ -436,6 +436,41 @@ def test_deep_nesting_is_capped():
     body += "--b200\nContent-Type: text/plain\n\ndeep\n"
     pm = parse_message(msg(*BASE, "Content-Type: multipart/mixed; boundary=b0", body=body))
     assert "multipart nested too deep" in pm.defects
+    # Flagged, but the reader still sees the text (it showed "(no text)").
+    assert pm.text == "deep\n"
+
+
+def nested(depth: int, leaves: str, *, closed: bool = True) -> bytes:
+    """A mail whose text sits ``depth`` multiparts down, each level a well-formed multipart/mixed."""
+    body = leaves
+    for i in reversed(range(depth)):
+        inner = f"Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n{body}\n" + (f"--b{i}--\n" if closed else "")
+        body = inner if i else inner.split("\n\n", 1)[1]
+    return msg(*BASE, "Content-Type: multipart/mixed; boundary=b0", body=body)
+
+
+def test_text_nested_deeper_than_the_walk_goes_is_read_with_its_attachments():
+    leaves = ("Content-Type: text/plain; charset=utf-8\n\nThe export fails at row 1000.\n--b39\n"
+              "Content-Type: application/pdf; name=invoice.pdf\nContent-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n--b39\n"
+              "Content-Type: text/html\n\n<p>The export fails at row 1000.</p>")
+    for closed in (True, False):
+        pm = parse_message(nested(40, leaves, closed=closed))
+        assert "multipart nested too deep" in pm.defects
+        assert pm.text.strip() == "The export fails at row 1000."  # the plain leaf, not the HTML one too
+        assert [a.name for a in pm.attachments] == ["invoice.pdf"]
+    html_only = parse_message(nested(30, "Content-Type: text/html\n\n<p>Only <b>HTML</b> here</p>"))
+    assert html_only.html_only and html_only.text == "Only HTML here"
+
+
+def test_hundreds_of_levels_around_a_big_text_cost_one_pass():
+    # Each level of the recursive walk scans its whole body: 450 levels around 3 MB would be 1.3 GB.
+    big = "a log line that goes on and on\n" * 100_000
+    raw = nested(450, "Content-Type: text/plain\n\n" + big)
+    t0 = time.process_time()
+    pm = parse_message(raw)
+    assert time.process_time() - t0 < 0.5
+    assert "multipart nested too deep" in pm.defects
+    assert pm.text.startswith("a log line") and len(pm.text) >= len(big)
 
 
 def test_many_parts_are_capped():
