@@ -105,7 +105,8 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
     head, start = _split_head_at(raw, 0, len(raw))
     buf = raw
     htext = _decode_head(head, defects)
-    h, bad_line = _parse_headers(htext)
+    more_from: list[str] = []
+    h, bad_line = _parse_headers(htext, more_from)
     if bad_line is not None:
         if bad_line == 0 and not h:
             defects.append("no headers")
@@ -151,6 +152,8 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
                 break
     if not pm.from_addr:
         defects.append("missing From")
+    if more_from:
+        _note_more_from(pm, more_from, defects)
     v = h.get("to")
     if v:
         pm.to_addrs = [a for _, a in _mailboxes(v) if a]
@@ -177,6 +180,22 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
             text = text.replace("\x00", "")
             defects.append("NUL bytes in body")
         pm.text = text
+
+
+def _note_more_from(pm: ParsedMessage, more_from: list[str], defects: list[str]) -> None:
+    """Several From headers: the first is the sender heard shows and answers; the mail is flagged, and the
+    flag names who the others claim to be (a forged second From is a way to pass for someone else)."""
+    others = []
+    for value in more_from:
+        boxes = _mailboxes(value)
+        who = next((a for _, a in boxes if a), "") or next((n for n, _ in boxes if n), "") or value
+        who = _clip(who, 60)
+        if who not in others:
+            others.append(who)
+    first = pm.from_addr or "(no address)"
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    defects.append(f"{len(more_from) + 1} From headers: shown as from the first ({_clip(first, 60)}); "
+                   f"the other{'s say' if len(more_from) > 1 else ' says'} {shown}")
 
 
 _ASCII_SPACE = frozenset((b"", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"))  # what bytes.strip() removes
@@ -241,11 +260,12 @@ def _decode_line(line: bytes) -> str:
         return line.decode("cp1252", "replace")
 
 
-def _parse_headers(text: str) -> tuple[dict[str, str], int | None]:
+def _parse_headers(text: str, more_from: list[str] | None = None) -> tuple[dict[str, str], int | None]:
     """Lower-cased name -> first value (unfolded, whitespace collapsed).
 
     Returns the headers and, when a line is neither a header nor a
-    continuation, its index: the body starts there.
+    continuation, its index: the body starts there. The values of every
+    From header after the first go to ``more_from`` when it is given.
     """
     h: dict[str, str] = {}
     if not text:
@@ -261,17 +281,21 @@ def _parse_headers(text: str) -> tuple[dict[str, str], int | None]:
                 continue
             name = name.rstrip()
             if not colon or not name or " " in name or "\t" in name:
-                return _parse_headers_slow(text)
+                if more_from:
+                    more_from.clear()
+                return _parse_headers_slow(text, more_from)
         key = name.lower()
         if key not in h:
             value = value.strip()
             if "  " in value or "\t" in value:
                 value = " ".join(value.split())
             h[key] = value
+        elif key == "from" and more_from is not None:
+            more_from.append(" ".join(value.split()))
     return h, None
 
 
-def _parse_headers_slow(text: str) -> tuple[dict[str, str], int | None]:
+def _parse_headers_slow(text: str, more_from: list[str] | None = None) -> tuple[dict[str, str], int | None]:
     h: dict[str, str] = {}
     if not text:
         return h, None
@@ -285,6 +309,8 @@ def _parse_headers_slow(text: str) -> tuple[dict[str, str], int | None]:
             continue
         if key is not None and key not in h:
             h[key] = " ".join(val.split())
+        elif key == "from" and more_from is not None:
+            more_from.append(" ".join(val.split()))
         name, colon, value = line.partition(":")
         name = name.rstrip()
         if not colon or not name or " " in name or "\t" in name:
@@ -299,6 +325,8 @@ def _parse_headers_slow(text: str) -> tuple[dict[str, str], int | None]:
         val = value
     if key is not None and key not in h:
         h[key] = " ".join(val.split())
+    elif key == "from" and more_from is not None:
+        more_from.append(" ".join(val.split()))
     return h, None
 
 

@@ -692,6 +692,23 @@ def test_from_without_an_address():
     assert pm.from_addr == "" and "missing From" in pm.defects
 
 
+def test_several_from_headers_flag_the_mail_and_name_the_other_senders():
+    # The first From was used and nothing said there was another: a forged second sender went unseen.
+    rest = [h for h in BASE if not h.startswith("From")]
+    for crlf in (True, False):
+        pm = parse_message(msg("From: Anna <anna@example.com>", *rest, "FROM: Boss <ceo@example.com>",
+                               "from:\n mallory@evil.example", body="Please pay.\n", crlf=crlf))
+        assert pm.from_addr == "anna@example.com" and pm.from_name == "Anna"
+        assert pm.defects == ["3 From headers: shown as from the first (anna@example.com); "
+                              "the others say ceo@example.com, mallory@evil.example"]
+    # The slow header path (a line that is not a header ends the head) says the same.
+    pm = parse_message(msg(*BASE, "From: mallory@evil.example", "not a header line", body="x\n"))
+    assert pm.from_addr == "anna@example.com"
+    assert "2 From headers: shown as from the first (anna@example.com); the other says mallory@evil.example" in pm.defects
+    # One From and an mbox "From " line are one sender.
+    assert parse_message(b"From anna@example.com Tue Mar  4 09:15:00 2025\n" + msg(*BASE, body="x\n")).defects == []
+
+
 def test_non_bytes_input_does_not_raise():
     assert isinstance(parse_message(None), ParsedMessage)  # type: ignore[arg-type]
     assert parse_message("Subject: s\n\nb").subject == "s"  # type: ignore[arg-type]

@@ -175,6 +175,21 @@ def test_zalgo_text_reaches_the_terminal_with_a_few_marks_on_each_letter(dovecot
     assert zalgo in t["subject"] and zalgo in t["messages"][0]["text"]
 
 
+def test_a_mail_with_two_senders_is_flagged_with_both_on_the_ticket(dovecot_server, tmp_path, capsys):
+    # Two From headers: the first was used and nothing said a second sender was claimed.
+    raw = mail(1, "Change my bank details", body="Please wire the refund to the new account.\r\n").replace(
+        b"To: ", b"From: CEO <ceo@cust.example>\r\nTo: ")
+    dovecot_server.append([raw, mail(2, "Ordinary")])
+    cfg = write_config(tmp_path, dovecot_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    code, out, _ = heard(cfg, "show", "1", capsys=capsys)
+    assert code == 0 and "customer: ann@cust.example" in out
+    assert ("flagged: 2 From headers: shown as from the first (ann@cust.example); the other says ceo@cust.example"
+            in out)
+    tickets = json.loads(heard(cfg, "tickets", "--json", capsys=capsys)[1])
+    assert [t["flagged"] for t in tickets] == [True, False]
+
+
 def test_a_mail_dated_1970_is_dated_by_its_arrival_and_flagged(dovecot_server, tmp_path, capsys):
     # A clock reset to the epoch (a flat battery) dated the ticket 1970: it went first in the queue as
     # the oldest, and the acknowledgement passed over it as "over max_age old".
