@@ -142,7 +142,8 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
         pm.subject = _decode_words(v, defects)
     v = h.get("from")
     if v:
-        for name, addr in _mailboxes(v):
+        boxes = _mailboxes(v)
+        for name, addr in boxes:
             if addr:
                 pm.from_name = _decode_words(name, defects) if name else ""
                 pm.from_addr = addr
@@ -150,8 +151,12 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
                     pm.from_addr = addr[:MAX_ADDRESS]
                     defects.append(f"sender address over {MAX_ADDRESS} characters: cut")
                 break
+        else:  # "From: Jane Doe": a name and no address; the name is still who wrote
+            name = next((n for n, _ in boxes if n), "")
+            if name:
+                pm.from_name = _decode_words(name, defects)
     if not pm.from_addr:
-        defects.append("missing From")
+        defects.append("From has a name but no address" if pm.from_name else "missing From")
     if more_from:
         _note_more_from(pm, more_from, defects)
     v = h.get("to")

@@ -686,10 +686,14 @@ def test_a_bug_in_the_lean_parser_falls_back_to_the_stdlib(monkeypatch):
     assert pm.from_addr == "anna@example.com" and "still readable" in pm.text
 
 
-def test_from_without_an_address():
+def test_from_without_an_address_keeps_the_name():
     rest = [h for h in BASE if not h.startswith("From")]
-    pm = parse_message(msg(*rest, "From: Mail Delivery System", body="x\n"))
-    assert pm.from_addr == "" and "missing From" in pm.defects
+    for value in ("Mail Delivery System", '"Mail Delivery System"', "Mail Delivery System <>",
+                  "=?utf-8?q?Mail_Delivery_System?= <>"):
+        pm = parse_message(msg(*rest, f"From: {value}", body="x\n"))
+        assert (pm.from_addr, pm.from_name) == ("", "Mail Delivery System"), value
+        assert pm.defects == ["From has a name but no address"], value
+    assert "missing From" in parse_message(msg(*rest, body="x\n")).defects
 
 
 def test_several_from_headers_flag_the_mail_and_name_the_other_senders():

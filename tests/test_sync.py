@@ -554,6 +554,32 @@ def test_a_reply_to_mail_without_a_sender_or_from_ourselves_is_refused_in_one_li
     assert heard(cfg, "outbox", capsys=capsys)[1] == "nothing queued, sending, failed or unknown\n"
 
 
+def test_senders_without_an_address_keep_their_names_and_are_not_one_customer(dovecot_server, tmp_path, capsys):
+    # "From: Jane Doe" lost the name, and every such mail (and every mail without a From) belonged to
+    # one customer, "(unknown sender)": their tickets were one stranger's.
+    def nameonly(n: int, who: str | None, subject: str) -> bytes:
+        raw = mail(n, subject)
+        return raw.replace(b"From: Ann Example <ann@cust.example>\r\n", f"From: {who}\r\n".encode() if who else b"")
+    dovecot_server.append([
+        nameonly(1, "Jane Doe", "Invoice wrong"), nameonly(2, "John Roe", "Cannot log in"),
+        nameonly(3, '"Jane Doe" <>', "Invoice still wrong"), nameonly(4, None, "No sender at all"),
+        nameonly(5, None, "No sender either"),
+    ])
+    cfg = write_config(tmp_path, dovecot_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    customers = {t["id"]: t["customer"] for t in json.loads(heard(cfg, "tickets", "--json", capsys=capsys)[1])}
+    assert customers[1] == customers[3] == "Jane Doe (no address)"
+    assert customers[2] == "John Roe (no address)"
+    assert len({customers[1], customers[2], customers[4], customers[5]}) == 4
+    code, out, _ = heard(cfg, "show", "2", capsys=capsys)
+    assert "customer: John Roe (no address)" in out and "← John Roe (no address)  " in out
+    assert "flagged: From has a name but no address" in out
+    body = tmp_path / "reply.txt"
+    body.write_text("Here is what I found.\n")
+    code, out, err = heard(cfg, "reply", "1", "--body-file", str(body), "--no-send", capsys=capsys)
+    assert code != 0 and err.count("\n") == 1 and "#1 has no sender address to answer" in err
+
+
 def test_a_strangers_ticket_tag_starts_a_new_ticket_instead_of_joining_another_customers(
         pymap_server, database, tmp_path, capsys):
     # Ticket numbers count up from 1: a phishing mail titled "Overdue invoice [#1]" joined customer #1's

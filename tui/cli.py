@@ -425,7 +425,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         out()
         arrow = "→" if m["direction"] == "out" else "←"
         name = safe_line(m["from_name"] or "")
-        out(f"{arrow} {name + ' ' if name else ''}<{safe_line(m['from'])}>  {when(m['date'])}")
+        sender = f"<{safe_line(m['from'])}>" if m["from"] else "(no address)"
+        out(f"{arrow} {name + ' ' if name else ''}{sender}  {when(m['date'])}")
         out(f"  joined: {safe_line(m['thread_reason'])}")
         if m["automated"]:
             out(f"  automated: {safe_line(m['automated_reason'])}")

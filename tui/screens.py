@@ -373,8 +373,11 @@ class TicketScreen(Screen):
         subject = cut(safe_line(d.get("subject") or ""), room) or "(no subject)"
         parts: list = [(f" #{d['id']} ", "bold reverse $text-accent"), " ", inert(subject, "bold"), "\n "]
         name = self.detail.get("customer_name") or ""
-        parts += [inert(name, "bold") if name else "", (" <" if name else ""), inert(d["customer"]),
-                  (">" if name else "")]
+        if name and "@" not in d["customer"]:  # known by name only: the key repeats the name
+            parts += [inert(name, "bold"), (" (no address)", "$text-muted")]
+        else:
+            parts += [inert(name, "bold") if name else "", (" <" if name else ""), inert(d["customer"]),
+                      (">" if name else "")]
         parts += [("  ·  ", "$text-muted"), (status_label(status), "bold $text-accent" if status in ("new", "open") else "bold")]
         if d["priority"] != "normal":
             style = {"urgent": "bold $text-error", "high": "bold $text-warning"}.get(d["priority"], "$text-muted")
@@ -414,9 +417,11 @@ class TicketScreen(Screen):
         name = safe_line(m.get("from_name") or "")
         out = m["direction"] == "out"
         head: list = [(f"{n}. ", "$text-muted")]
-        head += [inert(name or m["from"], "bold $text-success" if out else "bold $text-accent")]
-        if name:
+        head += [inert(name or m["from"] or "(unknown sender)", "bold $text-success" if out else "bold $text-accent")]
+        if name and m["from"]:
             head += [(" <", "$text-muted"), inert(m["from"], "$text-muted"), (">", "$text-muted")]
+        elif name:
+            head += [(" (no address)", "$text-muted")]
         head += [("  ", ""), (long_time(m.get("date"), app.tz), "")]
         if out:
             head.append(("  sent by us", "$text-success"))
