@@ -190,6 +190,24 @@ def test_a_mail_with_two_senders_is_flagged_with_both_on_the_ticket(dovecot_serv
     assert [t["flagged"] for t in tickets] == [True, False]
 
 
+def test_show_prints_the_start_of_a_huge_mail_and_full_prints_it_whole(dovecot_server, tmp_path, capsys):
+    # A pasted 4 MB log: `heard show` printed all of it, and the rest of the ticket scrolled away.
+    log = "".join(f"2026-11-23 09:00:{i % 60:02d} worker[{i}] export row {i} failed: timeout\r\n" for i in range(60_000))
+    dovecot_server.append([mail(1, "Export log", body="The log:\r\n" + log),
+                           mail(2, "Re: Export log", irt="m1@cust.example", body="Any news?\r\n")])
+    cfg = write_config(tmp_path, dovecot_server)
+    assert heard(cfg, "sync", capsys=capsys)[0] == 0
+    code, out, _ = heard(cfg, "show", "1", capsys=capsys)
+    assert code == 0 and len(out) < 30_000
+    assert "worker[0] export row 0 failed" in out and "worker[59999]" not in out
+    assert "… 59,701 more lines (" in out and "heard show 1 --full prints it whole" in out
+    assert out.count("not shown") == 1 and "Any news?" in out and "timeline:" in out  # the rest of the ticket
+    code, out, _ = heard(cfg, "show", "1", "--full", capsys=capsys)
+    assert code == 0 and "worker[59999] export row 59999 failed" in out and "not shown" not in out
+    t = json.loads(heard(cfg, "show", "1", "--json", capsys=capsys)[1])
+    assert "worker[59999] export row 59999 failed" in t["messages"][0]["text"]
+
+
 def test_a_mail_dated_1970_is_dated_by_its_arrival_and_flagged(dovecot_server, tmp_path, capsys):
     # A clock reset to the epoch (a flat battery) dated the ticket 1970: it went first in the queue as
     # the oldest, and the acknowledgement passed over it as "over max_age old".
