@@ -594,6 +594,17 @@ def test_html_to_text_line_breaks_like_a_mail_client():
     assert html_to_text(outlook) == "Hi,\n\nline one\nline two"
 
 
+def test_a_doctype_with_an_internal_subset_leaves_nothing_on_screen():
+    # Its declarations were dropped one by one and "<!DOCTYPE x []>" was left as text.
+    for doctype in ("<!DOCTYPE x []>", "<!DOCTYPE x [<!ENTITY a 'b'>]>", '<!doctype html [\n <!ENTITY a "x>y">\n <!-- c -->\n] >'):
+        pm = parse_message(msg(*BASE, "Content-Type: text/html", body=f"{doctype}<html><body><p>Hello</p></body></html>"))
+        assert pm.text == "Hello", doctype
+    assert html_to_text("<p>Use [brackets] and a > b</p><!DOCTYPE html>") == "Use [brackets] and a > b"
+    t0 = time.process_time()
+    assert html_to_text("<!DOCTYPE x [ " * 20_000 + "<p>end</p>").endswith("end")  # unterminated: linear
+    assert time.process_time() - t0 < 0.5
+
+
 def test_html_to_text_malformed_is_fine():
     assert html_to_text("<p>unclosed <b>bold <i>it") == "unclosed bold it"
     assert html_to_text("a < b and c > d") == "a < b and c > d"
