@@ -658,9 +658,12 @@ def _decode_text(st: _State, params: dict[str, str], h: dict[str, str], body: by
     return text
 
 
+B64_JUNK = "junk in or after the base64 of a text part: left out"
+
+
 def _b64decode(data: bytes, defects: list[str]) -> bytes:
     try:
-        return binascii.a2b_base64(data)
+        out = binascii.a2b_base64(data)
     except binascii.Error:
         defects.append("bad base64 in text part")
         clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
@@ -673,6 +676,16 @@ def _b64decode(data: bytes, defects: list[str]) -> bytes:
             return binascii.a2b_base64(clean)
         except binascii.Error:  # pragma: no cover - clean input always decodes
             return b""
+    # a2b_base64 skips what is not base64 and stops at the padding, silently: text after the end of the
+    # base64 (or junk within it) was lost with no flag. Valid base64 decodes to exactly 3/4 of its
+    # characters less line ends and padding: two counting passes (no copy), and only when they
+    # disagree a closer look that forgives spaces and tabs.
+    chars = len(data) - data.count(b"\n") - data.count(b"\r")
+    if len(out) != (chars - data[-8:].count(b"=")) * 3 // 4:
+        chars -= data.count(b" ") + data.count(b"\t") + data.count(b"=")
+        if len(out) != chars * 3 // 4:
+            defects.append(B64_JUNK)
+    return out
 
 
 BIG_PART = 1024 * 1024

@@ -552,6 +552,30 @@ def test_bad_base64_text_still_decodes_what_it_can():
     assert "bad base64 in text part" in pm.defects
 
 
+@pytest.mark.parametrize("tail", [
+    "!!! pay to IBAN DE00 1234 !!!\n",  # not base64 at all
+    base64.encodebytes("and a second half nobody saw".encode()).decode(),  # base64 again, after the padding
+])
+def test_junk_after_the_base64_of_a_text_is_flagged(tail):
+    # a2b_base64 stops at the padding and skips what is not base64: the rest was dropped with no flag.
+    body = base64.encodebytes(b"Hello world").decode() + tail
+    pm = parse_message(msg(*BASE, "Content-Transfer-Encoding: base64", body=body))
+    assert pm.text == "Hello world"
+    assert pm.defects == ["junk in or after the base64 of a text part: left out"]
+    # Junk inside is the same loss.
+    pm = parse_message(msg(*BASE, "Content-Transfer-Encoding: base64", body="SGVs*bG8g~d29y\nbGQh\n"))
+    assert pm.defects == ["junk in or after the base64 of a text part: left out"]
+
+
+@pytest.mark.parametrize("data", [b"", b"h", b"hi", b"hey", "Grüße, 日本語 😀".encode() * 50])
+def test_valid_base64_text_is_not_flagged(data):
+    for body in (base64.encodebytes(data), base64.b64encode(data) + b"\n", base64.encodebytes(data).replace(b"\n", b"\r\n"),
+                 base64.encodebytes(data).replace(b"\n", b" \t\n") + b"\n\n\n\n"):  # a gateway's trailing blanks
+        pm = parse_message(msg(*BASE, "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: base64",
+                               body=body))
+        assert pm.text == data.decode() and pm.defects == [], body
+
+
 def test_unknown_transfer_encoding_and_bad_content_type():
     pm = parse_message(msg(*BASE, "Content-Type: garbage", "Content-Transfer-Encoding: x-foo", body="as is\n"))
     assert pm.text == "as is\n" and pm.content_type == "text/plain"
