@@ -76,6 +76,8 @@ def html_to_text(markup: str) -> str:
         s = s.translate(_NO_MARKERS)
     if "<!" in s:
         s = _drop_comments(s)
+        if "[" in s:
+            s = _drop_internal_subsets(s)
     if _DROP_OPEN.search(s):
         s = _drop_blocks(s)
     if _PRE.search(s):
@@ -177,6 +179,29 @@ def _drop_comments(s: str) -> str:
         if j == -1:
             return "".join(out)  # unterminated comment: the rest is comment
         pos = j + 3
+    out.append(s[pos:])
+    return "".join(out)
+
+
+# <!DOCTYPE x [ <!ENTITY ...> ]>: the internal subset holds declarations, each a "<!...>" of its own, so
+# _DECL dropped those and left "<!DOCTYPE x []>" on screen.
+_SUBSET_OPEN = re.compile(rf"<!\s*(?:{_ci('doctype')})\b[^<>\[]*\[")
+_SUBSET_END = re.compile(r"\]\s*>")
+
+
+def _drop_internal_subsets(s: str) -> str:
+    out = []
+    pos = 0
+    while True:
+        m = _SUBSET_OPEN.search(s, pos)
+        if m is None:
+            break
+        out.append(s[pos : m.start()])
+        end = _SUBSET_END.search(s, m.end())
+        if end is None:  # unterminated: only the opening goes (its declarations go with _DECL)
+            pos = m.end()
+            break
+        pos = end.end()
     out.append(s[pos:])
     return "".join(out)
 

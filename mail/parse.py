@@ -105,7 +105,8 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
     head, start = _split_head_at(raw, 0, len(raw))
     buf = raw
     htext = _decode_head(head, defects)
-    h, bad_line = _parse_headers(htext)
+    more_from: list[str] = []
+    h, bad_line = _parse_headers(htext, more_from)
     if bad_line is not None:
         if bad_line == 0 and not h:
             defects.append("no headers")
@@ -141,7 +142,8 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
         pm.subject = _decode_words(v, defects)
     v = h.get("from")
     if v:
-        for name, addr in _mailboxes(v):
+        boxes = _mailboxes(v)
+        for name, addr in boxes:
             if addr:
                 pm.from_name = _decode_words(name, defects) if name else ""
                 pm.from_addr = addr
@@ -149,8 +151,14 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
                     pm.from_addr = addr[:MAX_ADDRESS]
                     defects.append(f"sender address over {MAX_ADDRESS} characters: cut")
                 break
+        else:  # "From: Jane Doe": a name and no address; the name is still who wrote
+            name = next((n for n, _ in boxes if n), "")
+            if name:
+                pm.from_name = _decode_words(name, defects)
     if not pm.from_addr:
-        defects.append("missing From")
+        defects.append("From has a name but no address" if pm.from_name else "missing From")
+    if more_from:
+        _note_more_from(pm, more_from, defects)
     v = h.get("to")
     if v:
         pm.to_addrs = [a for _, a in _mailboxes(v) if a]
@@ -177,6 +185,22 @@ def _parse(raw: bytes, pm: ParsedMessage) -> None:
             text = text.replace("\x00", "")
             defects.append("NUL bytes in body")
         pm.text = text
+
+
+def _note_more_from(pm: ParsedMessage, more_from: list[str], defects: list[str]) -> None:
+    """Several From headers: the first is the sender heard shows and answers; the mail is flagged, and the
+    flag names who the others claim to be (a forged second From is a way to pass for someone else)."""
+    others = []
+    for value in more_from:
+        boxes = _mailboxes(value)
+        who = next((a for _, a in boxes if a), "") or next((n for n, _ in boxes if n), "") or value
+        who = _clip(who, 60)
+        if who not in others:
+            others.append(who)
+    first = pm.from_addr or "(no address)"
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    defects.append(f"{len(more_from) + 1} From headers: shown as from the first ({_clip(first, 60)}); "
+                   f"the other{'s say' if len(more_from) > 1 else ' says'} {shown}")
 
 
 _ASCII_SPACE = frozenset((b"", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"))  # what bytes.strip() removes
@@ -241,11 +265,12 @@ def _decode_line(line: bytes) -> str:
         return line.decode("cp1252", "replace")
 
 
-def _parse_headers(text: str) -> tuple[dict[str, str], int | None]:
+def _parse_headers(text: str, more_from: list[str] | None = None) -> tuple[dict[str, str], int | None]:
     """Lower-cased name -> first value (unfolded, whitespace collapsed).
 
     Returns the headers and, when a line is neither a header nor a
-    continuation, its index: the body starts there.
+    continuation, its index: the body starts there. The values of every
+    From header after the first go to ``more_from`` when it is given.
     """
     h: dict[str, str] = {}
     if not text:
@@ -261,17 +286,21 @@ def _parse_headers(text: str) -> tuple[dict[str, str], int | None]:
                 continue
             name = name.rstrip()
             if not colon or not name or " " in name or "\t" in name:
-                return _parse_headers_slow(text)
+                if more_from:
+                    more_from.clear()
+                return _parse_headers_slow(text, more_from)
         key = name.lower()
         if key not in h:
             value = value.strip()
             if "  " in value or "\t" in value:
                 value = " ".join(value.split())
             h[key] = value
+        elif key == "from" and more_from is not None:
+            more_from.append(" ".join(value.split()))
     return h, None
 
 
-def _parse_headers_slow(text: str) -> tuple[dict[str, str], int | None]:
+def _parse_headers_slow(text: str, more_from: list[str] | None = None) -> tuple[dict[str, str], int | None]:
     h: dict[str, str] = {}
     if not text:
         return h, None
@@ -285,6 +314,8 @@ def _parse_headers_slow(text: str) -> tuple[dict[str, str], int | None]:
             continue
         if key is not None and key not in h:
             h[key] = " ".join(val.split())
+        elif key == "from" and more_from is not None:
+            more_from.append(" ".join(val.split()))
         name, colon, value = line.partition(":")
         name = name.rstrip()
         if not colon or not name or " " in name or "\t" in name:
@@ -299,6 +330,8 @@ def _parse_headers_slow(text: str) -> tuple[dict[str, str], int | None]:
         val = value
     if key is not None and key not in h:
         h[key] = " ".join(val.split())
+    elif key == "from" and more_from is not None:
+        more_from.append(" ".join(val.split()))
     return h, None
 
 
@@ -329,10 +362,12 @@ def _walk(
         return None, False
 
     if ctype.startswith("multipart/"):
+        boundary = params.get("boundary", "")
         if depth >= MAX_DEPTH:
             st.defects.append("multipart nested too deep")
-            return None, False
-        boundary = params.get("boundary", "")
+            if not boundary:
+                return None, False
+            return _walk_deep(st, ctype, boundary.encode("utf-8", "replace"), buf, start, end)
         if not boundary:
             guessed = _guess_boundary(buf, start, end)
             if guessed is None:
@@ -374,6 +409,90 @@ def _walk(
     st.attachments.append(Attachment(fname or _unnamed(ctype, buf[start : min(end, start + 65536)]), ctype,
                                      _encoded_size(h, buf, start, end)))
     return None, False
+
+
+def _walk_deep(st: _State, ctype: str, boundary: bytes, buf: bytes, start: int, end: int) -> tuple:
+    """The readable text of a multipart nested deeper than MAX_DEPTH, read in one forward pass.
+
+    No recursion and no splitting of whole multiparts (each level of the recursive walk scans its whole
+    body: hundreds of levels over a big part would be quadratic). Each multipart's first delimiter is
+    looked for from where the reading is, each leaf ends at its parent's next delimiter, and the reading
+    only moves forward. The structure is lost (every text leaf is kept, in order, the plain ones
+    preferred to the HTML ones): the mail is flagged, and its raw bytes are kept.
+    """
+    stack = [(boundary, ctype)]  # the open multiparts, innermost last
+    pos = start
+    plain: list[str] = []
+    html: list = []
+    while stack:
+        delim = b"--" + stack[-1][0]
+        i = _next_delimiter(buf, pos, end, delim)
+        if i == -1:  # unterminated: what is left was read as the last leaf
+            break
+        i += len(delim)
+        if buf[i : i + 2] == b"--":  # closing delimiter: back to the parent
+            stack.pop()
+            pos = i + 2
+            continue
+        eol = buf.find(b"\n", i, end)
+        if eol == -1:
+            break
+        st.parts += 1
+        if st.parts > MAX_PARTS:
+            if not st.stopped:
+                st.stopped = True
+                st.defects.append(f"more than {MAX_PARTS} MIME parts, rest ignored")
+            break
+        pstart = eol + 1
+        # A part's head is looked for in a bounded window: its end is not known yet.
+        ph_bytes, pbody = _split_head_at(buf, pstart, min(end, pstart + 65536))
+        ph = _part_headers(ph_bytes, st.defects) if ph_bytes else {}
+        default = "message/rfc822" if stack[-1][1] == "multipart/digest" else "text/plain"
+        pct, pparams = _content_type(ph.get("content-type"), default, st.defects)
+        if pct.startswith("multipart/") and pparams.get("boundary"):
+            stack.append((pparams["boundary"].encode("utf-8", "replace"), pct))
+            pos = pbody
+            continue
+        nxt = _next_delimiter(buf, pbody, end, delim)
+        pend = end if nxt == -1 else max(nxt - 1, pbody)
+        if pend > pbody and buf[pend - 1 : pend] == b"\r":
+            pend -= 1
+        disp, dparams = _disposition(ph.get("content-disposition"))
+        fname = dparams.get("filename") or pparams.get("name") or ""
+        if pct in _TEXT_TYPES and disp != "attachment" and (not fname or disp == "inline"):
+            text, is_html = _leaf_text(st, pct, pparams, ph, buf, pbody, pend)
+            (html if is_html else plain).append(text)
+        elif not pct.startswith("multipart/"):
+            if fname:
+                fname = _decode_words(fname, st.defects)
+            st.attachments.append(Attachment(fname or _unnamed(pct, buf[pbody : min(pend, pbody + 65536)]), pct,
+                                             _encoded_size(ph, buf, pbody, pend)))
+        if nxt == -1:
+            break
+        pos = nxt
+    if len(plain) == 1:
+        return plain[0], False
+    if plain:
+        return "\n".join(t.rstrip("\n") for t in plain), False
+    if html:
+        return (lambda: "\n".join(t() for t in html)), True
+    return None, False
+
+
+def _next_delimiter(buf: bytes, pos: int, end: int, delim: bytes) -> int:
+    """Where the next line that is the delimiter ``delim`` (``--boundary``) starts, from ``pos`` on; -1 if none."""
+    dlen = len(delim)
+    while True:
+        if (pos == 0 or buf[pos - 1 : pos] == b"\n") and buf.startswith(delim, pos, end):
+            i = pos
+        else:
+            j = buf.find(b"\n" + delim, pos, end)
+            if j == -1:
+                return -1
+            i = j + 1
+        if buf[i + dlen : min(i + dlen + 1, end)] in (b"", b"\n", b"-", b" ", b"\t", b"\r"):
+            return i
+        pos = i + 1  # the boundary is only a prefix of this line
 
 
 # The part of a delivery report that carries the reported mail (or its headers).
@@ -539,9 +658,12 @@ def _decode_text(st: _State, params: dict[str, str], h: dict[str, str], body: by
     return text
 
 
+B64_JUNK = "junk in or after the base64 of a text part: left out"
+
+
 def _b64decode(data: bytes, defects: list[str]) -> bytes:
     try:
-        return binascii.a2b_base64(data)
+        out = binascii.a2b_base64(data)
     except binascii.Error:
         defects.append("bad base64 in text part")
         clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
@@ -554,6 +676,16 @@ def _b64decode(data: bytes, defects: list[str]) -> bytes:
             return binascii.a2b_base64(clean)
         except binascii.Error:  # pragma: no cover - clean input always decodes
             return b""
+    # a2b_base64 skips what is not base64 and stops at the padding, silently: text after the end of the
+    # base64 (or junk within it) was lost with no flag. Valid base64 decodes to exactly 3/4 of its
+    # characters less line ends and padding: two counting passes (no copy), and only when they
+    # disagree a closer look that forgives spaces and tabs.
+    chars = len(data) - data.count(b"\n") - data.count(b"\r")
+    if len(out) != (chars - data[-8:].count(b"=")) * 3 // 4:
+        chars -= data.count(b" ") + data.count(b"\t") + data.count(b"=")
+        if len(out) != chars * 3 // 4:
+            defects.append(B64_JUNK)
+    return out
 
 
 BIG_PART = 1024 * 1024

@@ -130,7 +130,7 @@ def queue_message(
     elif any(k.lower() == "auto-submitted" for k in headers):
         raise ComposeError("a reply written by a person is not automatic mail: no Auto-Submitted header")
     name, addr = to or (ctx.customer_name, ctx.customer_address)
-    if "@" not in (addr or ""):  # the ticket's mail came without a From ("(unknown sender)")
+    if "@" not in (addr or ""):  # its mail came without an address: "Jane Doe (no address)"
         raise ComposeError(f"#{ticket_id} has no sender address to answer (its mail came without a usable From): "
                            f"solve it with a reason, or write to the customer from your mail client")
     if addr.lower() in cfg.own_addresses:

@@ -5,7 +5,9 @@ reach the screen every terminal control is removed: ANSI / ECMA-48 escape
 sequences are dropped whole (so an OSC 8 hyperlink loses its hidden URL, not
 only its ESC byte), as are C0 controls other than tab and newline, DEL, C1
 controls and the bidirectional overrides that can make ``invoice\\u202efdp.exe``
-look like ``invoiceexe.pdf``. A flood of combining marks ("Zalgo" text: hundreds
+look like ``invoiceexe.pdf``, and invisible format characters that can hide
+text (Unicode tag characters, the soft hyphen, invisible operators; the tag
+sequences of the England, Scotland and Wales flags are kept). A flood of combining marks ("Zalgo" text: hundreds
 of accents stacked on one letter, drawn over the lines above and below it) is
 cut to MAX_MARKS marks on each character, as is a run of zero-width spaces and
 joiners. Everything else in Unicode (accents, CJK, emoji, joiners) is kept.
@@ -51,8 +53,28 @@ _ESCAPES = re.compile(
 )
 
 _BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-# C0 except \t and \n (and \r, handled before), DEL, C1, bidi controls.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f" + _BIDI + "]")
+# Format characters that draw nothing and mean nothing in mail, so can only hide text: the soft hyphen
+# ("pay\u00adpal" reads "paypal"), the invisible math operators, the deprecated shaping controls, the
+# interlinear annotation marks (whose annotation a terminal shows as plain text, or not at all).
+_INVISIBLE = "\u00ad\u2061-\u2064\u206a-\u206f\ufff9-\ufffb"
+# C0 except \t and \n (and \r, handled before), DEL, C1, bidi controls, invisible format characters.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f" + _BIDI + _INVISIBLE + "]")
+# Outside the Basic Multilingual Plane: the tag characters (U+E0000-E007F), which spell out text no
+# terminal draws ("ASCII smuggling") and are dropped, except in the three flags that are tag sequences
+# (England, Scotland, Wales), kept whole; the musical and shorthand format controls; and runs of the
+# supplementary variation selectors, which carry hidden bytes one per selector after a visible
+# character (an ideograph needs one).
+_TAGS = "\U000e0000-\U000e007f"
+_FLAG_TAGS = "|".join("".join(chr(0xE0000 + ord(c)) for c in region) for region in ("gbeng", "gbsct", "gbwls"))
+_ASTRAL_HIDDEN = re.compile(
+    f"(\U0001f3f4(?:{_FLAG_TAGS})\U000e007f)|[{_TAGS}\U0001d173-\U0001d17a\U0001bca0-\U0001bca3]"
+    "|([\U000e0100-\U000e01ef])[\U000e0100-\U000e01ef]+"
+)
+_FIRST_ASTRAL_HIDDEN = "\U0001bca0"  # no character below this is one of them
+
+
+def _astral_kept(m: re.Match[str]) -> str:
+    return m.group(1) or m.group(2) or ""
 _NEWLINES = re.compile("\r\n?|[\u2028\u2029\x85]")
 
 MAX_MARKS = 4  # combining marks kept on one character: real text needs at most about 3 (pointed Hebrew)
@@ -93,6 +115,8 @@ def safe_text(s: str) -> str:
     s = _NEWLINES.sub("\n", s)
     if not s.isascii():
         s = _mark_run().sub(r"\1", s)
+        if max(s) >= _FIRST_ASTRAL_HIDDEN:
+            s = _ASTRAL_HIDDEN.sub(_astral_kept, s)
     return _CONTROLS.sub("", s)
 
 

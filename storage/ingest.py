@@ -29,6 +29,23 @@ T_SYNC = SyncState.__table__
 T_SENT = SentHeader.__table__
 
 SYNC_ACTOR = "heard sync"
+NO_ADDRESS = " (no address)"  # ends the customer key of a sender known only by name
+MAX_NAME_KEY = 200  # characters of a name kept in such a key (the store indexes it)
+
+
+def customer_key(address: str, name: str, content_hash: str) -> str:
+    """Who a new ticket's customer is: their address, or, for mail that came without one, their name.
+
+    Every such mail once went to one customer, "(unknown sender)": strangers shared "their tickets".
+    A name alone ("From: Jane Doe") keys "Jane Doe (no address)"; mail without even a name is a
+    customer of its own. No key but an address has an "@": nothing is ever sent to one.
+    """
+    if address:
+        return address
+    name = " ".join(name.replace("@", " ").split())[:MAX_NAME_KEY]
+    if name:
+        return name + NO_ADDRESS
+    return f"(unknown sender of mail {content_hash[:12]})"
 
 
 @dataclass(slots=True)
@@ -260,7 +277,7 @@ class Ingest:
         return cid
 
     def _create_ticket(self, m: NewMessage) -> int:
-        cid = self._customer_id(m.from_addr or "(unknown sender)", m.from_name, m.tier)
+        cid = self._customer_id(customer_key(m.from_addr, m.from_name, m.content_hash), m.from_name, m.tier)
         check_mail = m.automated_reason == CHECK_MAIL_RULE
         status = Status.CLOSED.value if check_mail else Status.NEW.value
         values = {

@@ -542,6 +542,71 @@ async def test_customer_tickets_are_one_key_away(store, ids):
         assert len([s for s in app.screen_stack if isinstance(s, TicketScreen)]) == 1
 
 
+def seed_raw(store: Store, raws: list[bytes], now: datetime = NOW) -> list[int]:
+    """Raw mail parsed and converted as the sync does, one ticket each."""
+    from mail.convert import MessageConverter
+    from mail.parse import parse_message
+
+    conv = MessageConverter.from_parts(["support@example.com"], "example.com", {})
+    with store.write_conn() as conn:
+        ing = Ingest(conn, store.search, now)
+        ids = [ing.add(conv.convert(raw, parse_message(raw), internal_date=now - timedelta(hours=1)), None,
+                       "new ticket") for raw in raws]
+        ing.flush()
+    return ids
+
+
+def hostile(n: int, sender: str, subject: str, body: str = "Please look at it.\r\n", head: str = "") -> bytes:
+    return (f"From: {sender}\r\nTo: support@example.com\r\nSubject: {subject}\r\nMessage-ID: <h{n}@x.example>\r\n"
+            f"Date: Mon, 23 Nov 2026 09:00:00 +0000\r\n{head}\r\n{body}").encode()
+
+
+def deep_multipart(levels: int, text: str) -> tuple[str, str]:
+    body = f"Content-Type: text/plain\r\n\r\n{text}\r\n"
+    for i in reversed(range(levels)):
+        body = f"--b{i}\r\n{body}\r\n--b{i}--\r\n"
+        if i:
+            body = f"Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n" + body
+    return f"Content-Type: multipart/mixed; boundary=b0\r\n", body
+
+
+@pilot_test
+async def test_hostile_senders_and_structure_still_show_who_wrote_and_what(store):
+    head, body = deep_multipart(40, "The export stops at row 1000.")
+    ids = seed_raw(store, [
+        hostile(1, "Jane Doe", "Invoice wrong"),
+        hostile(2, "John Roe", "Cannot log in"),
+        hostile(3, '"Jane Doe" <>', "Invoice still wrong"),
+        hostile(4, "ann@cust.example", "Deep mail", body, head),
+        hostile(5, "ann@cust.example", "Wire the refund", head="From: CEO <ceo@cust.example>\r\n"),
+    ])
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Jane Doe" in text and "John Roe" in text and "(unknown sender)" not in text
+        app.open_ticket(ids[0])
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Jane Doe (no address)" in text and "flagged: From has a name but no address" in text
+        # Their tickets are Jane's, not every sender's without an address.
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, CustomerTicketsScreen)
+        text = screen_text(app)
+        assert "Invoice still wrong" in text and "Cannot log in" not in text
+        await pilot.press("escape")
+        app.open_ticket(ids[3])
+        await settle(pilot)
+        text = screen_text(app)
+        assert "The export stops at row 1000." in text and "(no text)" not in text
+        assert "flagged: multipart nested too deep" in text
+        app.open_ticket(ids[4])
+        await settle(pilot)
+        text = screen_text(app)
+        assert "ann@cust.example" in text and "flagged: 2 From headers" in text and "ceo@cust.example" in text
+
+
 @pytest.mark.parametrize(
     ("keys", "field", "value", "kind"),
     [

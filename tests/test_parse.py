@@ -436,6 +436,41 @@ def test_deep_nesting_is_capped():
     body += "--b200\nContent-Type: text/plain\n\ndeep\n"
     pm = parse_message(msg(*BASE, "Content-Type: multipart/mixed; boundary=b0", body=body))
     assert "multipart nested too deep" in pm.defects
+    # Flagged, but the reader still sees the text (it showed "(no text)").
+    assert pm.text == "deep\n"
+
+
+def nested(depth: int, leaves: str, *, closed: bool = True) -> bytes:
+    """A mail whose text sits ``depth`` multiparts down, each level a well-formed multipart/mixed."""
+    body = leaves
+    for i in reversed(range(depth)):
+        inner = f"Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n{body}\n" + (f"--b{i}--\n" if closed else "")
+        body = inner if i else inner.split("\n\n", 1)[1]
+    return msg(*BASE, "Content-Type: multipart/mixed; boundary=b0", body=body)
+
+
+def test_text_nested_deeper_than_the_walk_goes_is_read_with_its_attachments():
+    leaves = ("Content-Type: text/plain; charset=utf-8\n\nThe export fails at row 1000.\n--b39\n"
+              "Content-Type: application/pdf; name=invoice.pdf\nContent-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n--b39\n"
+              "Content-Type: text/html\n\n<p>The export fails at row 1000.</p>")
+    for closed in (True, False):
+        pm = parse_message(nested(40, leaves, closed=closed))
+        assert "multipart nested too deep" in pm.defects
+        assert pm.text.strip() == "The export fails at row 1000."  # the plain leaf, not the HTML one too
+        assert [a.name for a in pm.attachments] == ["invoice.pdf"]
+    html_only = parse_message(nested(30, "Content-Type: text/html\n\n<p>Only <b>HTML</b> here</p>"))
+    assert html_only.html_only and html_only.text == "Only HTML here"
+
+
+def test_hundreds_of_levels_around_a_big_text_cost_one_pass():
+    # Each level of the recursive walk scans its whole body: 450 levels around 3 MB would be 1.3 GB.
+    big = "a log line that goes on and on\n" * 100_000
+    raw = nested(450, "Content-Type: text/plain\n\n" + big)
+    t0 = time.process_time()
+    pm = parse_message(raw)
+    assert time.process_time() - t0 < 0.5
+    assert "multipart nested too deep" in pm.defects
+    assert pm.text.startswith("a log line") and len(pm.text) >= len(big)
 
 
 def test_many_parts_are_capped():
@@ -517,6 +552,30 @@ def test_bad_base64_text_still_decodes_what_it_can():
     assert "bad base64 in text part" in pm.defects
 
 
+@pytest.mark.parametrize("tail", [
+    "!!! pay to IBAN DE00 1234 !!!\n",  # not base64 at all
+    base64.encodebytes("and a second half nobody saw".encode()).decode(),  # base64 again, after the padding
+])
+def test_junk_after_the_base64_of_a_text_is_flagged(tail):
+    # a2b_base64 stops at the padding and skips what is not base64: the rest was dropped with no flag.
+    body = base64.encodebytes(b"Hello world").decode() + tail
+    pm = parse_message(msg(*BASE, "Content-Transfer-Encoding: base64", body=body))
+    assert pm.text == "Hello world"
+    assert pm.defects == ["junk in or after the base64 of a text part: left out"]
+    # Junk inside is the same loss.
+    pm = parse_message(msg(*BASE, "Content-Transfer-Encoding: base64", body="SGVs*bG8g~d29y\nbGQh\n"))
+    assert pm.defects == ["junk in or after the base64 of a text part: left out"]
+
+
+@pytest.mark.parametrize("data", [b"", b"h", b"hi", b"hey", "Grüße, 日本語 😀".encode() * 50])
+def test_valid_base64_text_is_not_flagged(data):
+    for body in (base64.encodebytes(data), base64.b64encode(data) + b"\n", base64.encodebytes(data).replace(b"\n", b"\r\n"),
+                 base64.encodebytes(data).replace(b"\n", b" \t\n") + b"\n\n\n\n"):  # a gateway's trailing blanks
+        pm = parse_message(msg(*BASE, "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: base64",
+                               body=body))
+        assert pm.text == data.decode() and pm.defects == [], body
+
+
 def test_unknown_transfer_encoding_and_bad_content_type():
     pm = parse_message(msg(*BASE, "Content-Type: garbage", "Content-Transfer-Encoding: x-foo", body="as is\n"))
     assert pm.text == "as is\n" and pm.content_type == "text/plain"
@@ -557,6 +616,17 @@ def test_html_to_text_line_breaks_like_a_mail_client():
     outlook = ('<p class=MsoNormal>Hi,<o:p></o:p></p>\n<p class=MsoNormal><o:p>&nbsp;</o:p></p>\n'
                '<p class=MsoNormal>line one<o:p></o:p></p>\n<p class=MsoNormal>line two<o:p></o:p></p>')
     assert html_to_text(outlook) == "Hi,\n\nline one\nline two"
+
+
+def test_a_doctype_with_an_internal_subset_leaves_nothing_on_screen():
+    # Its declarations were dropped one by one and "<!DOCTYPE x []>" was left as text.
+    for doctype in ("<!DOCTYPE x []>", "<!DOCTYPE x [<!ENTITY a 'b'>]>", '<!doctype html [\n <!ENTITY a "x>y">\n <!-- c -->\n] >'):
+        pm = parse_message(msg(*BASE, "Content-Type: text/html", body=f"{doctype}<html><body><p>Hello</p></body></html>"))
+        assert pm.text == "Hello", doctype
+    assert html_to_text("<p>Use [brackets] and a > b</p><!DOCTYPE html>") == "Use [brackets] and a > b"
+    t0 = time.process_time()
+    assert html_to_text("<!DOCTYPE x [ " * 20_000 + "<p>end</p>").endswith("end")  # unterminated: linear
+    assert time.process_time() - t0 < 0.5
 
 
 def test_html_to_text_malformed_is_fine():
@@ -651,10 +721,31 @@ def test_a_bug_in_the_lean_parser_falls_back_to_the_stdlib(monkeypatch):
     assert pm.from_addr == "anna@example.com" and "still readable" in pm.text
 
 
-def test_from_without_an_address():
+def test_from_without_an_address_keeps_the_name():
     rest = [h for h in BASE if not h.startswith("From")]
-    pm = parse_message(msg(*rest, "From: Mail Delivery System", body="x\n"))
-    assert pm.from_addr == "" and "missing From" in pm.defects
+    for value in ("Mail Delivery System", '"Mail Delivery System"', "Mail Delivery System <>",
+                  "=?utf-8?q?Mail_Delivery_System?= <>"):
+        pm = parse_message(msg(*rest, f"From: {value}", body="x\n"))
+        assert (pm.from_addr, pm.from_name) == ("", "Mail Delivery System"), value
+        assert pm.defects == ["From has a name but no address"], value
+    assert "missing From" in parse_message(msg(*rest, body="x\n")).defects
+
+
+def test_several_from_headers_flag_the_mail_and_name_the_other_senders():
+    # The first From was used and nothing said there was another: a forged second sender went unseen.
+    rest = [h for h in BASE if not h.startswith("From")]
+    for crlf in (True, False):
+        pm = parse_message(msg("From: Anna <anna@example.com>", *rest, "FROM: Boss <ceo@example.com>",
+                               "from:\n mallory@evil.example", body="Please pay.\n", crlf=crlf))
+        assert pm.from_addr == "anna@example.com" and pm.from_name == "Anna"
+        assert pm.defects == ["3 From headers: shown as from the first (anna@example.com); "
+                              "the others say ceo@example.com, mallory@evil.example"]
+    # The slow header path (a line that is not a header ends the head) says the same.
+    pm = parse_message(msg(*BASE, "From: mallory@evil.example", "not a header line", body="x\n"))
+    assert pm.from_addr == "anna@example.com"
+    assert "2 From headers: shown as from the first (anna@example.com); the other says mallory@evil.example" in pm.defects
+    # One From and an mbox "From " line are one sender.
+    assert parse_message(b"From anna@example.com Tue Mar  4 09:15:00 2025\n" + msg(*BASE, body="x\n")).defects == []
 
 
 def test_non_bytes_input_does_not_raise():

@@ -28,7 +28,7 @@ from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
 from storage.lifecycle import STATUS_LABELS, LifecycleError, Status, parse_status
 from storage.records import OpeningStore, StoreError, utcnow
-from tui.words import cut, fit, shown_query, ticket_number
+from tui.words import SHOWN_CHARS, SHOWN_LINES, cut, fit, shown_part, shown_query, ticket_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from storage.db import Store
@@ -494,7 +494,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         out()
         arrow = "→" if m["direction"] == "out" else "←"
         name = safe_line(m["from_name"] or "")
-        out(f"{arrow} {name + ' ' if name else ''}<{safe_line(m['from'])}>  {when(m['date'])}")
+        sender = f"<{safe_line(m['from'])}>" if m["from"] else "(no address)"
+        out(f"{arrow} {name + ' ' if name else ''}{sender}  {when(m['date'])}")
         out(f"  joined: {safe_line(m['thread_reason'])}")
         if m["automated"]:
             out(f"  automated: {safe_line(m['automated_reason'])}")
@@ -503,7 +504,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         for a in m["attachments"]:
             out(f"  attachment: {safe_line(a['name'])} ({safe_line(a['content_type'])}, {a['size']} bytes)")
         out()
-        out(safe_text(m["text"]).rstrip())
+        text, rest = (m["text"], 0) if args.full else shown_part(m["text"])
+        out(safe_text(text).rstrip())
+        if rest:
+            left = len(m["text"]) - len(text)
+            out(f"… {rest:,} more line{'s' if rest != 1 else ''} ({left:,} characters) of this message not shown: "
+                f"heard show {t['id']} --full prints it whole")
     out()
     out("timeline:")
     if not t["events"]:
@@ -687,7 +693,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", help="one ticket with its messages and timeline")
     s.add_argument("id", type=ticket_number, metavar="ID")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the whole ticket as JSON (every message whole)")
+    s.add_argument("--full", action="store_true",
+                   help=f"every message whole (without it, one over {SHOWN_LINES} lines or {SHOWN_CHARS:,} "
+                        f"characters shows its start)")
 
     sub.add_parser("export", help="every ticket as JSON Lines on stdout")
 

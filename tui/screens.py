@@ -18,7 +18,7 @@ from textual.widgets import Input, Static
 from mail.untrusted import safe_line
 from storage.lifecycle import Status
 from tui.queue_view import QueueColumns, QueueTable
-from tui.words import cut, cut_query, event_change, shown_query
+from tui.words import cut, cut_query, event_change, shown_part, shown_query
 from tui.widgets import (
     STATUS_SHORT,
     KeyFooter,
@@ -389,8 +389,11 @@ class TicketScreen(Screen):
         subject = cut(safe_line(d.get("subject") or ""), room) or "(no subject)"
         parts: list = [(f" #{d['id']} ", "bold reverse $text-accent"), " ", inert(subject, "bold"), "\n "]
         name = self.detail.get("customer_name") or ""
-        parts += [inert(name, "bold") if name else "", (" <" if name else ""), inert(d["customer"]),
-                  (">" if name else "")]
+        if name and "@" not in d["customer"]:  # known by name only: the key repeats the name
+            parts += [inert(name, "bold"), (" (no address)", "$text-muted")]
+        else:
+            parts += [inert(name, "bold") if name else "", (" <" if name else ""), inert(d["customer"]),
+                      (">" if name else "")]
         parts += [("  ·  ", "$text-muted"), (status_label(status), "bold $text-accent" if status in ("new", "open") else "bold")]
         if d["priority"] != "normal":
             style = {"urgent": "bold $text-error", "high": "bold $text-warning"}.get(d["priority"], "$text-muted")
@@ -430,9 +433,11 @@ class TicketScreen(Screen):
         name = safe_line(m.get("from_name") or "")
         out = m["direction"] == "out"
         head: list = [(f"{n}. ", "$text-muted")]
-        head += [inert(name or m["from"], "bold $text-success" if out else "bold $text-accent")]
-        if name:
+        head += [inert(name or m["from"] or "(unknown sender)", "bold $text-success" if out else "bold $text-accent")]
+        if name and m["from"]:
             head += [(" <", "$text-muted"), inert(m["from"], "$text-muted"), (">", "$text-muted")]
+        elif name:
+            head += [(" (no address)", "$text-muted")]
         head += [("  ", ""), (long_time(m.get("date"), app.tz), "")]
         if out:
             head.append(("  sent by us", "$text-success"))
@@ -564,28 +569,6 @@ class TicketScreen(Screen):
             if kind == "release":
                 return True if self.detail.get("holder") else None
         return True
-
-
-# A message longer than this shows its beginning here, and v reads it whole (tui.reader): laying out
-# a long text at once costs about a second per 5,000 lines.
-SHOWN_LINES = 300
-SHOWN_CHARS = 20_000
-
-
-def shown_part(text: str) -> tuple[str, int]:
-    """The part of a message body the ticket screen lays out, and how many lines it leaves for ``v``."""
-    if len(text) <= SHOWN_CHARS and text.count("\n") < SHOWN_LINES:
-        return text, 0
-    end, lines = 0, 0
-    while lines < SHOWN_LINES:
-        nxt = text.find("\n", end, SHOWN_CHARS)
-        if nxt == -1:
-            break
-        end, lines = nxt + 1, lines + 1
-    if end == 0:  # one line longer than the limit
-        end = SHOWN_CHARS
-    rest = text.count("\n", end) + (0 if text.endswith("\n") else 1)
-    return text[:end].rstrip("\n"), max(rest, 1)
 
 
 def safe_text_body(text: str) -> str:

@@ -101,3 +101,28 @@ def ticket_number(value: str) -> int:
     if not found:
         raise argparse.ArgumentTypeError(f"{value!r} is not a ticket number: write 12 or '#12'")
     return int(found.group(1))
+
+
+# A message longer than this shows its beginning on the ticket screen, where v reads it whole
+# (tui.reader): laying out a long text at once costs about a second per 5,000 lines. `heard show`
+# prints the same beginning (a 4 MB pasted log scrolled everything else off the terminal), and
+# `heard show --full` the whole text.
+SHOWN_LINES = 300
+SHOWN_CHARS = 20_000
+
+
+def shown_part(text: str) -> tuple[str, int]:
+    """The part of a message body the ticket screen lays out, and how many lines it leaves for ``v``
+    (or ``heard show --full``)."""
+    if len(text) <= SHOWN_CHARS and text.count("\n") < SHOWN_LINES:
+        return text, 0
+    end, lines = 0, 0
+    while lines < SHOWN_LINES:
+        nxt = text.find("\n", end, SHOWN_CHARS)
+        if nxt == -1:
+            break
+        end, lines = nxt + 1, lines + 1
+    if end == 0:  # one line longer than the limit
+        end = SHOWN_CHARS
+    rest = text.count("\n", end) + (0 if text.endswith("\n") else 1)
+    return text[:end].rstrip("\n"), max(rest, 1)
