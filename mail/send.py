@@ -30,7 +30,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, timezone
 
 from mail.autoreply import AUTOMATIC_MAIL_HEADERS
 from mail.compose import (
@@ -629,11 +629,6 @@ def _send_due(store: Store, cfg: Config, factory: SmtpFactory, clock, result: Dr
                 _quit(smtp)
 
 
-def business_tz(cfg: Config) -> tzinfo:
-    """The desk's zone (:func:`mail.config.desk_timezone`): the zone deadlines are written in."""
-    return desk_timezone(cfg)
-
-
 _KIND_WORDS = {"reply": "reply", "ack": "acknowledgement", "update": "update", "checkin": "check-in",
                "close": "closing notice"}
 OUTBOX_ACTOR = "heard outbox"
@@ -664,7 +659,7 @@ def _record_outcomes(store: Store, cfg: Config, result: DrainResult, now: dateti
             append_event(conn, row["ticket_id"], Change("outbox", old, new, why, OUTBOX_ACTOR, now))
             if new == "failed":
                 withdraw_promise(conn, oid, now=now, actor=OUTBOX_ACTOR, why=f"outbox #{oid} refused by the server",
-                                 tz=business_tz(cfg))
+                                 tz=desk_timezone(cfg))
 
 
 def _note_connection_error(store: Store, ids: list[int], line: str) -> None:

@@ -861,10 +861,8 @@ def slotted_deadline(
             lo = mid + 1
     for i in range(lo, n + 1):
         d, p = at(i)
-        if p <= i:
+        if p <= i:  # at i == n always: behind every promise (and maybe, as before, ahead of some)
             break
-    if p < first_ok:  # only at i == n: behind every promise and still ahead of some (as before)
-        return d, p
     return d, p
 
 

@@ -18,6 +18,7 @@ from storage import ledger
 from storage.db import Store
 from storage.tickets import events_of, ticket_row
 from test_ack import ack_all, make_config
+from test_app import screen_lines, screen_text
 from tui.screens import TicketScreen
 from tui.ack import AckReviewScreen, DeadlineDialog, TemplateDialog, UpdateDialog, update_screen
 from tui.dialogs import ConfirmDialog
@@ -242,14 +243,6 @@ async def test_send_all_with_the_smtp_server_down_says_the_batch_waits_and_why(s
         assert s.connection().exec_driver_sql("SELECT count(*) FROM outbox WHERE state = 'queued'").scalar() == 3
 
 
-def _screen_text(app) -> str:
-    import html
-
-    svg = app.export_screenshot()
-    lines = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
-    return html.unescape("".join(re.sub(r"<[^>]+>", "", line) for line in lines)).replace("\xa0", " ")
-
-
 @run_async
 async def test_the_deadline_dialogs_show_every_way_to_write_a_deadline_uncut(setup, smtp_server):
     # The hint was one Label wider than the dialog: its end ("... business time from now") was cut off.
@@ -260,7 +253,7 @@ async def test_the_deadline_dialogs_show_every_way_to_write_a_deadline_uncut(set
         await pilot.press("d")
         await wait_until(pilot, lambda: isinstance(app.screen, DeadlineDialog))
         await pilot.pause()
-        text = " ".join(_screen_text(app).split())
+        text = " ".join(screen_text(app).split())
         assert '"tomorrow 10:00"' in text and 'business time from now, "4h" or "1d"' in text
         await pilot.press("escape", "q")
         await wait_until(pilot, lambda: not isinstance(app.screen, AckReviewScreen))
@@ -268,7 +261,7 @@ async def test_the_deadline_dialogs_show_every_way_to_write_a_deadline_uncut(set
         app.push_screen(update_screen(app, ids["ann"]))
         await wait_until(pilot, lambda: isinstance(app.screen, UpdateDialog) and app.screen.settings is not None)
         await pilot.pause()
-        text = " ".join(_screen_text(app).split())
+        text = " ".join(screen_text(app).split())
         assert '"tomorrow 10:00"' in text and 'business time from now, "4h" or "1d"' in text
         assert 'goes to the customer: "I need until …, because …")' in text
 
@@ -309,8 +302,6 @@ async def test_on_80_columns_the_skipped_rule_shows_which_ticket_or_mail_stopped
 async def test_the_queue_shows_each_promise_on_the_desks_clock(tmp_path, smtp_server):
     # The desk keeps Tokyo hours; the app shows the promise at the hour the event and the customer's
     # mail name, whatever zone the machine is in.
-    from test_app import screen_text
-
     cfg = make_config(tmp_path, smtp_port=smtp_server.port, hours={"timezone": "Asia/Tokyo"})
     store = Store(cfg.database)
     tid = add_ticket(store, "Export to CSV stops", "ann@cust.example", "It stops.", from_name="Ann Lee",
@@ -328,55 +319,45 @@ async def test_the_queue_shows_each_promise_on_the_desks_clock(tmp_path, smtp_se
         store.close()
 
 
+LONG_SUBJECT = "Password reset mail never arrives, not even in the spam folder"
+
+
+def long_subject_review(tmp_path, smtp_server):
+    """Two waiting customers, one with a subject too long for 80 columns."""
+    cfg = make_config(tmp_path, smtp_port=smtp_server.port)
+    store = Store(cfg.database)
+    add_ticket(store, LONG_SUBJECT, "bob@cust.example", "Nothing arrives.", from_name="Bob Ray")
+    add_ticket(store, "Short one", "cy@cust.example", "Cannot add.", from_name="Cy")
+    return cfg, store, make_app(cfg, store)
+
+
 @run_async
 async def test_on_80_columns_a_long_subject_ends_in_an_ellipsis_not_at_the_screen_edge(tmp_path, smtp_server):
     # The subject came last and the table scrolled sideways for it: at 80 columns the screen's
     # edge cut "Password reset mail never arrives" to "Password reset mail ne".
-    cfg = make_config(tmp_path, smtp_port=smtp_server.port)
-    store = Store(cfg.database)
-    subject = "Password reset mail never arrives, not even in the spam folder"
-    add_ticket(store, subject, "bob@cust.example", "Nothing arrives.", from_name="Bob Ray")
-    add_ticket(store, "Short one", "cy@cust.example", "Cannot add.", from_name="Cy")
-    app = make_app(cfg, store)
+    cfg, store, app = long_subject_review(tmp_path, smtp_server)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_review(pilot, app)
         await pilot.pause()
         await pilot.pause()
         table = app.screen.query_one("#ack-eligible")
         assert sum(c.get_render_width(table) for c in table.columns.values()) <= table.scrollable_content_region.width
-        row = next(line for line in _screen_lines(app) if "Bob Ray" in line)
-        assert "Password reset" in row and row.rstrip().endswith("…") and subject not in row, row
-        assert any("Short one" in line for line in _screen_lines(app))
+        row = next(line for line in screen_lines(app) if "Bob Ray" in line)
+        assert "Password reset" in row and row.rstrip().endswith("…") and LONG_SUBJECT not in row, row
+        assert any("Short one" in line for line in screen_lines(app))
         await pilot.resize_terminal(160, 24)
         await pilot.pause()
         await pilot.pause()
-        assert any(subject in line for line in _screen_lines(app))  # the whole of it where it fits
+        assert any(LONG_SUBJECT in line for line in screen_lines(app))  # the whole of it where it fits
         await pilot.press("q")
     store.close()
-
-
-def _screen_lines(app) -> list[str]:
-    import html as _html
-
-    """The screen's text, one string per terminal row."""
-    svg = app.export_screenshot()
-    rows: dict[float, list[tuple[float, str]]] = {}
-    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg, flags=re.S):
-        text = _html.unescape(re.sub(r"<[^>]+>", "", m.group(3))).replace("\xa0", " ")
-        rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), text))
-    return ["".join(t for _x, t in sorted(rows[y])) for y in sorted(rows)]
 
 
 @run_async
 async def test_on_80_columns_an_edited_promise_shows_whole_and_the_subject_gives_way(tmp_path, smtp_server):
     # "(edited)" made the promise wider than its column: it was cut ("Thursday 26 November, 15:00 UT")
     # and the columns after it no longer lined up with the header.
-    cfg = make_config(tmp_path, smtp_port=smtp_server.port)
-    store = Store(cfg.database)
-    subject = "Password reset mail never arrives, not even in the spam folder"
-    add_ticket(store, subject, "bob@cust.example", "Nothing arrives.", from_name="Bob Ray")
-    add_ticket(store, "Short one", "cy@cust.example", "Cannot add.", from_name="Cy")
-    app = make_app(cfg, store)
+    cfg, store, app = long_subject_review(tmp_path, smtp_server)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_review(pilot, app)
         await pilot.pause()
@@ -391,7 +372,7 @@ async def test_on_80_columns_an_edited_promise_shows_whole_and_the_subject_gives
         table = screen.query_one("#ack-eligible")
         promise = str(table.get_row_at(0)[3])
         assert promise.endswith("(edited)"), promise
-        lines = _screen_lines(app)
+        lines = screen_lines(app)
         row = next(line for line in lines if (first.customer_name or first.customer) in line)
         assert promise in row, (promise, row)  # the whole promise, not cut by its column
         assert row.rstrip().endswith("…") and "Password reset" in row, row  # the subject gives way, with an ellipsis

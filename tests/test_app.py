@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
-from textual.worker import WorkerFailed
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from mail.config import parse_config
 from storage.db import DatabaseUnreachable, Store
@@ -122,10 +122,13 @@ async def settle(pilot) -> None:
 async def workers_done(app: HeardApp) -> None:
     """Wait for every worker. A read that met a stopped database fails its worker by design: the app's
     on_worker_state_changed says so once and retries (every DB_RETRY_SECONDS, racing this wait), so only
-    other failures fail the test."""
+    other failures fail the test. A worker a newer one replaced (an exclusive read of the queue, superseded
+    by the next change another agent made) is cancelled by design too."""
     for worker in list(app.workers):
         try:
             await worker.wait()
+        except WorkerCancelled:
+            pass
         except WorkerFailed as exc:
             if not isinstance(exc.error, DatabaseUnreachable):
                 raise
@@ -144,6 +147,16 @@ def screen_text(app: HeardApp) -> str:
     svg = app.export_screenshot()
     lines = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
     return html.unescape("".join(re.sub(r"<[^>]+>", "", line) for line in lines)).replace("\xa0", " ")
+
+
+def screen_lines(app: HeardApp) -> list[str]:
+    """The screen's text, one string per terminal row."""
+    svg = app.export_screenshot()
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg, flags=re.S):
+        text = html.unescape(re.sub(r"<[^>]+>", "", m.group(3))).replace("\xa0", " ")
+        rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), text))
+    return ["".join(t for _x, t in sorted(rows[y])) for y in sorted(rows)]
 
 
 def events(store: Store, tid: int) -> list[dict]:

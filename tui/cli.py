@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mail.config import (Config, ConfigError, cleartext_login, default_config_path, desk_timezone as business_tz, load_config,
+from mail.config import (Config, ConfigError, cleartext_login, default_config_path, desk_timezone, load_config,
                          local_timezone, write_config)
 from mail.imap import MailServerError
 from mail.untrusted import safe_line, safe_text
@@ -457,7 +457,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps([ticket_summary(r) for r in rows], ensure_ascii=False))
         return 0
-    tz = business_tz(cfg)
+    tz = desk_timezone(cfg)
     if sys.stdout.isatty():
         for line in _ticket_table(rows, now, shutil.get_terminal_size().columns, margin, tz):
             out(line)
@@ -484,7 +484,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     out(f"#{t['id']} {safe_line(t['subject'])}")
     out(f"customer: {safe_line(t['customer'])}   status: {STATUS_LABELS[Status(t['status'])]}   "
         f"priority: {t['priority']}   holder: {t['holder'] or '-'}")
-    tz = business_tz(cfg)
+    tz = desk_timezone(cfg)
 
     def when(value) -> str:
         at = datetime.fromisoformat(value) if isinstance(value, str) else value

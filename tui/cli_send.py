@@ -9,6 +9,7 @@ import sys
 from datetime import timezone
 
 from mail.compose import ComposeError, complete_body, reply_context, require_no_placeholders, tone_warnings
+from mail.config import desk_timezone
 from storage.db import utcnow
 from storage.lifecycle import ALLOWED, STATUS_LABELS, Status, parse_status
 from storage.outbox import OPEN_STATES, OutboxError
@@ -147,8 +148,6 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.json:
             out(json.dumps([_outbox_json(r) for r in rows], ensure_ascii=False))
             return 0
-        from mail.config import desk_timezone
-
         tz = desk_timezone(cfg)
         for r in rows:
             out(_outbox_line(r, tz))
@@ -162,9 +161,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             return 0
         return _drain_and_report(store, cfg)
     if action == "cancel":
-        from mail.send import business_tz
-
-        row = ob.cancel(store, args.id, actor=cfg.agent, now=now, reason=args.reason, tz=business_tz(cfg))
+        row = ob.cancel(store, args.id, actor=cfg.agent, now=now, reason=args.reason, tz=desk_timezone(cfg))
         out(f"outbox #{args.id} cancelled: it will not be sent (ticket #{row['ticket_id']})")
         if row["kind"] == "ack":
             out(f"ticket #{row['ticket_id']} made no promise: `heard ack` (or a in the app) offers it again")
